@@ -1,0 +1,1 @@
+"""Knowledge patterns: registry, template rendering, Copilot export and the built-in library (to come)."""

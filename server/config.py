@@ -1,0 +1,246 @@
+"""Configuration: one TOML file plus the environment, loaded once at the entry point.
+
+The schema is DESIGN.md's (``[server]``, ``[[providers]]``, ``[routing]``, ``[alerts]``). Unknown keys are
+errors that name their path. Library code never reads ``os.environ``: :func:`load_config` takes the
+environment as a mapping, resolves every provider's API key through :func:`resolve_api_key` and returns a
+frozen :class:`Config` that the entry point passes down.
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from server.errors import ConfigError
+
+APP_NAME = "ai-orchestration-mcp"
+ProviderKind = Literal["openai", "anthropic"]
+Strategy = Literal["priority", "weighted", "least_latency", "least_cost", "least_busy", "round_robin"]
+
+# The variable a provider of each kind reads its key from when it talks to the vendor's own endpoint.
+DEFAULT_KEY_ENV: dict[str, str] = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+# What discovery configures from the environment when there is no config file: (model, in $/Mtok, out $/Mtok).
+_DISCOVERED: dict[str, tuple[str, float, float]] = {
+    "openai": ("gpt-4o-mini", 0.15, 0.60),
+    "anthropic": ("claude-haiku-4-5", 1.00, 5.00),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    """The ``[server]`` table."""
+
+    database: Path | None = None
+    """SQLite file for call records and state; default ``<user data dir>/state.db``."""
+
+
+class ProviderConfig(_Strict):
+    """One ``[[providers]]`` entry: a model at an endpoint, with its limits and prices."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    kind: ProviderKind
+    model: str = Field(min_length=1, max_length=200)
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key: SecretStr | None = None
+    """Resolved at load time (see :func:`resolve_api_key`); an explicit value in the file is allowed but discouraged."""
+    base_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    priority: int = Field(default=10, ge=0, le=1_000_000)
+    weight: float = Field(default=1.0, gt=0, le=1_000_000)
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    max_concurrency: int = Field(default=8, ge=1, le=10_000)
+    input_cost_per_mtok: float = Field(default=0.0, ge=0)
+    output_cost_per_mtok: float = Field(default=0.0, ge=0)
+    capabilities: tuple[str, ...] = ("chat",)
+    context_window: int | None = Field(default=None, ge=1)
+
+    @property
+    def key_env(self) -> str | None:
+        """The variable this provider's key comes from, or ``None`` when none applies (custom endpoint, no ``api_key_env``).
+
+        A custom ``base_url`` never falls back to the vendor's default variable: that would send an OpenAI key
+        to whatever server the URL names.
+        """
+        if self.api_key_env:
+            return self.api_key_env
+        return None if self.base_url else DEFAULT_KEY_ENV[self.kind]
+
+    def readiness(self) -> str | None:
+        """``None`` when the provider can be called, else what to set to make it callable."""
+        if self.api_key is not None or self.base_url:
+            return None
+        return f"set {self.key_env} (or api_key_env / base_url for provider {self.name!r})"
+
+    def cost_usd(self, input_tokens: int, output_tokens: int) -> float:
+        """Price of one completion from the configured USD-per-million-token prices."""
+        return (input_tokens * self.input_cost_per_mtok + output_tokens * self.output_cost_per_mtok) / 1_000_000
+
+
+class RoutingConfig(_Strict):
+    """The ``[routing]`` table."""
+
+    strategy: Strategy = "priority"
+
+
+class AlertsConfig(_Strict):
+    """The ``[alerts]`` table: thresholds that open incidents."""
+
+    latency_p95_ms: float | None = Field(default=None, gt=0)
+    error_rate: float | None = Field(default=None, ge=0, le=1)
+
+
+class Config(_Strict):
+    """The whole configuration. Build it with :func:`load_config`."""
+
+    server: ServerSettings = ServerSettings()
+    providers: tuple[ProviderConfig, ...] = ()
+    routing: RoutingConfig = RoutingConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    source: str = Field(default="defaults", exclude=True)
+    """Where the providers came from: a file path, ``environment`` or ``defaults``."""
+
+    @field_validator("providers")
+    @classmethod
+    def _unique_names(cls, providers: tuple[ProviderConfig, ...]) -> tuple[ProviderConfig, ...]:
+        seen: set[str] = set()
+        for provider in providers:
+            if provider.name in seen:
+                raise ValueError(f"provider name {provider.name!r} is used twice")
+            seen.add(provider.name)
+        return providers
+
+    @model_validator(mode="after")
+    def _no_empty_capabilities(self) -> Config:
+        for index, provider in enumerate(self.providers):
+            if not provider.capabilities:
+                raise ValueError(f"providers[{index}].capabilities must not be empty")
+        return self
+
+    def secrets(self) -> list[str]:
+        """Every resolved credential, for redaction."""
+        return [p.api_key.get_secret_value() for p in self.providers if p.api_key is not None]
+
+
+def resolve_api_key(
+    provider: ProviderConfig, environ: Mapping[str, str], explicit: str | None = None
+) -> SecretStr | None:
+    """The one key-resolution order: explicit argument, then the config file, then the environment.
+
+    Returns:
+        The key, or ``None`` when none is set (a custom ``base_url`` such as Ollama may need none;
+        :meth:`ProviderConfig.readiness` says what to set otherwise).
+    """
+    if explicit:
+        return SecretStr(explicit)
+    if provider.api_key is not None:
+        return provider.api_key
+    env_name = provider.key_env
+    value = environ.get(env_name) if env_name else None
+    return SecretStr(value) if value else None
+
+
+def default_data_dir(environ: Mapping[str, str], platform: str = sys.platform) -> Path:
+    """The platform's per-user data directory for this app (XDG on Linux)."""
+    home = Path(environ.get("HOME") or Path.home())
+    if platform == "darwin":
+        return home / "Library" / "Application Support" / APP_NAME
+    if platform.startswith("win"):
+        return Path(environ.get("APPDATA") or home / "AppData" / "Roaming") / APP_NAME
+    return Path(environ.get("XDG_DATA_HOME") or home / ".local" / "share") / APP_NAME
+
+
+def database_path(config: Config, environ: Mapping[str, str], override: str | None = None) -> Path:
+    """Where the SQLite database lives: ``--database``, then ``AI_ORCHESTRATION_DB``, then the file, then the default."""
+    if override:
+        return Path(override).expanduser()
+    if environ.get("AI_ORCHESTRATION_DB"):
+        return Path(environ["AI_ORCHESTRATION_DB"]).expanduser()
+    if config.server.database is not None:
+        return config.server.database.expanduser()
+    return default_data_dir(environ) / "state.db"
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str]) -> Config:
+    """Load the TOML file (or discover providers from the environment) and resolve API keys.
+
+    Args:
+        path: the TOML file; ``None`` means ``AI_ORCHESTRATION_CONFIG`` if set, else discovery.
+        environ: the process environment (a mapping; the entry point passes ``os.environ``).
+
+    Raises:
+        ConfigError: unreadable file, invalid TOML, or a schema violation; ``key`` names the offending path.
+    """
+    path = path or environ.get("AI_ORCHESTRATION_CONFIG") or None
+    if path is None:
+        raw: dict = {"providers": _discover_providers(environ)}
+        source = "environment" if raw["providers"] else "defaults"
+    else:
+        raw = _read_toml(Path(path))
+        source = str(path)
+    try:
+        config = Config.model_validate({**raw, "source": source})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ConfigError(_describe(error), key=_dotted(error["loc"])) from None
+    keyed = tuple(p.model_copy(update={"api_key": resolve_api_key(p, environ)}) for p in config.providers)
+    return config.model_copy(update={"providers": keyed})
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML in {path}: {exc}") from None
+
+
+def _discover_providers(environ: Mapping[str, str]) -> list[dict]:
+    providers = []
+    for priority, kind in enumerate(("openai", "anthropic"), start=1):
+        prefix = kind.upper()
+        key_env = DEFAULT_KEY_ENV[kind]
+        base_url = environ.get(f"{prefix}_BASE_URL")
+        if not environ.get(key_env) and not base_url:
+            continue
+        model, input_cost, output_cost = _DISCOVERED[kind]
+        providers.append(
+            {
+                "name": kind,
+                "kind": kind,
+                "model": environ.get(f"{prefix}_MODEL") or model,
+                "api_key_env": key_env,
+                "base_url": base_url or None,
+                "priority": priority,
+                "input_cost_per_mtok": input_cost,
+                "output_cost_per_mtok": output_cost,
+            }
+        )
+    return providers
+
+
+def _dotted(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _describe(error: Mapping) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    # Never echo the offending value: it may be a secret placed under the wrong key.
+    return str(error["msg"])

@@ -1,0 +1,63 @@
+"""Status-code translation shared by the SDK and wire-protocol providers.
+
+Each provider module translates its own exception types (the one place per provider); this module holds
+the mapping from an HTTP status and headers to our typed errors, which both vendors' wire formats share.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from server.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    ProviderError,
+    RateLimited,
+    ServerError,
+)
+from server.redact import short_detail
+
+
+def retry_after_s(headers: Mapping[str, str] | None, now: Callable[[], float] = time.time) -> float | None:
+    """Parse ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date, RFC 9110 §10.2.3) into seconds."""
+    if not headers:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return None if parsed is None else max(0.0, parsed.timestamp() - now())
+
+
+def error_for_status(
+    provider: str,
+    status_code: int,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    secrets: Iterable[str] = (),
+) -> ProviderError:
+    """The typed error for an HTTP error status from a provider's endpoint.
+
+    429 and 529 (Anthropic's "overloaded") are rate limits; 408 and 5xx are server errors; 401/403 are
+    authentication failures; other 4xx are bad requests (not worth another provider).
+    """
+    detail = f"HTTP {status_code}: {short_detail(message, secrets)}"
+    kwargs = {"status_code": status_code, "retry_after_s": retry_after_s(headers)}
+    if status_code in (429, 529):
+        return RateLimited(provider, detail, **kwargs)
+    if status_code in (401, 403):
+        return AuthenticationFailed(provider, detail, **kwargs)
+    if status_code == 408 or status_code >= 500:
+        return ServerError(provider, detail, **kwargs)
+    return BadRequest(provider, detail, **kwargs)

@@ -1,0 +1,55 @@
+"""Schema migrations: append-only named functions, applied in order on open, each recorded once.
+
+Never edit or reorder a migration that has shipped; add a new one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import sqlite_utils
+
+
+def _m001_calls(db: sqlite_utils.Database) -> None:
+    db["calls"].create(
+        {
+            "id": int,
+            "ts": float,
+            "call_id": str,
+            "tool": str,
+            "provider": str,
+            "model": str,
+            "status": str,
+            "error_class": str,
+            "latency_ms": float,
+            "input_tokens": int,
+            "output_tokens": int,
+            "cost_usd": float,
+            "attempt": int,
+        },
+        pk="id",
+        not_null={"ts", "call_id", "tool", "provider", "model", "status", "latency_ms"},
+    )
+    db["calls"].create_index(["ts"])
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+    ("001_calls", _m001_calls),
+]
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply pending migrations, each in its own transaction. Returns the names applied now."""
+    if "_migrations" not in db.table_names():
+        db["_migrations"].create({"name": str, "applied_at": float}, pk="name")
+    done = {row["name"] for row in db["_migrations"].rows}
+    applied = []
+    for name, step in MIGRATIONS:
+        if name in done:
+            continue
+        with db.conn:
+            step(db)
+            db["_migrations"].insert({"name": name, "applied_at": time.time()})
+        applied.append(name)
+    return applied

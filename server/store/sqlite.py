@@ -1,0 +1,176 @@
+"""SQLite store through sqlite-utils, in WAL mode, owned by one dedicated thread.
+
+A SQLite connection belongs to the thread that opened it, and anyio's worker threads rotate, so one thread
+opens the database, migrates it and serves every operation from a queue. Writes are fire-and-forget and
+batched (everything queued since the last batch goes in one transaction); reads are queued behind the
+writes before them, so a read sees every record queued earlier, and answer through a future the event loop
+awaits without blocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+
+from server.store import GROUP_COLUMNS, CallRecord, GroupBy, GroupTotals
+from server.store.migrations import migrate
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+_STOP = object()
+_CLOSE_TIMEOUT_S = 30.0
+
+
+class SQLiteStore:
+    """The full-mode store.
+
+    Args:
+        path: database file (created with its parent folder), or ``":memory:"``.
+
+    Raises:
+        sqlite3.Error / OSError: the database cannot be opened or migrated (raised from the constructor).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        opened: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, args=(opened,), name="sqlite-store", daemon=True)
+        self._thread.start()
+        opened.result()  # re-raises an open or migration failure here, in the caller
+
+    # -- the owning thread ------------------------------------------------------------------------------
+
+    def _open(self) -> sqlite_utils.Database:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite_utils.Database(self.path)
+            db.enable_wal()
+        else:
+            db = sqlite_utils.Database(memory=True)
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        migrate(db)
+        return db
+
+    def _run(self, opened: Future[None]) -> None:
+        try:
+            db = self._open()
+        except BaseException as exc:
+            opened.set_exception(exc)
+            return
+        opened.set_result(None)
+        try:
+            self._serve(db)
+        finally:
+            db.close()
+
+    def _serve(self, db: sqlite_utils.Database) -> None:
+        while True:
+            item = self._queue.get()
+            batch: list[CallRecord] = []
+            while True:
+                if isinstance(item, CallRecord):
+                    batch.append(item)
+                else:
+                    self._write(db, batch)
+                    batch = []
+                    if item is _STOP:
+                        return
+                    self._read(db, *item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._write(db, batch)
+
+    @staticmethod
+    def _write(db: sqlite_utils.Database, batch: list[CallRecord]) -> None:
+        if not batch:
+            return
+        try:
+            with db.conn:
+                db["calls"].insert_all((asdict(record) for record in batch), batch_size=500)
+        except Exception:
+            # Recording must never take the server down; the count says what was lost.
+            logger.exception("could not store %d call record(s)", len(batch))
+
+    @staticmethod
+    def _read(db: sqlite_utils.Database, fn: Callable[[sqlite_utils.Database], Any], future: Future[Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn(db))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    # -- the async side ---------------------------------------------------------------------------------
+
+    async def _submit(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        if self._closed:
+            raise RuntimeError("store is closed")
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        return await asyncio.wrap_future(future)
+
+    def record_call(self, record: CallRecord) -> None:
+        """Queue one record; returns at once (a lock-free queue put, no I/O on the caller's thread)."""
+        if self._closed:
+            logger.warning("call record dropped: store already closed")
+            return
+        self._queue.put(record)
+
+    async def group_totals(self, since_ts: float, until_ts: float, group_by: GroupBy) -> list[GroupTotals]:
+        """Totals per group over ``[since_ts, until_ts)``, latencies sorted (SQL does the sorting)."""
+        if group_by not in GROUP_COLUMNS:
+            raise ValueError(f"cannot group by {group_by!r}")
+
+        def query(db: sqlite_utils.Database) -> list[GroupTotals]:
+            groups: dict[str, GroupTotals] = {}
+            rows = db.execute(
+                f"SELECT {group_by}, status, latency_ms, input_tokens, output_tokens, cost_usd FROM calls "
+                f"WHERE ts >= ? AND ts < ? ORDER BY {group_by}, latency_ms",
+                [since_ts, until_ts],
+            )
+            for key, *values in rows:
+                totals = groups.get(key)
+                if totals is None:
+                    totals = groups[key] = GroupTotals(key=key)
+                totals.add(*values)
+            return list(groups.values())
+
+        return await self._submit(query)
+
+    async def count_calls(self) -> int:
+        """How many attempt records are stored (for checks and tests)."""
+        return await self._submit(lambda db: db["calls"].count)
+
+    async def flush(self) -> None:
+        """Wait until every record queued so far is written."""
+        await self._submit(lambda db: None)
+
+    def close(self) -> None:
+        """Write what is queued, close the connection and join the thread (bounded). Idempotent, blocking."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(_CLOSE_TIMEOUT_S)
+        if self._thread.is_alive():
+            logger.error("store thread did not finish within %.0f s; some call records may be lost", _CLOSE_TIMEOUT_S)
+
+    async def aclose(self) -> None:
+        """:meth:`close` without blocking the event loop; shielded so shutdown's cancellation cannot skip it."""
+        import anyio
+
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.close)

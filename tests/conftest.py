@@ -1,0 +1,68 @@
+"""Shared fixtures: an isolated environment, the local upstream, configs and servers built on it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from server.config import Config
+from server.simulator import Upstream
+
+_ISOLATED_PREFIXES = ("OPENAI_", "ANTHROPIC_", "AI_ORCHESTRATION_", "OTEL_")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No provider keys, config or database from the developer's machine; data directory under tmp_path."""
+    for name in list(os.environ):
+        if name.startswith(_ISOLATED_PREFIXES):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    with Upstream() as up:
+        yield up
+
+
+def provider_entry(upstream: Upstream, name: str, kind: str = "openai", model: str | None = None, **extra) -> dict:
+    """A ``[[providers]]`` entry pointing at the local upstream."""
+    base_url = upstream.openai_base_url if kind == "openai" else upstream.url
+    return {"name": name, "kind": kind, "model": model or f"{name}-model", "base_url": base_url, **extra}
+
+
+def config_for(*entries: dict, **sections) -> Config:
+    """A validated :class:`Config` from provider entries (keys resolve to none: the upstream needs none)."""
+    return Config.model_validate({"providers": list(entries), **sections})
+
+
+def write_config(path: Path, *entries: dict) -> Path:
+    """Write entries as a TOML config file (flat values only)."""
+    lines = []
+    for entry in entries:
+        lines.append("[[providers]]")
+        for key, value in entry.items():
+            lines.append(f"{key} = {_toml(value)}")
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
