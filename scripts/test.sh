@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install everything the tests need into .venv (Python) and .cache/inspector (Node 22 + MCP Inspector),
+# then run the whole suite. Extra arguments go to pytest. Idempotent: a second run reinstalls nothing new.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+MCP_INSPECTOR="$(bash scripts/install-inspector.sh)"
+export MCP_INSPECTOR
+exec .venv/bin/python -m pytest "$@"
