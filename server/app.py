@@ -103,8 +103,9 @@ def build_server(
         async with open_dependencies(config, store_factory=store_factory, provider_factory=provider_factory, clock=clock) as deps:
             yield deps
 
-    mcp = MCPServer(SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version())
-    tools.register(mcp)
+    mcp = MCPServer(
+        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(), tools=tools.all_tools()
+    )
     resources.register(mcp)
     prompts.register(mcp)
     return mcp

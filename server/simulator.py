@@ -332,33 +332,37 @@ class _Handler(BaseHTTPRequestHandler):
         nodelay = bool(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         record = RecordedRequest(path, wire, model, body or {}, headers, time.time(), tcp_nodelay=nodelay)
         upstream._record(record)
-        try:
-            outcome = self._answer(wire, model, body)
-        except OSError:  # the client went away while the reply was being written
-            self.close_connection, outcome = True, "client_closed"
+        outcome, reply = self._answer(wire, model, body)
+        # The outcome is recorded before the reply goes out: a client that has its answer must find it recorded.
         upstream._finish(record, outcome)
+        if reply is None:
+            return
+        try:
+            self._send_bytes(*reply)
+        except OSError:  # the client went away while the reply was being written
+            self.close_connection = True
+            upstream._finish(record, "client_closed")
 
-    def _answer(self, wire: str, model: str, body: dict[str, Any] | None) -> str:
-        """Answer one completion request as scripted; return its outcome."""
+    def _answer(
+        self, wire: str, model: str, body: dict[str, Any] | None
+    ) -> tuple[str, tuple[int, bytes, dict[str, str]] | None]:
+        """Decide how to answer one completion request as scripted: its outcome and the reply to send, if any."""
         if body is None or body.get("stream"):
             refusal = "streaming not supported by the simulator" if body else "request body is not a JSON object"
-            self._send_error(wire, 400, refusal)
-            return "error"
+            return "error", _error_reply(wire, 400, refusal)
         behaviour = self.server.upstream._next_behaviour(model)
         if behaviour.latency_s > 0 and self._client_closed_within(behaviour.latency_s):
             self.close_connection = True
-            return "client_closed"
+            return "client_closed", None
         if behaviour.drop:
             self.close_connection = True  # returning without a reply closes the socket: the client sees EOF
-            return "dropped"
+            return "dropped", None
         if behaviour.status != 200:
-            self._send_error(wire, behaviour.status, f"simulated HTTP {behaviour.status}", behaviour.retry_after_s)
-            return "error"
+            return "error", _error_reply(wire, behaviour.status, f"simulated HTTP {behaviour.status}",
+                                         behaviour.retry_after_s)
         if behaviour.malformed:
-            self._send_bytes(200, b'{"id": "truncated', {"Content-Type": "application/json"})
-            return "malformed"
-        self._send_json(200, _reply(wire, model, body, behaviour))
-        return "answered"
+            return "malformed", (200, b'{"id": "truncated', {"Content-Type": "application/json"})
+        return "answered", _json_reply(200, _reply(wire, model, body, behaviour))
 
     def _client_closed_within(self, seconds: float) -> bool:
         """Wait ``seconds``; return True as soon as the client closes its end (EOF or reset) instead."""
@@ -378,19 +382,8 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(max(0.0, deadline - time.monotonic()))
         return False
 
-    def _send_error(self, wire: str, status: int, message: str, retry_after_s: float | None = None) -> None:
-        anthropic_type, openai_type, openai_code = _ERROR_KINDS.get(
-            status, _SERVER_ERROR if status >= 500 else _ERROR_KINDS[400]
-        )
-        if wire == "anthropic":
-            payload: dict[str, Any] = {"type": "error", "error": {"type": anthropic_type, "message": message}}
-        else:
-            payload = {"error": {"message": message, "type": openai_type, "code": openai_code}}
-        headers = {} if retry_after_s is None else {"Retry-After": f"{retry_after_s:g}"}
-        self._send_json(status, payload, headers)
-
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        self._send_bytes(status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})})
+        self._send_bytes(*_json_reply(status, payload, headers))
 
     def _send_bytes(self, status: int, data: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
@@ -399,6 +392,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+def _json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    return status, json.dumps(payload).encode(), {"Content-Type": "application/json", **(headers or {})}
+
+
+def _error_reply(
+    wire: str, status: int, message: str, retry_after_s: float | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    """An error body in the request's wire format (OpenAI ``{"error": …}``, Anthropic ``{"type": "error", …}``)."""
+    anthropic_type, openai_type, openai_code = _ERROR_KINDS.get(
+        status, _SERVER_ERROR if status >= 500 else _ERROR_KINDS[400]
+    )
+    if wire == "anthropic":
+        payload: dict[str, Any] = {"type": "error", "error": {"type": anthropic_type, "message": message}}
+    else:
+        payload = {"error": {"message": message, "type": openai_type, "code": openai_code}}
+    headers = {} if retry_after_s is None else {"Retry-After": f"{retry_after_s:g}"}
+    return _json_reply(status, payload, headers)
 
 
 def _text_of(content: Any) -> str:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from mcp.server import MCPServer
+from mcp.server.mcpserver.tools import Tool
 
 from tools import monitor, orchestrate
 
 
-def register(mcp: MCPServer) -> None:
-    """Register every tool on ``mcp``."""
-    orchestrate.register(mcp)
-    monitor.register(mcp)
+def all_tools() -> list[Tool]:
+    """Every tool the server offers, built fresh (each server gets its own instances)."""
+    return [orchestrate.tool(), monitor.tool()]

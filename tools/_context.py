@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import ToolAnnotations
 
 from server.app import Dependencies
 from server.errors import OrchestrationError
 from server.pool import pool_error_message
+from tools._schema import compact_schema
 
 
 def dependencies(ctx: Context) -> Dependencies:
@@ -27,3 +31,12 @@ def core_errors() -> Iterator[None]:
         raise ToolError(pool_error_message(exc)) from exc
     except ValueError as exc:
         raise ToolError(str(exc)) from exc
+
+
+def make_tool(fn: Callable[..., Any], *, name: str, description: str, annotations: ToolAnnotations) -> Tool:
+    """A tool from ``fn`` with compact input and output schemas (see :mod:`tools._schema`)."""
+    tool = Tool.from_function(fn, name=name, description=description, annotations=annotations)
+    tool.parameters = compact_schema(tool.parameters)
+    if tool.fn_metadata.output_schema is not None:
+        tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
+    return tool

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from server.operations import OperationsSummary, operations_summary
-from tools._context import core_errors, dependencies
+from tools._context import core_errors, dependencies, make_tool
 
 DESCRIPTION = """Report how the provider calls went over a recent time window: per provider (or model,
 or tool) the number of calls, errors and error rate, latency p50/p95/p99 in milliseconds, throughput
@@ -18,10 +18,22 @@ per minute, input/output tokens and cost in USD; alerts for configured threshold
 configured providers with their readiness. Example: window="1h", group_by="provider"."""
 
 
-def register(mcp: MCPServer) -> None:
-    """Register ``monitor_operations`` on ``mcp``."""
+async def monitor_operations(
+    ctx: Context,
+    window: Annotated[str, Field(description="How far back: 15m, 1h, 24h, 7d …", max_length=16)] = "1h",
+    group_by: Annotated[Literal["provider", "model", "tool"], Field(description="How to group the calls.")] = "provider",
+) -> OperationsSummary:
+    deps = dependencies(ctx)
+    with core_errors():
+        return await operations_summary(
+            deps.store, deps.pool.configs, deps.config.alerts, window=window, group_by=group_by, clock=deps.clock
+        )
 
-    @mcp.tool(
+
+def tool() -> Tool:
+    """The ``monitor_operations`` tool."""
+    return make_tool(
+        monitor_operations,
         name="monitor_operations",
         description=DESCRIPTION,
         annotations=ToolAnnotations(
@@ -32,15 +44,3 @@ def register(mcp: MCPServer) -> None:
             open_world_hint=False,
         ),
     )
-    async def monitor_operations(
-        ctx: Context,
-        window: Annotated[str, Field(description="How far back: 15m, 1h, 24h, 7d …", max_length=16)] = "1h",
-        group_by: Annotated[
-            Literal["provider", "model", "tool"], Field(description="How to group the calls.")
-        ] = "provider",
-    ) -> OperationsSummary:
-        deps = dependencies(ctx)
-        with core_errors():
-            return await operations_summary(
-                deps.store, deps.pool.configs, deps.config.alerts, window=window, group_by=group_by, clock=deps.clock
-            )

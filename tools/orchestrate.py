@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from server.orchestration import OrchestrateResult, orchestrate
-from tools._context import core_errors, dependencies
+from tools._context import core_errors, dependencies, make_tool
 
 MAX_PROMPT_CHARS = 1_000_000
 
@@ -24,10 +24,37 @@ cost in USD, total latency and the server's own overhead in milliseconds. monito
 the configured provider names."""
 
 
-def register(mcp: MCPServer) -> None:
-    """Register ``orchestrate`` on ``mcp``."""
+async def orchestrate_tool(
+    ctx: Context,
+    prompt: Annotated[str, Field(description="The user prompt to send.", max_length=MAX_PROMPT_CHARS)],
+    system: Annotated[str | None, Field(description="Optional system prompt.", max_length=MAX_PROMPT_CHARS)] = None,
+    providers: Annotated[
+        list[Annotated[str, Field(max_length=64)]] | None,
+        Field(description="Provider names to use, tried in this order; default: all, by priority.", max_length=32),
+    ] = None,
+    max_tokens: Annotated[int, Field(description="Completion token ceiling.", ge=1, le=200_000)] = 1024,
+    temperature: Annotated[float | None, Field(description="Sampling temperature.", ge=0, le=2)] = None,
+    timeout_s: Annotated[float | None, Field(description="Deadline for the whole call, seconds.", gt=0, le=600)] = None,
+) -> OrchestrateResult:
+    started = time.perf_counter()
+    deps = dependencies(ctx)
+    with core_errors():
+        return await orchestrate(
+            deps.pool,
+            prompt=prompt,
+            system=system,
+            providers=providers,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            timeout_s=timeout_s,
+            started=started,
+        )
 
-    @mcp.tool(
+
+def tool() -> Tool:
+    """The ``orchestrate`` tool."""
+    return make_tool(
+        orchestrate_tool,
         name="orchestrate",
         description=DESCRIPTION,
         annotations=ToolAnnotations(
@@ -38,31 +65,3 @@ def register(mcp: MCPServer) -> None:
             open_world_hint=True,
         ),
     )
-    async def orchestrate_tool(
-        ctx: Context,
-        prompt: Annotated[str, Field(description="The user prompt to send.", max_length=MAX_PROMPT_CHARS)],
-        system: Annotated[str | None, Field(description="Optional system prompt.", max_length=MAX_PROMPT_CHARS)] = None,
-        providers: Annotated[
-            list[Annotated[str, Field(max_length=64)]] | None,
-            Field(description="Provider names to use, tried in this order; default: all, by priority.",
-                  max_length=32),
-        ] = None,
-        max_tokens: Annotated[int, Field(description="Completion token ceiling.", ge=1, le=200_000)] = 1024,
-        temperature: Annotated[float | None, Field(description="Sampling temperature.", ge=0, le=2)] = None,
-        timeout_s: Annotated[
-            float | None, Field(description="Deadline for the whole call, seconds.", gt=0, le=600)
-        ] = None,
-    ) -> OrchestrateResult:
-        started = time.perf_counter()
-        deps = dependencies(ctx)
-        with core_errors():
-            return await orchestrate(
-                deps.pool,
-                prompt=prompt,
-                system=system,
-                providers=providers,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                timeout_s=timeout_s,
-                started=started,
-            )
