@@ -35,6 +35,17 @@ def upstream() -> Iterator[Upstream]:
         yield up
 
 
+@pytest.fixture
+def config_file(tmp_path: Path, upstream: Upstream) -> Path:
+    """A config file with two providers on the local upstream: `primary` (openai, gpt-sim) then `backup`
+    (anthropic, claude-sim)."""
+    return write_config(
+        tmp_path / "config.toml",
+        provider_entry(upstream, "primary", kind="openai", model="gpt-sim", priority=1),
+        provider_entry(upstream, "backup", kind="anthropic", model="claude-sim", priority=2),
+    )
+
+
 def provider_entry(upstream: Upstream, name: str, kind: str = "openai", model: str | None = None, **extra) -> dict:
     """A ``[[providers]]`` entry pointing at the local upstream."""
     base_url = upstream.openai_base_url if kind == "openai" else upstream.url

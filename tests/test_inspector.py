@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from server.simulator import Behaviour, Upstream
-from tests.conftest import provider_entry, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,47 +43,38 @@ def console_script() -> Path:
     return _require(Path(found) if found else None, "installed ai-orchestration-mcp console script")
 
 
-def run_inspector(inspector: Path, console_script: Path, config: Path, database: Path, *method: str) -> dict:
+def run_inspector(inspector: Path, console_script: Path, config_file: Path, database: Path, *method: str) -> dict:
     # The Inspector has a --config of its own: its options go first, the server command after "--".
-    command = [str(inspector), "--cli", *method, "--", str(console_script), "--config", str(config),
+    command = [str(inspector), "--cli", *method, "--", str(console_script), "--config", str(config_file),
                "--database", str(database)]
     out = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, f"exit {out.returncode}\nstdout: {out.stdout}\nstderr: {out.stderr[-3000:]}"
     return json.loads(out.stdout)
 
 
-@pytest.fixture
-def config(tmp_path: Path, upstream: Upstream) -> Path:
-    return write_config(
-        tmp_path / "config.toml",
-        provider_entry(upstream, "primary", kind="openai", model="gpt-sim", priority=1),
-        provider_entry(upstream, "backup", kind="anthropic", model="claude-sim", priority=2),
-    )
-
-
 def test_inspector_lists_tools_and_gets_the_upstream_answer(
-    inspector: Path, console_script: Path, config: Path, tmp_path: Path, upstream: Upstream
+    inspector: Path, console_script: Path, config_file: Path, tmp_path: Path, upstream: Upstream
 ) -> None:
     database = tmp_path / "inspector.db"
-    listed = run_inspector(inspector, console_script, config, database, "--method", "tools/list")
+    listed = run_inspector(inspector, console_script, config_file, database, "--method", "tools/list")
     tools = {tool["name"]: tool for tool in listed["tools"]}
     assert {"orchestrate", "monitor_operations"} <= set(tools)
     assert tools["orchestrate"]["annotations"]["openWorldHint"] is True
 
-    answered = run_inspector(inspector, console_script, config, database, "--method", "tools/call",
+    answered = run_inspector(inspector, console_script, config_file, database, "--method", "tools/call",
                              "--tool-name", "orchestrate", "--tool-arg", "prompt=hello from the inspector")
     assert answered["isError"] is False
     assert answered["structuredContent"]["text"] == "[gpt-sim] hello from the inspector"
     assert answered["structuredContent"]["provider"] == "primary"
 
     upstream.script("gpt-sim", Behaviour(status=500))
-    fallback = run_inspector(inspector, console_script, config, database, "--method", "tools/call",
+    fallback = run_inspector(inspector, console_script, config_file, database, "--method", "tools/call",
                              "--tool-name", "orchestrate", "--tool-arg", "prompt=first one fails")
     result = fallback["structuredContent"]
     assert result["text"] == "[claude-sim] first one fails"
     assert [(a["provider"], a["status"]) for a in result["attempts"]] == [("primary", "error"), ("backup", "ok")]
 
-    monitor = run_inspector(inspector, console_script, config, database, "--method", "tools/call",
+    monitor = run_inspector(inspector, console_script, config_file, database, "--method", "tools/call",
                             "--tool-name", "monitor_operations", "--tool-arg", "window=15m")
     groups = {g["key"]: g for g in monitor["structuredContent"]["groups"]}
     assert (groups["primary"]["calls"], groups["primary"]["errors"]) == (2, 1)

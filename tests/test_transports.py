@@ -15,17 +15,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 
 from server.simulator import Behaviour, Upstream
-from tests.conftest import provider_entry, write_config
 from tests.serving import SERVER_COMMAND, RawStdioSession, free_port, server_env, wait_for_port
-
-
-@pytest.fixture
-def config_file(tmp_path: Path, upstream: Upstream) -> Path:
-    return write_config(
-        tmp_path / "config.toml",
-        provider_entry(upstream, "primary", kind="openai", model="gpt-sim", priority=1),
-        provider_entry(upstream, "backup", kind="anthropic", model="claude-sim", priority=2),
-    )
 
 
 def count_calls(database: Path) -> int:
