@@ -61,7 +61,8 @@ async def open_dependencies(
     """
     store = store_factory()
     try:
-        pool = ProviderPool([(p, provider_factory(p)) for p in config.providers], store, clock=clock)
+        pool = ProviderPool([(p, provider_factory(p)) for p in config.providers], store, config=config, clock=clock)
+        await pool.load_spend()
     except BaseException:
         await store.aclose()
         raise
@@ -95,18 +96,27 @@ def build_server(
     import resources
     import tools
 
+    # The latest lifespan's dependencies, for handlers that get no request context (static resources).
+    current: list[Dependencies] = [shared] if shared is not None else []
+
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Dependencies]:
         if shared is not None:
             yield shared
             return
-        async with open_dependencies(config, store_factory=store_factory, provider_factory=provider_factory, clock=clock) as deps:
-            yield deps
+        async with open_dependencies(
+            config, store_factory=store_factory, provider_factory=provider_factory, clock=clock
+        ) as deps:
+            current.append(deps)
+            try:
+                yield deps
+            finally:
+                current.remove(deps)
 
     mcp = MCPServer(
         SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(), tools=tools.all_tools()
     )
-    resources.register(mcp)
+    resources.register(mcp, lambda: current[-1])
     prompts.register(mcp)
     return mcp
 

@@ -60,6 +60,13 @@ class ProviderConfig(_Strict):
     output_cost_per_mtok: float = Field(default=0.0, ge=0)
     capabilities: tuple[str, ...] = ("chat",)
     context_window: int | None = Field(default=None, ge=1)
+    """Tokens the model accepts (prompt + completion); a call that overflows falls back to a larger window."""
+    rpm: int | None = Field(default=None, ge=1)
+    """Requests per minute this provider may receive (sliding 60 s window); over it, the provider is skipped."""
+    tpm: int | None = Field(default=None, ge=1)
+    """Tokens per minute (estimated input + requested output), likewise."""
+    daily_budget_usd: float | None = Field(default=None, ge=0)
+    """Spend per UTC day; a provider over its budget is skipped."""
 
     @property
     def key_env(self) -> str | None:
@@ -84,9 +91,53 @@ class ProviderConfig(_Strict):
 
 
 class RoutingConfig(_Strict):
-    """The ``[routing]`` table."""
+    """The ``[routing]`` table: strategy, fallback and retry rule, circuit breakers, overall budget."""
 
     strategy: Strategy = "priority"
+    max_fallbacks: int | None = Field(default=None, ge=0, le=100)
+    """How many other providers a call may fall back to after the first (default: all candidates)."""
+    max_retries: int = Field(default=2, ge=0, le=10)
+    """Retries of a provider, made only once no other candidate remains and the deadline allows."""
+    backoff_base_s: float = Field(default=0.25, gt=0, le=60)
+    backoff_max_s: float = Field(default=8.0, gt=0, le=600)
+    latency_tolerance: float = Field(default=0.25, ge=0, le=10)
+    """least_latency: providers within this fraction of the best EWMA latency share the load."""
+    ewma_alpha: float = Field(default=0.3, gt=0, le=1)
+    rate_limit_cooldown_s: float = Field(default=10.0, ge=0, le=3600)
+    """How long a 429 without Retry-After cools a provider down."""
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    breaker_min_calls: int = Field(default=5, ge=1, le=10_000)
+    breaker_window_s: float = Field(default=60.0, gt=0, le=86_400)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0, le=86_400)
+    daily_budget_usd: float | None = Field(default=None, ge=0)
+    """Spend per UTC day across all providers; over it, calls that need a model are refused."""
+
+
+class Experiment(_Strict):
+    """An ``[[experiments]]`` entry: an A/B bucket (or canary) over provider sets.
+
+    A caller key (``user_id``) is hashed with the experiment name; keys whose hash falls under ``percentage``
+    get the ``variant`` providers, the others the ``control`` providers (default: the whole pool).
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    percentage: float = Field(ge=0, le=100)
+    variant: tuple[str, ...] = Field(min_length=1)
+    control: tuple[str, ...] = ()
+
+
+class CacheConfig(_Strict):
+    """The ``[cache]`` table: identical temperature-0 requests answered from the store within a TTL."""
+
+    enabled: bool = False
+    ttl_s: float = Field(default=3600.0, gt=0, le=30 * 86_400)
+
+
+class ConversationConfig(_Strict):
+    """The ``[conversations]`` table."""
+
+    history_token_budget: int = Field(default=8000, ge=100, le=2_000_000)
+    """Estimated tokens of history replayed per call (newest turns kept)."""
 
 
 class AlertsConfig(_Strict):
@@ -103,6 +154,9 @@ class Config(_Strict):
     providers: tuple[ProviderConfig, ...] = ()
     routing: RoutingConfig = RoutingConfig()
     alerts: AlertsConfig = AlertsConfig()
+    experiments: tuple[Experiment, ...] = ()
+    cache: CacheConfig = CacheConfig()
+    conversations: ConversationConfig = ConversationConfig()
     source: str = Field(default="defaults", exclude=True)
     """Where the providers came from: a file path, ``environment`` or ``defaults``."""
 
@@ -117,10 +171,17 @@ class Config(_Strict):
         return providers
 
     @model_validator(mode="after")
-    def _no_empty_capabilities(self) -> Config:
+    def _cross_checks(self) -> Config:
+        names = {p.name for p in self.providers}
         for index, provider in enumerate(self.providers):
             if not provider.capabilities:
                 raise ValueError(f"providers[{index}].capabilities must not be empty")
+        for index, experiment in enumerate(self.experiments):
+            unknown = [n for n in (*experiment.variant, *experiment.control) if n not in names]
+            if unknown:
+                raise ValueError(f"experiments[{index}] names unknown provider(s): {', '.join(unknown)}")
+        if self.routing.backoff_max_s < self.routing.backoff_base_s:
+            raise ValueError("routing.backoff_max_s must be at least routing.backoff_base_s")
         return self
 
     def secrets(self) -> list[str]:

@@ -99,6 +99,18 @@ class BadRequest(ProviderError):
     error_class = "bad_request"
 
 
+class ContextWindowExceeded(ProviderError):
+    """The prompt does not fit the model's context window: only a provider with a larger window can help."""
+
+    error_class = "context_window_exceeded"
+
+
+class ContentRefused(ProviderError):
+    """The provider refused the content (a content filter or a refusal stop reason); another model may not."""
+
+    error_class = "content_refused"
+
+
 class NoProvidersConfigured(OrchestrationError):
     """A model is needed but the pool is empty."""
 
@@ -129,3 +141,23 @@ class AllProvidersFailed(OrchestrationError):
         lines = "; ".join(f"{e.provider} ({e.error_class}): {e.detail}" for e in errors)
         super().__init__(f"all {len(errors)} provider attempt(s) failed: {lines}")
         self.errors = errors
+
+
+class NoProviderAvailable(OrchestrationError):
+    """Providers are configured, but none may take a call now (circuit open, cooling down, over a limit).
+
+    Attributes:
+        reasons: provider name -> why it was skipped.
+        retry_after_s: seconds until the earliest one becomes available again, when known.
+    """
+
+    def __init__(self, reasons: dict[str, str], retry_after_s: float | None = None) -> None:
+        detail = "; ".join(f"{name}: {why}" for name, why in reasons.items())
+        hint = f"; retry in {retry_after_s:.1f} s" if retry_after_s is not None else ""
+        super().__init__(f"no provider can take the call now ({detail}){hint}")
+        self.reasons = reasons
+        self.retry_after_s = retry_after_s
+
+
+class BudgetExceeded(OrchestrationError):
+    """The overall daily cost budget is spent."""

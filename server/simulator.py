@@ -58,6 +58,8 @@ class Behaviour:
         drop: close the connection without any response.
         input_tokens: reported input tokens; ``None`` counts words of all messages and the system prompt.
         output_tokens: reported output tokens; ``None`` counts words of the reply.
+        error_message: the error body's message for a non-200 status (default ``"simulated HTTP <status>"``).
+        finish_reason: the stop reason to report (default ``stop`` / ``end_turn``), e.g. ``content_filter``.
     """
 
     status: int = 200
@@ -68,6 +70,8 @@ class Behaviour:
     drop: bool = False
     input_tokens: int | None = None
     output_tokens: int | None = None
+    error_message: str | None = None
+    finish_reason: str | None = None
 
     def __post_init__(self) -> None:
         # Checked here because behaviours also arrive as JSON through POST /_sim/script.
@@ -358,7 +362,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # returning without a reply closes the socket: the client sees EOF
             return "dropped", None
         if behaviour.status != 200:
-            return "error", _error_reply(wire, behaviour.status, f"simulated HTTP {behaviour.status}",
+            message = behaviour.error_message or f"simulated HTTP {behaviour.status}"
+            return "error", _error_reply(wire, behaviour.status, message,
                                          behaviour.retry_after_s)
         if behaviour.malformed:
             return "malformed", (200, b'{"id": "truncated', {"Content-Type": "application/json"})
@@ -437,7 +442,7 @@ def _reply(wire: str, model: str, body: dict[str, Any], behaviour: Behaviour) ->
             "role": "assistant",
             "model": model,
             "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
+            "stop_reason": behaviour.finish_reason or "end_turn",
             "stop_sequence": None,
             "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
         }
@@ -446,7 +451,7 @@ def _reply(wire: str, model: str, body: dict[str, Any], behaviour: Behaviour) ->
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": behaviour.finish_reason or "stop"}],
         "usage": {
             "prompt_tokens": input_tokens,
             "completion_tokens": output_tokens,

@@ -11,7 +11,7 @@ from tools._schema import compact_schema
 GOOD = {"text": "t", "provider": "p", "model": "m", "usage": {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
         "attempts": [{"provider": "p", "model": "m", "status": "ok", "error_class": None, "error": None,
                       "latency_ms": 1.0}], "cost_usd": 0.0, "latency_ms": 1.0, "overhead_ms": 0.1,
-        "continuation_id": None}
+        "continuation_id": "c1"}
 BAD = [
     {**GOOD, "text": None},
     {**GOOD, "attempts": [{**GOOD["attempts"][0], "error_class": 3}]},
@@ -24,7 +24,7 @@ def test_compact_output_schema_has_no_refs_titles_or_nullable_any_of() -> None:
     compact = compact_schema(OrchestrateResult.model_json_schema())
     text = str(compact)
     assert "$ref" not in text and "$defs" not in text and "'title'" not in text and "anyOf" not in text
-    assert compact["properties"]["continuation_id"]["type"] == ["string", "null"]
+    assert compact["properties"]["ab_bucket"]["type"] == ["string", "null"]
 
 
 @pytest.mark.parametrize("instance", [GOOD, *BAD])

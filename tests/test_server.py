@@ -78,7 +78,7 @@ async def test_fallback_is_visible_in_attempts(client: Client, upstream: Upstrea
 
 
 async def test_monitor_operations_reports_the_calls_just_made(client: Client, upstream: Upstream) -> None:
-    upstream.script("gpt-sim", Behaviour(status=503), Behaviour(status=429))
+    upstream.script("gpt-sim", Behaviour(status=503), Behaviour(status=500))
     for _ in range(5):
         assert not (await client.call_tool("orchestrate", {"prompt": "x y"})).is_error
     out = (await client.call_tool("monitor_operations", {"window": "15m"})).structured_content
@@ -125,12 +125,12 @@ async def test_bad_monitor_window_is_a_clear_error(client: Client) -> None:
 
 
 async def test_all_providers_failing_says_what_failed(client: Client, upstream: Upstream) -> None:
-    upstream.script("gpt-sim", Behaviour(status=500))
-    upstream.script("claude-sim", Behaviour(drop=True))
+    upstream.script("gpt-sim", Behaviour(status=500), repeat=True)
+    upstream.script("claude-sim", Behaviour(drop=True), repeat=True)
     result = await client.call_tool("orchestrate", {"prompt": "hi"})
     assert result.is_error
     text = result.content[0].text
-    assert "primary (server_error)" in text and "backup (connection)" in text and "monitor_operations" in text
+    assert "primary (server_error)" in text and "backup (connection)" in text and "list_providers" in text
 
 
 async def test_without_providers_the_server_serves_and_says_what_to_set(mode: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from mcp.server.mcpserver.tools import Tool
 
-from tools import monitor, orchestrate
+from tools import monitor, orchestrate, providers
 
 
 def all_tools() -> list[Tool]:
     """Every tool the server offers, built fresh (each server gets its own instances)."""
-    return [orchestrate.tool(), monitor.tool()]
+    return [orchestrate.tool(), monitor.tool(), providers.tool()]

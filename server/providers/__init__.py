@@ -37,6 +37,7 @@ class CompletionRequest:
         max_tokens: the completion's token ceiling.
         temperature: sampling temperature in [0, 2], or ``None`` for the provider's default.
         timeout_s: this attempt's time limit in seconds.
+        response_format: ``text``, or ``json`` for a reply that must be one JSON value (the pool validates it).
     """
 
     messages: tuple[Message, ...]
@@ -44,6 +45,7 @@ class CompletionRequest:
     max_tokens: int = 1024
     temperature: float | None = None
     timeout_s: float = 30.0
+    response_format: Literal["text", "json"] = "text"
 
 
 @dataclass(frozen=True, slots=True)

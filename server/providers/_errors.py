@@ -7,17 +7,25 @@ the mapping from an HTTP status and headers to our typed errors, which both vend
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 
 from server.errors import (
     AuthenticationFailed,
     BadRequest,
+    ContextWindowExceeded,
     ProviderError,
     RateLimited,
     ServerError,
 )
 from server.redact import short_detail
+
+
+# OpenAI: code "context_length_exceeded" / "maximum context length"; Anthropic: "prompt is too long";
+# OpenAI-compatible servers (vLLM, Ollama) word it like OpenAI.
+_CONTEXT_WINDOW = re.compile(r"context[_ ]length[_ ]exceeded|maximum context length|prompt is too long|"
+                             r"context window", re.IGNORECASE)
 
 
 def retry_after_s(headers: Mapping[str, str] | None, now: Callable[[], float] = time.time) -> float | None:
@@ -60,4 +68,6 @@ def error_for_status(
         return AuthenticationFailed(provider, detail, **kwargs)
     if status_code == 408 or status_code >= 500:
         return ServerError(provider, detail, **kwargs)
+    if status_code in (400, 413) and _CONTEXT_WINDOW.search(message):
+        return ContextWindowExceeded(provider, detail, **kwargs)
     return BadRequest(provider, detail, **kwargs)

@@ -8,9 +8,14 @@ import threading
 from typing import Any
 
 from server.config import ProviderConfig
-from server.errors import MalformedReply, ProviderConnectionError, ProviderError, ProviderTimeout
+from server.errors import ContentRefused, MalformedReply, ProviderConnectionError, ProviderError, ProviderTimeout
 from server.providers import Completion, CompletionRequest
 from server.providers._errors import error_for_status
+
+
+# OpenAI reports a filtered completion as "content_filter", Anthropic a declined one as "refusal".
+REFUSAL_REASONS = frozenset({"content_filter", "refusal"})
+JSON_INSTRUCTION = "Respond with a single valid JSON value and nothing else: no prose, no code fences."
 
 
 class SDKProvider:
@@ -58,7 +63,10 @@ class SDKProvider:
             response = await self._call(client, request)
         except Exception as exc:
             raise self._translate(exc) from exc
-        return self._completion(response)
+        completion = self._completion(response)
+        if completion.finish_reason in REFUSAL_REASONS:
+            raise ContentRefused(self.name, f"the model declined (stop reason {completion.finish_reason!r})")
+        return completion
 
     async def aclose(self) -> None:
         """Close the SDK client's connection pool. Idempotent."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from server.errors import MalformedReply
 from server.providers import Completion, CompletionRequest, Usage
-from server.providers._sdk_base import SDKProvider
+from server.providers._sdk_base import JSON_INSTRUCTION, SDKProvider
 
 
 class AnthropicProvider(SDKProvider):
@@ -36,8 +36,12 @@ class AnthropicProvider(SDKProvider):
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "timeout": request.timeout_s,
         }
-        if request.system:
-            params["system"] = request.system
+        system = request.system
+        if request.response_format == "json":
+            # The Messages API has no plain JSON mode (structured outputs need a schema): instruct instead.
+            system = f"{system}\n\n{JSON_INSTRUCTION}" if system else JSON_INSTRUCTION
+        if system:
+            params["system"] = system
         return await client.messages.create(**params)
 
     def _completion(self, response: Any) -> Completion:

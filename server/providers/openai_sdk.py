@@ -11,7 +11,7 @@ from typing import Any
 
 from server.errors import MalformedReply
 from server.providers import Completion, CompletionRequest, Usage
-from server.providers._sdk_base import SDKProvider
+from server.providers._sdk_base import JSON_INSTRUCTION, SDKProvider
 
 
 class OpenAIProvider(SDKProvider):
@@ -36,6 +36,10 @@ class OpenAIProvider(SDKProvider):
         params["max_completion_tokens" if self.config.base_url is None else "max_tokens"] = request.max_tokens
         if request.temperature is not None:
             params["temperature"] = request.temperature
+        if request.response_format == "json":
+            # JSON mode needs the word "JSON" in the messages; the instruction also helps compatible servers.
+            params["response_format"] = {"type": "json_object"}
+            messages.insert(0, {"role": "system", "content": JSON_INSTRUCTION})
         return await client.chat.completions.create(**params)
 
     def _completion(self, response: Any) -> Completion:

@@ -9,10 +9,10 @@ tests). Recording is fire-and-forget (:meth:`Store.record_call` never blocks and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-GroupBy = Literal["provider", "model", "tool"]
-GROUP_COLUMNS: tuple[str, ...] = ("provider", "model", "tool")
+GroupBy = Literal["provider", "model", "tool", "ab_bucket"]
+GROUP_COLUMNS: tuple[str, ...] = ("provider", "model", "tool", "ab_bucket")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,8 @@ class CallRecord:
         input_tokens / output_tokens: usage reported by the provider.
         cost_usd: from the configured prices.
         attempt: 1-based position of this attempt within its call.
+        ab_bucket: ``experiment:variant`` / ``experiment:control`` when the call ran in an A/B bucket.
+        cached: answered from the response cache (no provider was called).
     """
 
     ts: float
@@ -45,6 +47,8 @@ class CallRecord:
     output_tokens: int = 0
     cost_usd: float = 0.0
     attempt: int = 1
+    ab_bucket: str | None = None
+    cached: bool = False
 
 
 @dataclass(slots=True)
@@ -81,6 +85,26 @@ class Store(Protocol):
 
     async def group_totals(self, since_ts: float, until_ts: float, group_by: GroupBy) -> list[GroupTotals]:
         """Totals per group for records with ``since_ts <= ts < until_ts``, ordered by group key."""
+        ...
+
+    async def cost_by_provider(self, since_ts: float) -> dict[str, float]:
+        """USD recorded per provider since ``since_ts`` (budgets survive restarts through this)."""
+        ...
+
+    async def load_turns(self, conversation_id: str) -> list[tuple[str, str]] | None:
+        """A conversation's (role, content) turns, oldest first; ``None`` when the id is unknown."""
+        ...
+
+    def append_turns(self, conversation_id: str, turns: list[tuple[str, str]], ts: float) -> None:
+        """Queue turns (the conversation is created if new); later reads see them."""
+        ...
+
+    async def cache_get(self, key: str, since_ts: float) -> dict[str, Any] | None:
+        """The cached response under ``key`` stored at or after ``since_ts``: provider, model, text, tokens."""
+        ...
+
+    def cache_put(self, key: str, entry: dict[str, Any], ts: float) -> None:
+        """Queue a response for the cache."""
         ...
 
     async def flush(self) -> None:

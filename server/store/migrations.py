@@ -34,8 +34,29 @@ def _m001_calls(db: sqlite_utils.Database) -> None:
     db["calls"].create_index(["ts"])
 
 
+def _m002_ab_bucket_and_cache_flag(db: sqlite_utils.Database) -> None:
+    db["calls"].add_column("ab_bucket", str)
+    db["calls"].add_column("cached", int, not_null_default=0)
+
+
+def _m003_conversations_and_cache(db: sqlite_utils.Database) -> None:
+    db["conversations"].create({"id": str, "created_at": float, "updated_at": float}, pk="id")
+    db["turns"].create(
+        {"conversation_id": str, "seq": int, "role": str, "content": str, "ts": float},
+        pk=("conversation_id", "seq"),
+        foreign_keys=[("conversation_id", "conversations", "id")],
+    )
+    db["response_cache"].create(
+        {"key": str, "ts": float, "provider": str, "model": str, "text": str, "input_tokens": int,
+         "output_tokens": int},
+        pk="key",
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_calls", _m001_calls),
+    ("002_ab_bucket_and_cache_flag", _m002_ab_bucket_and_cache_flag),
+    ("003_conversations_and_cache", _m003_conversations_and_cache),
 ]
 
 

@@ -15,7 +15,7 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +27,13 @@ from server.store.migrations import migrate
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """A queued fire-and-forget write, applied in the next batch's transaction."""
+
+    fn: Callable[[sqlite_utils.Database], None]
 _CLOSE_TIMEOUT_S = 30.0
 
 
@@ -77,9 +84,9 @@ class SQLiteStore:
     def _serve(self, db: sqlite_utils.Database) -> None:
         while True:
             item = self._queue.get()
-            batch: list[CallRecord] = []
+            batch: list[CallRecord | _Write] = []
             while True:
-                if isinstance(item, CallRecord):
+                if isinstance(item, (CallRecord, _Write)):
                     batch.append(item)
                 else:
                     self._write(db, batch)
@@ -94,15 +101,21 @@ class SQLiteStore:
             self._write(db, batch)
 
     @staticmethod
-    def _write(db: sqlite_utils.Database, batch: list[CallRecord]) -> None:
+    def _write(db: sqlite_utils.Database, batch: list[CallRecord | _Write]) -> None:
+        """Everything queued since the last batch, in one transaction (call records as one bulk insert)."""
         if not batch:
             return
+        records = [asdict(item) for item in batch if isinstance(item, CallRecord)]
         try:
             with db.conn:
-                db["calls"].insert_all((asdict(record) for record in batch), batch_size=500)
+                if records:
+                    db["calls"].insert_all(records, batch_size=500)
+                for item in batch:
+                    if isinstance(item, _Write):
+                        item.fn(db)
         except Exception:
             # Recording must never take the server down; the count says what was lost.
-            logger.exception("could not store %d call record(s)", len(batch))
+            logger.exception("could not store a batch of %d write(s)", len(batch))
 
     @staticmethod
     def _read(db: sqlite_utils.Database, fn: Callable[[sqlite_utils.Database], Any], future: Future[Any]) -> None:
@@ -142,6 +155,7 @@ class SQLiteStore:
                 [since_ts, until_ts],
             )
             for key, *values in rows:
+                key = key or ""
                 totals = groups.get(key)
                 if totals is None:
                     totals = groups[key] = GroupTotals(key=key)
@@ -149,6 +163,54 @@ class SQLiteStore:
             return list(groups.values())
 
         return await self._submit(query)
+
+    async def cost_by_provider(self, since_ts: float) -> dict[str, float]:
+        """USD per provider since ``since_ts``."""
+        sql = "SELECT provider, SUM(cost_usd) FROM calls WHERE ts >= ? AND cost_usd > 0 GROUP BY provider"
+        return await self._submit(lambda db: {name: cost for name, cost in db.execute(sql, [since_ts])})
+
+    async def load_turns(self, conversation_id: str) -> list[tuple[str, str]] | None:
+        """A conversation's turns, oldest first; ``None`` when the id is unknown."""
+
+        def query(db: sqlite_utils.Database) -> list[tuple[str, str]] | None:
+            if not list(db.execute("SELECT 1 FROM conversations WHERE id = ?", [conversation_id])):
+                return None
+            return [(role, content) for role, content in db.execute(
+                "SELECT role, content FROM turns WHERE conversation_id = ? ORDER BY seq", [conversation_id])]
+
+        return await self._submit(query)
+
+    def append_turns(self, conversation_id: str, turns: list[tuple[str, str]], ts: float) -> None:
+        """Queue turns for a conversation (created if new); reads queued later see them."""
+
+        def write(db: sqlite_utils.Database) -> None:
+            db.execute("INSERT INTO conversations (id, created_at, updated_at) VALUES (?, ?, ?) "
+                       "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at", [conversation_id, ts, ts])
+            start = db.execute("SELECT COALESCE(MAX(seq), 0) FROM turns WHERE conversation_id = ?",
+                               [conversation_id]).fetchone()[0]
+            db["turns"].insert_all({"conversation_id": conversation_id, "seq": start + i, "role": role,
+                                    "content": content, "ts": ts} for i, (role, content) in enumerate(turns, 1))
+
+        self._put_write(write)
+
+    async def cache_get(self, key: str, since_ts: float) -> dict[str, Any] | None:
+        """A cached response stored at or after ``since_ts``, or ``None``."""
+
+        def query(db: sqlite_utils.Database) -> dict[str, Any] | None:
+            rows = list(db.query("SELECT * FROM response_cache WHERE key = ? AND ts >= ?", [key, since_ts]))
+            return rows[0] if rows else None
+
+        return await self._submit(query)
+
+    def cache_put(self, key: str, entry: dict[str, Any], ts: float) -> None:
+        """Queue a response for the cache (replacing an older one under the same key)."""
+        self._put_write(lambda db: db["response_cache"].upsert({"key": key, "ts": ts, **entry}, pk="key"))
+
+    def _put_write(self, fn: Callable[[sqlite_utils.Database], None]) -> None:
+        if self._closed:
+            logger.warning("write dropped: store already closed")
+            return
+        self._queue.put(_Write(fn))
 
     async def count_calls(self) -> int:
         """How many attempt records are stored (for checks and tests)."""
