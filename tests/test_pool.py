@@ -412,3 +412,30 @@ async def test_provider_without_key_is_named(store: MemoryStore) -> None:
     pool = ProviderPool([(p, build_provider(p)) for p in config.providers], store, config=config)
     with pytest.raises(NoProvidersConfigured, match="ANTHROPIC_API_KEY"):
         await pool.complete(REQUEST)
+
+
+# -- strategies through the pool ---------------------------------------------------------------------------
+
+
+async def test_least_latency_learns_to_prefer_the_fast_provider(make_pool, upstream: Upstream) -> None:
+    pool = make_pool(provider_entry(upstream, "slow", model="slow-80", priority=1),
+                     provider_entry(upstream, "fast", model="quick", priority=2), routing={"strategy": "least_latency"})
+    for _ in range(2):  # both get measured first
+        await pool.complete(REQUEST)
+    served = [(await pool.complete(REQUEST)).provider.name for _ in range(10)]
+    assert served == ["fast"] * 10
+
+
+async def test_per_call_strategy_overrides_the_configured_one(make_pool, upstream: Upstream) -> None:
+    pool = make_pool(*(provider_entry(upstream, name, model=name, priority=i) for i, name in enumerate("abc")))
+    served = [(await pool.complete(REQUEST, options=CallOptions(strategy="round_robin"))).provider.name
+              for _ in range(6)]
+    assert served == ["a", "b", "c", "a", "b", "c"]
+    assert (await pool.complete(REQUEST)).provider.name == "a"  # configured: priority
+
+
+async def test_least_cost_through_the_pool(make_pool, upstream: Upstream) -> None:
+    pool = make_pool(provider_entry(upstream, "dear", model="d", priority=1, output_cost_per_mtok=60),
+                     provider_entry(upstream, "cheap", model="c", priority=2, output_cost_per_mtok=0.5),
+                     routing={"strategy": "least_cost"})
+    assert (await pool.complete(REQUEST)).provider.name == "cheap"

@@ -21,7 +21,9 @@ configured providers with their readiness. Example: window="1h", group_by="provi
 async def monitor_operations(
     ctx: Context,
     window: Annotated[str, Field(description="How far back: 15m, 1h, 24h, 7d …", max_length=16)] = "1h",
-    group_by: Annotated[Literal["provider", "model", "tool"], Field(description="How to group the calls.")] = "provider",
+    group_by: Annotated[
+        Literal["provider", "model", "tool", "ab_bucket"], Field(description="How to group the calls.")
+    ] = "provider",
 ) -> OperationsSummary:
     deps = dependencies(ctx)
     with core_errors():
