@@ -1,20 +1,28 @@
-"""MCP resources. The pattern library, workflow definitions and operations summaries join as they land."""
+"""MCP resources: the provider pool's health and the knowledge pattern library (workflows and operations
+summaries join as they land)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from mcp.server import MCPServer
+from mcp_types import Completion, CompletionArgument, CompletionContext
 
+from resources import knowledge
+from resources.knowledge import PatternResources
 from server.app import Dependencies
 from server.pool_status import pool_state
 
 
-def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> None:
+def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> PatternResources:
     """Register every resource on ``mcp``.
 
     Args:
         dependencies: returns the running server's dependencies (static resources get no request context).
+
+    Returns:
+        The per-pattern resource listing, which the app keeps in step with the pattern library.
     """
 
     @mcp.resource("providers://pool", name="provider-pool", mime_type="application/json",
@@ -23,3 +31,11 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> None:
     async def provider_pool() -> str:
         deps = dependencies()
         return pool_state(deps.pool, deps.clock).model_dump_json(indent=2)
+
+    return knowledge.register(mcp, dependencies)
+
+
+async def complete(deps: Dependencies, ref: Any, argument: CompletionArgument,
+                   context: CompletionContext | None) -> Completion | None:
+    """Argument completion for resource templates; ``None`` when no template here knows the reference."""
+    return await knowledge.complete(deps, ref, argument, context)

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
-from mcp.server import MCPServer
+from mcp.server import MCPServer, NotificationOptions
+from mcp_types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
 
+from knowledge import Pattern, PatternRegistry
+from knowledge.library import builtin_patterns
 from server.config import Config
+from server.consensus import ConsensusService
 from server.pool import ProviderPool
 from server.providers import Provider, build_provider
 from server.store import Store
@@ -24,7 +29,10 @@ logger = logging.getLogger(__name__)
 SERVER_NAME = "ai-orchestration-mcp"
 INSTRUCTIONS = (
     "Orchestrates LLM providers. `orchestrate` sends one prompt through the provider pool with fallback; "
-    "`monitor_operations` reports latency, errors, tokens and cost of recorded calls."
+    "`consensus` asks several models at once and aggregates their answers; "
+    "`monitor_operations` reports latency, errors, tokens and cost of recorded calls. "
+    "`search_patterns` finds reusable prompt patterns (also offered as prompts and `knowledge://` resources); "
+    "`register_pattern` saves one; `orchestrate` takes `pattern` + `variables` instead of `prompt`."
 )
 
 
@@ -35,6 +43,8 @@ class Dependencies:
     config: Config
     store: Store
     pool: ProviderPool
+    consensus: ConsensusService
+    patterns: PatternRegistry
     clock: Callable[[], float] = time.time
 
 
@@ -63,11 +73,14 @@ async def open_dependencies(
     try:
         pool = ProviderPool([(p, provider_factory(p)) for p in config.providers], store, config=config, clock=clock)
         await pool.load_spend()
+        patterns = PatternRegistry(store, clock=clock)
+        await patterns.load_library(builtin_patterns())
     except BaseException:
         await store.aclose()
         raise
     try:
-        yield Dependencies(config=config, store=store, pool=pool, clock=clock)
+        yield Dependencies(config=config, store=store, pool=pool, consensus=ConsensusService(pool), patterns=patterns,
+                           clock=clock)
     finally:
         import anyio
 
@@ -98,15 +111,20 @@ def build_server(
 
     # The latest lifespan's dependencies, for handlers that get no request context (static resources).
     current: list[Dependencies] = [shared] if shared is not None else []
+    following: list[Dependencies] = []  # the shared dependencies, once their patterns are followed
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Dependencies]:
         if shared is not None:
+            # SSE runs a lifespan per connection over the same dependencies: follow their patterns once.
+            if not following:
+                following.append(shared)
+                await _start_following(shared, surfaces)  # for the process's life, like `shared`
             yield shared
             return
         async with open_dependencies(
             config, store_factory=store_factory, provider_factory=provider_factory, clock=clock
-        ) as deps:
+        ) as deps, _follow_patterns(deps, surfaces):
             current.append(deps)
             try:
                 yield deps
@@ -116,9 +134,66 @@ def build_server(
     mcp = MCPServer(
         SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(), tools=tools.all_tools()
     )
-    resources.register(mcp, lambda: current[-1])
-    prompts.register(mcp)
+    surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
+
+    @mcp.completion()
+    async def complete(ref: PromptReference | ResourceTemplateReference, argument: CompletionArgument,
+                       context: CompletionContext | None) -> Completion | None:
+        deps = current[-1]
+        return (await resources.complete(deps, ref, argument, context)
+                or await prompts.complete(deps, ref, argument, context))
+
+    _advertise_list_changed(mcp)
     return mcp
+
+
+async def _start_following(deps: Dependencies, surfaces: Sequence[_PatternSurface]) -> Callable[[Pattern], None]:
+    """Fill the pattern prompts and resources from the library and keep them in step with each change the
+    registry stores. Returns the listener (to remove when the dependencies go)."""
+    patterns = await deps.patterns.all()
+    for surface in surfaces:
+        surface.replace_all(patterns)
+
+    def follow(pattern: Pattern) -> None:
+        for surface in surfaces:
+            surface.upsert(pattern)
+
+    deps.patterns.add_listener(follow)
+    return follow
+
+
+@asynccontextmanager
+async def _follow_patterns(deps: Dependencies, surfaces: Sequence[_PatternSurface]) -> AsyncIterator[None]:
+    """:func:`_start_following` for one lifespan."""
+    follow = await _start_following(deps, surfaces)
+    try:
+        yield
+    finally:
+        deps.patterns.remove_listener(follow)
+
+
+class _PatternSurface(Protocol):
+    def replace_all(self, patterns: Sequence[Pattern]) -> None: ...
+
+    def upsert(self, pattern: Pattern) -> None: ...
+
+
+def _advertise_list_changed(mcp: MCPServer) -> None:
+    """Declare ``listChanged`` for prompts and resources to handshake-era clients too.
+
+    Patterns change the prompt and resource lists at run time and ``register_pattern`` notifies. The
+    2026-07-28 era derives the flags from ``subscriptions/listen`` being served; the handshake era takes them
+    from ``NotificationOptions``, which MCPServer never passes (the SDK's own TODO "L53"), so every transport's
+    ``create_initialization_options()`` call on the low-level server gets them here.
+    """
+    lowlevel = mcp._lowlevel_server  # noqa: SLF001 - the one seam for handshake-era capabilities in SDK 2.3
+    create = lowlevel.create_initialization_options
+
+    def with_list_changed(notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any) -> Any:
+        options = notification_options or NotificationOptions(prompts_changed=True, resources_changed=True)
+        return create(options, *args, **kwargs)
+
+    lowlevel.create_initialization_options = with_list_changed  # type: ignore[method-assign]
 
 
 def server_version() -> str:

@@ -1,4 +1,4 @@
-"""The ``ai-orchestration-mcp`` command: serve (default), ``check``, ``simulate-upstream``, ``demo``.
+"""The ``ai-orchestration-mcp`` command: serve (default), ``check``, ``simulate-upstream``, ``demo``, ``patterns``.
 
 The only place that reads ``os.environ`` and configures logging. In stdio mode stdout is the MCP wire, so
 logs go to stderr; lines that are true command output (``check``, ``demo``) are marked ``# cli-output``.
@@ -11,13 +11,14 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from server.config import Config, database_path, load_config
 from server.errors import ConfigError
 
 logger = logging.getLogger("server")
 _QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "anthropic", "mcp", "uvicorn.access")
-SUBCOMMANDS = ("check", "simulate-upstream", "demo")
+SUBCOMMANDS = ("check", "simulate-upstream", "demo", "patterns")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config, os.environ)
         if args.command == "check":
             return _check(config, database_path(config, os.environ, args.database))
+        if args.command == "patterns":
+            _configure_logging("WARNING")
+            return _patterns(args, database_path(config, os.environ, args.database))
         return _serve(args, config)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -74,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000, help="port for sse/http (default 8000)")
     parser.add_argument("--allowed-hosts", default="", help="comma-separated extra Host names the HTTP "
                         "transports answer to (DNS-rebinding protection)")
-    sub = parser.add_subparsers(dest="command", metavar="{check,simulate-upstream,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{check,simulate-upstream,demo,patterns}")
     sub.add_parser("check", parents=[common], help="validate the configuration and list providers")
     simulate = sub.add_parser("simulate-upstream", parents=[common],
                               help="serve a local OpenAI/Anthropic-compatible upstream for trying and testing")
@@ -82,6 +86,17 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--port", type=int, default=8765)
     sub.add_parser("demo", help="start a simulated upstream and a server, call orchestrate and "
                    "monitor_operations through a real MCP client, and print the results")
+    patterns = sub.add_parser("patterns", help="export the pattern library as GitHub Copilot files, or import them")
+    actions = patterns.add_subparsers(dest="action", metavar="{export,import}", required=True)
+    export = actions.add_parser("export", parents=[common], help="write .github/ Copilot instruction and prompt "
+                                "files (and a manifest that makes the round trip lossless) under --out")
+    export.add_argument("--format", choices=["copilot"], default="copilot")
+    export.add_argument("--out", required=True, help="the repository root to write .github/ into")
+    export.add_argument("--pattern", action="append", default=[], metavar="NAME",
+                        help="export only this pattern (repeatable; default: all)")
+    imported = actions.add_parser("import", parents=[common], help="register the patterns of a repository's "
+                                  ".github/instructions and .github/prompts files")
+    imported.add_argument("folder", help="the repository root (or its .github folder)")
     return parser
 
 
@@ -114,6 +129,45 @@ def _check(config: Config, db_path: os.PathLike | str) -> int:
         print(f"  {p.name:<20} {p.kind:<10} {p.model:<28} priority={p.priority:<4} {endpoint}  {state}",  # cli-output
               file=out)
     return 1 if not_ready else 0
+
+
+def _patterns(args: argparse.Namespace, db_path: os.PathLike | str) -> int:
+    import anyio
+
+    from knowledge import PatternError, PatternRegistry
+    from knowledge.copilot import read_copilot_dir, write_export
+    from knowledge.library import builtin_patterns
+    from server.app import open_store
+
+    async def run() -> int:
+        store = open_store(db_path)
+        try:
+            registry = PatternRegistry(store)
+            await registry.load_library(builtin_patterns())
+            if args.action == "export":
+                patterns = [p.spec() for p in await registry.all()]
+                missing = sorted(set(args.pattern) - {p.name for p in patterns})
+                if missing:
+                    print(f"no pattern named {', '.join(missing)}", file=sys.stderr)
+                    return 1
+                chosen = [p for p in patterns if not args.pattern or p.name in args.pattern]
+                for path in write_export(chosen, Path(args.out)):
+                    print(path, file=sys.stdout)  # cli-output
+                return 0
+            current = {p.name: p.spec() for p in await registry.all()}
+            for spec in read_copilot_dir(Path(args.folder)):
+                # Content equal to the current version (a built-in included) is left as it is.
+                outcome = None if current.get(spec.name) == spec else await registry.register(spec)
+                state = f"version {outcome.pattern.version}" if outcome and outcome.changed else "unchanged"
+                print(f"{spec.name}: {state}", file=sys.stdout)  # cli-output
+            return 0
+        except PatternError as exc:
+            print(f"patterns {args.action}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await store.aclose()
+
+    return anyio.run(run)
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:

@@ -67,6 +67,9 @@ class ProviderConfig(_Strict):
     """Tokens per minute (estimated input + requested output), likewise."""
     daily_budget_usd: float | None = Field(default=None, ge=0)
     """Spend per UTC day; a provider over its budget is skipped."""
+    reliability: float | None = Field(default=None, gt=0, lt=1)
+    """Probability this provider's answer is right, for Bayesian consensus; default: estimated from how often
+    it agreed with past consensus outcomes."""
 
     @property
     def key_env(self) -> str | None:

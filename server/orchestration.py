@@ -7,17 +7,19 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from knowledge import PatternRegistry, resolve_prompt
 from server.config import Config, Strategy
-from server.pool import Attempt, CallOptions, PoolResult, ProviderPool, estimate_tokens
+from server.pool import Attempt, CallOptions, PoolResult, ProviderPool
 from server.providers import Completion, CompletionRequest, Message, Usage
 from server.routing import assign_bucket
 from server.store import CallRecord, Store
+from server.text import estimate_tokens
 
 
 class AttemptReport(BaseModel):
@@ -55,13 +57,16 @@ class OrchestrateResult(BaseModel):
     continuation_id: str = Field(description="pass it back to continue this conversation")
     cached: bool = False
     ab_bucket: str | None = None
+    pattern: str | None = Field(default=None, description="the pattern the prompt was rendered from")
+    pattern_version: int | None = Field(default=None, description="the version of that pattern")
 
 
 @dataclass(frozen=True, slots=True)
 class OrchestrateRequest:
-    """What a caller asks of ``orchestrate`` (the tool's arguments, validated)."""
+    """What a caller asks of ``orchestrate`` (the tool's arguments, validated): ``prompt``, or ``pattern``
+    rendered with ``variables``."""
 
-    prompt: str
+    prompt: str | None = None
     system: str | None = None
     providers: Sequence[str] | None = None
     strategy: Strategy | None = None
@@ -75,6 +80,8 @@ class OrchestrateRequest:
     continuation_id: str | None = None
     response_format: Literal["text", "json"] = "text"
     cache: bool | None = None
+    pattern: str | None = None
+    variables: Mapping[str, Any] | None = None
 
 
 class UnknownConversation(ValueError):
@@ -121,19 +128,26 @@ async def orchestrate(
     started: float | None = None,
     timer: Callable[[], float] = time.perf_counter,
     clock: Callable[[], float] = time.time,
+    patterns: PatternRegistry | None = None,
 ) -> OrchestrateResult:
     """Send one prompt through the pool and report the answer with its attempts, usage, cost and timings.
 
     Args:
         started: ``timer()`` value when the tool call began (defaults to now); ``overhead_ms`` counts from it.
+        patterns: the pattern registry, for ``ask.pattern`` (rendered with ``ask.variables`` into the prompt).
 
     Raises:
-        ValueError: an empty prompt, or an unknown ``continuation_id`` (:class:`UnknownConversation`).
-        server.errors.OrchestrationError: no provider, unknown provider, budget, or every provider failed.
+        ValueError: an empty prompt, both or neither of prompt and pattern, or an unknown ``continuation_id``
+            (:class:`UnknownConversation`).
+        server.errors.OrchestrationError: no provider, unknown provider, budget, or every provider failed; an
+            unknown pattern or a variable that does not fit it (:class:`knowledge.PatternError`).
     """
     started = timer() if started is None else started
-    if not ask.prompt.strip():
-        raise ValueError("prompt is empty: pass the text to send to the model")
+    resolved = await resolve_prompt(patterns, ask.prompt, ask.pattern, ask.variables)
+    prompt = resolved.text
+    if not prompt.strip():
+        raise ValueError("prompt is empty: pass the text to send to the model" if resolved.pattern is None else
+                         f"pattern '{resolved.pattern}' rendered to empty text: pass values for its variables")
     history: list[tuple[str, str]] = []
     if ask.continuation_id:
         turns = await store.load_turns(ask.continuation_id)
@@ -141,7 +155,7 @@ async def orchestrate(
             raise UnknownConversation(f"unknown continuation_id {ask.continuation_id!r}: start without one, "
                                       "and pass back the continuation_id a result returns")
         history = trim_history(turns, config.conversations.history_token_budget)
-    messages = tuple(Message(role, content) for role, content in history) + (Message("user", ask.prompt),)
+    messages = tuple(Message(role, content) for role, content in history) + (Message("user", prompt),)
     request = CompletionRequest(messages=messages, system=ask.system or None, max_tokens=ask.max_tokens,
                                 temperature=ask.temperature, response_format=ask.response_format)
     bucket = None if ask.providers else assign_bucket(config.experiments, ask.user_id)
@@ -161,8 +175,11 @@ async def orchestrate(
                                   "text": result.completion.text, "input_tokens": usage.input_tokens,
                                   "output_tokens": usage.output_tokens}, clock())
     continuation_id = ask.continuation_id or uuid.uuid4().hex
-    store.append_turns(continuation_id, [("user", ask.prompt), ("assistant", result.completion.text)], clock())
-    return _report(result, continuation_id, (timer() - started) * 1000)
+    store.append_turns(continuation_id, [("user", prompt), ("assistant", result.completion.text)], clock())
+    report = _report(result, continuation_id, (timer() - started) * 1000)
+    if resolved.pattern is not None:
+        report.pattern, report.pattern_version = resolved.pattern, resolved.version
+    return report
 
 
 async def _cached(

@@ -46,16 +46,12 @@ from server.health import ProviderHealth, seconds_to_utc_midnight, utc_day
 from server.providers import Completion, CompletionRequest, Provider
 from server.routing import Router
 from server.store import CallRecord, Store
+from server.text import estimate_tokens, strip_code_fence
 
 logger = logging.getLogger(__name__)
 # Failures after which the same provider is worth another try once nobody else is left.
 _RETRY_SAME = frozenset({"timeout", "rate_limited", "server_error", "connection", "malformed_reply",
                          "content_refused", "provider_error"})
-
-
-def estimate_tokens(text: str) -> int:
-    """Rough token count for limits and routing: one token per four characters (OpenAI's rule of thumb)."""
-    return (len(text) + 3) // 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +248,28 @@ class ProviderPool:
             wanted = ", ".join([*(f"capability {c!r}" for c in capabilities), *([f"model {model!r}"] if model else [])])
             raise NoProvidersConfigured(f"no ready provider offers {wanted}")
         return matching
+
+    def choose(self, count: int, *, strategy: Strategy | None = None, capabilities: Sequence[str] = (),
+               input_tokens: int = 0, output_tokens: int = 0) -> list[str]:
+        """The names of up to ``count`` providers that may take a call now, best first by ``strategy``.
+
+        Raises:
+            NoProvidersConfigured: as :meth:`candidates`.
+            NoProviderAvailable: every matching provider is skipped now (breaker, cooldown, limits, budget).
+        """
+        members = self._router.order(self.candidates(capabilities=capabilities),
+                                     strategy or self.config.routing.strategy,
+                                     input_tokens=input_tokens, output_tokens=output_tokens)
+        chosen, skipped = [], {}
+        for member in members:
+            unavailable = member.health.unavailable(input_tokens + output_tokens)
+            if unavailable is None:
+                chosen.append(member.config.name)
+            else:
+                skipped[member.config.name] = unavailable.reason
+        if not chosen:
+            raise NoProviderAvailable(skipped)
+        return chosen[:count]
 
     def _plan(self, request: CompletionRequest, options: CallOptions) -> list[PoolMember]:
         explicit = options.providers or None
@@ -452,15 +470,6 @@ class ProviderPool:
                 await member.provider.aclose()
             except Exception:
                 logger.warning("closing provider %s failed", member.config.name, exc_info=True)
-
-
-def strip_code_fence(text: str) -> str:
-    """The text inside a single Markdown code fence (models often wrap JSON in one), else the text itself."""
-    stripped = text.strip()
-    if stripped.startswith("```") and stripped.endswith("```"):
-        inner = stripped[3:-3]
-        return inner.split("\n", 1)[1] if "\n" in inner else inner
-    return stripped
 
 
 def pool_error_message(error: OrchestrationError) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from mcp.server.mcpserver.tools import Tool
 
-from tools import monitor, orchestrate, providers
+from tools import consensus, monitor, orchestrate, patterns, providers
 
 
 def all_tools() -> list[Tool]:
     """Every tool the server offers, built fresh (each server gets its own instances)."""
-    return [orchestrate.tool(), monitor.tool(), providers.tool()]
+    return [orchestrate.tool(), consensus.tool(), monitor.tool(), providers.tool(), patterns.register_tool(),
+            patterns.search_tool()]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
-from pydantic import Field
+from pydantic import Field, JsonValue
 
 from server.config import Strategy
 from server.orchestration import OrchestrateRequest, OrchestrateResult, orchestrate
@@ -17,6 +19,9 @@ from tools._context import core_errors, dependencies, make_tool
 MAX_PROMPT_CHARS = 1_000_000
 
 DESCRIPTION = """Send one prompt to an LLM through the server's provider pool and return the answer.
+
+Pass `prompt` (the text), or `pattern` (a saved pattern's name, see search_patterns) with `variables`
+(its placeholders' values, e.g. {"diff": "..."}): the pattern's current version is rendered into the prompt.
 
 Providers are ordered by the routing strategy (or the order given in `providers`); when one fails
 (timeout, rate limit, server error, dropped connection, unreadable reply) the next is tried at once.
@@ -27,11 +32,28 @@ the provider names, their health and circuit state."""
 
 
 Name = Annotated[str, Field(max_length=64)]
+MAX_VARIABLES_CHARS = 1_000_000
+PatternName = Annotated[str, Field(description="A pattern to render into the prompt (instead of `prompt`).",
+                                   pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+Variables = Annotated[dict[str, JsonValue], Field(
+    description="Values for the pattern's variables: text, numbers, booleans, or objects for {{ a.b }} paths.",
+    max_length=64)]
+
+
+def check_variables_size(variables: dict[str, JsonValue] | None) -> None:
+    """Refuse variables whose JSON passes :data:`MAX_VARIABLES_CHARS` (the prompt ceiling) before any work.
+
+    Raises:
+        ToolError: too large.
+    """
+    if variables and len(json.dumps(variables, ensure_ascii=False)) > MAX_VARIABLES_CHARS:
+        raise ToolError(f"variables are over {MAX_VARIABLES_CHARS:,} characters of JSON: shorten them")
 
 
 async def orchestrate_tool(
     ctx: Context,
-    prompt: Annotated[str, Field(description="The user prompt to send.", max_length=MAX_PROMPT_CHARS)],
+    prompt: Annotated[str | None, Field(description="The user prompt to send (or give `pattern`).",
+                                        max_length=MAX_PROMPT_CHARS)] = None,
     system: Annotated[str | None, Field(description="Optional system prompt.", max_length=MAX_PROMPT_CHARS)] = None,
     providers: Annotated[
         list[Name] | None,
@@ -59,17 +81,21 @@ async def orchestrate_tool(
     cache: Annotated[
         bool | None, Field(description="Answer identical temperature-0 requests from the cache (default: config).")
     ] = None,
+    pattern: PatternName | None = None,
+    variables: Variables | None = None,
 ) -> OrchestrateResult:
     started = time.perf_counter()
     deps = dependencies(ctx)
+    check_variables_size(variables)
     ask = OrchestrateRequest(
         prompt=prompt, system=system, providers=providers, strategy=strategy, capabilities=capabilities or (),
         model=model, max_tokens=max_tokens, temperature=temperature, timeout_s=timeout_s,
         max_fallbacks=max_fallbacks, user_id=user_id, continuation_id=continuation_id,
-        response_format=response_format, cache=cache,
+        response_format=response_format, cache=cache, pattern=pattern, variables=variables,
     )
     with core_errors():
-        return await orchestrate(deps.pool, deps.store, deps.config, ask, started=started, clock=deps.clock)
+        return await orchestrate(deps.pool, deps.store, deps.config, ask, started=started, clock=deps.clock,
+                                 patterns=deps.patterns)
 
 
 def tool() -> Tool:

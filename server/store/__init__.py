@@ -1,4 +1,4 @@
-"""The store interface: call records and their summaries (patterns, runs and incidents join later).
+"""The store interface: call records and their summaries, knowledge patterns (runs and incidents join later).
 
 Nothing outside ``server/store/`` writes SQL. Two implementations: :class:`server.store.sqlite.SQLiteStore`
 (full mode; one thread owns the connection) and :class:`server.store.memory.MemoryStore` (simple mode and
@@ -8,6 +8,7 @@ tests). Recording is fire-and-forget (:meth:`Store.record_call` never blocks and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -76,6 +77,41 @@ class GroupTotals:
         self.latencies_ms.append(latency_ms)
 
 
+@dataclass(frozen=True, slots=True)
+class PatternRecord:
+    """One version of a knowledge pattern, as stored (:mod:`knowledge` validates and gives it meaning).
+
+    Attributes:
+        name: the pattern's slug (``code-review``).
+        version: 1 for the first version; each change adds one. Ignored by :meth:`Store.put_pattern` on input.
+        description / template: the pattern's text; the template has ``{{ variable }}`` placeholders.
+        variables: declared variables, each ``{"name", "description", "required", "default"}``.
+        metadata: any JSON object (``domain``, ``tags``, ``copilot`` …).
+        apply_to: globs for GitHub Copilot's ``applyTo``.
+        tags: lower-case tags (from ``metadata["tags"]``), kept apart for filtering and full-text search.
+        source: ``builtin`` (the shipped library) or ``registered``.
+        created_at: when version 1 was stored, Unix seconds; updated_at: when this version was stored.
+    """
+
+    name: str
+    version: int
+    description: str
+    template: str
+    variables: tuple[dict[str, Any], ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    apply_to: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    source: str = "registered"
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def same_content(self, other: PatternRecord) -> bool:
+        """Whether ``other`` would store nothing new (version and timestamps aside)."""
+        return (self.description, self.template, self.variables, self.metadata, self.apply_to, self.tags,
+                self.source) == (other.description, other.template, other.variables, other.metadata,
+                                 other.apply_to, other.tags, other.source)
+
+
 class Store(Protocol):
     """What the core needs from persistence."""
 
@@ -105,6 +141,44 @@ class Store(Protocol):
 
     def cache_put(self, key: str, entry: dict[str, Any], ts: float) -> None:
         """Queue a response for the cache."""
+        ...
+
+    async def put_pattern(self, record: PatternRecord, *, keep_registered: bool = False
+                          ) -> tuple[PatternRecord, bool]:
+        """Store ``record`` as its pattern's next version, atomically; earlier versions stay readable.
+
+        Nothing is stored when the content equals the current version's (returns that, ``False``), nor when
+        ``keep_registered`` is set and the current version is not ``builtin`` (a registered pattern overrides
+        the shipped library). Returns the version now current and whether it was stored by this call.
+        """
+        ...
+
+    async def get_pattern(self, name: str, version: int | None = None) -> PatternRecord | None:
+        """The current version of pattern ``name`` (or the given ``version``); ``None`` when there is none."""
+        ...
+
+    async def pattern_versions(self, name: str) -> list[int]:
+        """Every stored version number of ``name``, ascending (empty for an unknown name)."""
+        ...
+
+    async def list_patterns(self) -> list[PatternRecord]:
+        """The current version of every pattern, ordered by name."""
+        ...
+
+    async def search_patterns(self, terms: Sequence[str], tags: Sequence[str], limit: int
+                              ) -> list[tuple[PatternRecord, float]]:
+        """Current patterns carrying all of ``tags`` that match ``terms`` (lower-case words; the last may be a
+        word half typed), best first with a score (higher is better), at most ``limit``.
+
+        Patterns with every term come first, ranked over name, description, tags and template (the name
+        weighing most), then patterns with some term in the name, description or tags. With no terms: every
+        pattern carrying the tags, by name, score 0. :func:`server.store.sqlite_patterns.search` has the
+        details (and how very common words are handled).
+        """
+        ...
+
+    async def pattern_names(self, prefix: str, limit: int) -> list[str]:
+        """Names of current patterns starting with ``prefix``, ordered, at most ``limit``."""
         ...
 
     async def flush(self) -> None:

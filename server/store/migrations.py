@@ -53,10 +53,29 @@ def _m003_conversations_and_cache(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m004_patterns(db: sqlite_utils.Database) -> None:
+    # `patterns` holds each pattern's current version (what search and listings see); `pattern_versions` holds
+    # every version, the current one included, so an old version is one primary-key read.
+    # Short columns first: a row is read up to the last column a query needs, so filters on tags never
+    # touch a long template's overflow pages.
+    columns = {"name": str, "version": int, "tags": str, "tags_text": str, "source": str, "created_at": float,
+               "updated_at": float, "apply_to": str, "description": str, "variables": str, "metadata": str,
+               "template": str}
+    db["patterns"].create(columns, pk="name", not_null={"version", "description", "template"},
+                          if_not_exists=True)
+    db["pattern_versions"].create({k: v for k, v in columns.items() if k != "tags_text"},
+                                  pk=("name", "version"), if_not_exists=True)
+    # FTS5 over the current versions, kept in step by triggers; porter stemming so "reviews" finds "review".
+    # enable_fts runs a script, which commits: the migration is written to be re-runnable instead.
+    db["patterns"].enable_fts(["name", "description", "tags_text", "template"], fts_version="FTS5",
+                              create_triggers=True, tokenize="porter", replace=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_calls", _m001_calls),
     ("002_ab_bucket_and_cache_flag", _m002_ab_bucket_and_cache_flag),
     ("003_conversations_and_cache", _m003_conversations_and_cache),
+    ("004_patterns", _m004_patterns),
 ]
 
 

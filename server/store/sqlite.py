@@ -13,7 +13,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from server.store import GROUP_COLUMNS, CallRecord, GroupBy, GroupTotals
+from server.store import GROUP_COLUMNS, CallRecord, GroupBy, GroupTotals, PatternRecord
+from server.store import sqlite_patterns as patterns_sql
 from server.store.migrations import migrate
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,10 @@ class SQLiteStore:
         else:
             db = sqlite_utils.Database(memory=True)
         db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        # Reads (pattern search, lookups) touch pages all over a library of thousands of patterns: a 32 MB
+        # page cache and memory-mapped reads keep them off the read() syscall path.
+        db.execute("PRAGMA cache_size=-32000")
+        db.execute("PRAGMA mmap_size=268435456")
         migrate(db)
         return db
 
@@ -205,6 +210,33 @@ class SQLiteStore:
     def cache_put(self, key: str, entry: dict[str, Any], ts: float) -> None:
         """Queue a response for the cache (replacing an older one under the same key)."""
         self._put_write(lambda db: db["response_cache"].upsert({"key": key, "ts": ts, **entry}, pk="key"))
+
+    async def put_pattern(self, record: PatternRecord, *, keep_registered: bool = False
+                          ) -> tuple[PatternRecord, bool]:
+        """Store the pattern's next version in one transaction (a read, not a queued write: the caller needs
+        the version number, and the owning thread serialises every read-modify-write)."""
+        return await self._submit(lambda db: patterns_sql.put(db, record, keep_registered))
+
+    async def get_pattern(self, name: str, version: int | None = None) -> PatternRecord | None:
+        """The current (or given) version of a pattern, or ``None``."""
+        return await self._submit(lambda db: patterns_sql.get(db, name, version))
+
+    async def pattern_versions(self, name: str) -> list[int]:
+        """Every version number of ``name``, ascending."""
+        return await self._submit(lambda db: patterns_sql.versions(db, name))
+
+    async def list_patterns(self) -> list[PatternRecord]:
+        """Every pattern's current version, by name."""
+        return await self._submit(patterns_sql.current_all)
+
+    async def search_patterns(self, terms: Sequence[str], tags: Sequence[str], limit: int
+                              ) -> list[tuple[PatternRecord, float]]:
+        """FTS5 search ranked by weighted bm25 (see :mod:`server.store.sqlite_patterns`)."""
+        return await self._submit(lambda db: patterns_sql.search(db, list(terms), list(tags), limit))
+
+    async def pattern_names(self, prefix: str, limit: int) -> list[str]:
+        """Names starting with ``prefix``."""
+        return await self._submit(lambda db: patterns_sql.names(db, prefix, limit))
 
     def _put_write(self, fn: Callable[[sqlite_utils.Database], None]) -> None:
         if self._closed:
