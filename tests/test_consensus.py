@@ -38,7 +38,10 @@ async def consensus(config: Config, store: MemoryStore | None = None, **argument
 
 
 async def test_vote_reaches_consensus_and_reports_dissent(upstream: Upstream) -> None:
-    answer(upstream, {"a": "Paris", "b": "paris.", "c": " PARIS", "d": "Paris", "e": "Lyon"})
+    # The dissenter answers first: four Paris answers arriving first would settle the vote and cancel it.
+    answer(upstream, {"a": Behaviour(text="Paris", latency_s=0.1), "b": Behaviour(text="paris.", latency_s=0.1),
+                      "c": Behaviour(text=" PARIS", latency_s=0.1), "d": Behaviour(text="Paris", latency_s=0.1),
+                      "e": "Lyon"})
     error, out = await consensus(pool_config(upstream), prompt="Capital of France?", max_providers=5,
                                  method="vote", threshold=0.8)
     assert not error
