@@ -27,12 +27,15 @@ from tests.serving import free_port, server_env, wait_for_port
 
 pytestmark = pytest.mark.anyio
 FINISHED = ("completed", "failed", "cancelled")
+SERVERS = 1
+"""Server processes killed side by side in the crash test (20 kills in all); start-up is CPU-bound."""
 
 
 class ServerProcess:
     """The server as a subprocess on a fixed port and database, restartable."""
 
     def __init__(self, tmp_path: Path, downstream_url: str) -> None:
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.config = tmp_path / "config.toml"
         self.config.write_text(f'[mcp_servers.down]\nurl = "{downstream_url}"\n')
@@ -131,41 +134,62 @@ def crash_definition(run: str) -> dict:
 CRASH_EXPECTED = "d[c[b1[a[start]]+b2[a[start]]+b3[a[start]]]]"
 
 
-async def test_runs_survive_sigkill_at_random_points(server: ServerProcess, downstream_url: str) -> None:
-    rng = random.Random(6)
-    batch = 0
+async def crash_loop(server: ServerProcess, rng: random.Random, kills: int) -> list[str]:
+    """Start batches of three runs and SIGKILL the server at random points, restarting it each time, until
+    ``kills`` kills are done and every run has finished. Returns the run ids."""
+    runs: list[str] = []
     pending: list[str] = []
-    started = time.monotonic()
-    server.start()
-    while server.kills < 20 or pending:
-        if not pending and server.kills < 20:
-            batch += 1
-            pending = [f"crash-{uuid.uuid4().hex[:8]}-{batch}-{i}" for i in range(3)]
+    await anyio.to_thread.run_sync(server.start)
+    while True:
+        for run in list(pending):
+            status = await try_call(server.url, "workflow_run", run_id=run)
+            if status is not None and status["status"] in FINISHED:
+                pending.remove(run)
+        if not pending:
+            if server.kills >= kills:
+                return runs
+            pending = [f"crash-{uuid.uuid4().hex[:8]}-{i}" for i in range(3)]
+            runs.extend(pending)
         for run in pending:  # idempotent: a start lost to a kill is simply repeated with the same run id
             await try_call(server.url, "run_workflow", workflow=crash_definition(run), wait=False, run_id=run)
-        if server.kills < 20:
-            await anyio.sleep(rng.uniform(0.05, 1.5))
-            server.kill()
-            server.start()
-            continue
-        pending = []
-    # Every run of every batch: completed, right output, no step re-run after its result was recorded.
-    listed = await call(server.url, "workflow_run", limit=100)
-    runs = [r["run_id"] for r in listed["runs"] if r["run_id"].startswith("crash-")]
-    assert len(runs) == 3 * batch
-    reexecuted = 0
-    for run in runs:
-        with anyio.fail_after(30):
-            while (status := await call(server.url, "workflow_run", run_id=run))["status"] not in FINISHED:
-                await anyio.sleep(0.05)
-        assert status["status"] == "completed", status
-        assert status["outputs"] == {"final": CRASH_EXPECTED}
-        log = await work_log(downstream_url, run)
-        assert_no_step_ran_after_its_record(status, log)
-        reexecuted += sum(len(starts) - 1 for starts in log.values())
-    assert server.kills >= 20
-    print(f"crash test: {server.kills} kills over {len(runs)} runs in {batch} batch(es), "
-          f"{reexecuted} interrupted step execution(s) re-run, {time.monotonic() - started:.1f} s")
+        if server.kills < kills:
+            await anyio.sleep(rng.uniform(0.05, 0.8))
+            await anyio.to_thread.run_sync(server.kill)
+            await anyio.to_thread.run_sync(server.start)
+        else:
+            await anyio.sleep(0.1)
+
+
+async def test_runs_survive_sigkill_at_random_points(tmp_path: Path, downstream_url: str) -> None:
+    started = time.monotonic()
+    servers = [ServerProcess(tmp_path / f"s{i}", downstream_url) for i in range(SERVERS)]
+    runs: dict[int, list[str]] = {}
+    try:
+        with anyio.fail_after(150):
+            async with anyio.create_task_group() as tg:
+                async def one(i: int) -> None:
+                    runs[i] = await crash_loop(servers[i], random.Random(600 + i), -(-20 // SERVERS))
+
+                for i in range(SERVERS):
+                    tg.start_soon(one, i)
+        reexecuted = 0
+        for i, server in enumerate(servers):
+            listed = await call(server.url, "workflow_run", limit=100)
+            assert sorted(r["run_id"] for r in listed["runs"]) == sorted(runs[i])  # no run lost, none extra
+            for run in runs[i]:
+                status = await call(server.url, "workflow_run", run_id=run)
+                assert status["status"] == "completed", status
+                assert status["outputs"] == {"final": CRASH_EXPECTED}
+                log = await work_log(downstream_url, run)
+                assert_no_step_ran_after_its_record(status, log)
+                reexecuted += sum(len(starts) - 1 for starts in log.values())
+        kills = sum(s.kills for s in servers)
+        assert kills >= 20
+        print(f"crash test: {kills} SIGKILLs over {sum(map(len, runs.values()))} runs on {SERVERS} server(s); "
+              f"{reexecuted} interrupted step execution(s) ran again; {time.monotonic() - started:.1f} s")
+    finally:
+        for server in servers:
+            server.stop()
 
 
 async def test_branches_finish_in_another_order_after_recovery(server: ServerProcess, downstream_url: str) -> None:
