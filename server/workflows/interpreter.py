@@ -71,6 +71,13 @@ class StepState:
 class RunState:
     steps: dict[str, StepState] = field(default_factory=dict)
     changed: anyio.Event = field(default_factory=anyio.Event)
+    finished: bool = False
+    """The interpreter is done with the run here (its result is being recorded, or is)."""
+
+    def progress(self) -> tuple[int, int]:
+        """(steps finished, steps known) by the live states."""
+        done = sum(s.status in ("completed", "failed", "skipped") for s in self.steps.values())
+        return done, len(self.steps)
 
     def touch(self) -> None:
         self.changed.set()
@@ -169,7 +176,9 @@ class Interpreter:
                 raise RunFailed(f"outputs could not be rendered: {exc}") from None
             return {"outputs": outputs}
         finally:
-            self.tracker.run(run_id).touch()
+            state = self.tracker.run(run_id)
+            state.finished = True
+            state.touch()
 
     async def _plan(self, definition: Definition, library: Mapping[str, Definition], execution: Execution,
                     prefix: str, receivers: TaskGroup, depth: int = 0) -> _Plan:

@@ -199,19 +199,27 @@ class WorkflowService:
         """The run's status once it has finished, or when ``wait_s`` passes (then it is still running; the run
         goes on). Reports progress (steps done / total) on every step change. Cancelling the wait never
         cancels the run."""
-        last: tuple[int, str] | None = None
+        last: tuple[int, int] | None = None
         with anyio.move_on_after(wait_s):
             while True:
                 state = self.tracker.run(run_id)
                 changed = state.changed
-                status = await self.status(run_id)
-                if progress is not None and (status.progress.done, status.status) != last:
-                    last = (status.progress.done, status.status)
-                    await progress(status.progress.done, status.progress.total, status.progress.message)
-                if status.status in FINISHED:
+                record = await self.runtime.get(run_id)
+                if record is None:
+                    raise RunNotFound(f"no run {run_id!r}")
+                if record.status in FINISHED:
+                    status = await self.status(run_id)
+                    if progress is not None:
+                        await progress(status.progress.done, status.progress.total, status.progress.message)
                     return status
-                with anyio.move_on_after(0.02 if status.status == "pending" else 0.5):
+                done, total = state.progress()
+                if progress is not None and total and (done, total) != last:
+                    last = (done, total)
+                    await progress(done, total, f"{done}/{total} steps done")
+                # Live changes wake the wait; a run executing elsewhere (another replica) is polled.
+                with anyio.move_on_after(0.01 if state.finished or record.status == "pending" else 0.5):
                     await changed.wait()
+                await anyio.sleep(0.02)  # at most ~50 status reads a second, however fast steps finish
         return await self.status(run_id)
 
     async def status(self, run_id: str) -> RunStatus:
