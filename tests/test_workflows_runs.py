@@ -17,6 +17,7 @@ from server.config import Config
 from server.simulator import Upstream
 from server.store.memory import MemoryStore
 from tests.conftest import provider_entry
+from tests.test_patterns_mcp import error
 
 pytestmark = pytest.mark.anyio
 
@@ -49,12 +50,6 @@ async def call(client: Client, tool: str, **arguments: Any) -> dict:
         result = await client.call_tool(tool, arguments)
     assert not result.is_error, result.content[0].text
     return result.structured_content
-
-
-async def error(client: Client, tool: str, **arguments: Any) -> str:
-    result = await client.call_tool(tool, arguments)
-    assert result.is_error
-    return result.content[0].text
 
 
 def say(id: str, text: str, *deps: str, **extra: Any) -> dict:
