@@ -279,3 +279,30 @@ async def wait_done(client: Client, run_id: str) -> dict:
             if out["status"] in ("completed", "failed", "cancelled"):
                 return out
             await anyio.sleep(0.05)
+
+
+async def test_saved_workflows_run_by_name_and_are_resources(client: Client) -> None:
+    saved = await call(client, "save_workflow", definition="name: greet\nsteps:\n  - id: hi\n    kind: pattern\n"
+                                                           "    with: {pattern: say, variables: {text: hello}}\n"
+                                                           "outputs: {said: '{{ steps.hi.output.text }}'}\n")
+    assert (saved["name"], saved["version"], saved["changed"]) == ("greet", 1, True)
+    assert (await call(client, "save_workflow", definition={"name": "greet", "steps": [
+        say("hi", "hello")], "outputs": {"said": "{{ steps.hi.output.text }}"}}))["changed"] is False
+    out = await call(client, "run_workflow", workflow="greet")
+    assert out["outputs"] == {"said": "hello"}
+    definition = (await client.read_resource("workflows://definitions/greet")).contents[0].text
+    assert '"mermaid": "flowchart TD' in definition
+    run = (await client.read_resource(f"workflows://runs/{out['run_id']}")).contents[0].text
+    assert '"status": "completed"' in run
+    listing = (await client.read_resource("workflows://definitions")).contents[0].text
+    assert '"greet"' in listing
+
+
+async def test_a_client_giving_up_on_the_wait_does_not_cancel_the_run(client: Client) -> None:
+    run_id = f"giveup-{key()}"
+    with anyio.move_on_after(0.3):
+        await client.call_tool("run_workflow", {"workflow": {"name": "bg", "steps": [
+            tool("slow", "sleep", {"seconds": 0.8})], "outputs": {"t": "{{ steps.slow.output.text }}"}},
+            "run_id": run_id})
+    final = await wait_done(client, run_id)
+    assert final["status"] == "completed" and final["outputs"] == {"t": "slept"}
