@@ -306,3 +306,17 @@ async def test_a_client_giving_up_on_the_wait_does_not_cancel_the_run(client: Cl
             "run_id": run_id})
     final = await wait_done(client, run_id)
     assert final["status"] == "completed" and final["outputs"] == {"t": "slept"}
+
+
+async def test_dbos_runs_carry_the_pinned_application_version(config: Config, dbos_launched: None) -> None:
+    from dbos import DBOS
+
+    from server.workflows.dbos_runtime import APPLICATION_VERSION, dbos_runtime
+
+    async with Client(build_server(config, store_factory=MemoryStore, workflow_runtime=dbos_runtime(launch=False))) as c:
+        await call(c, "register_pattern", name="say", template="{{ text }}", description="Say the text")
+        out = await call(c, "run_workflow", workflow={"name": "v", "steps": [say("a", "x")]})
+    status = await DBOS.get_workflow_status_async(out["run_id"])
+    assert status.app_version == APPLICATION_VERSION
+    steps = await DBOS.list_workflow_steps_async(out["run_id"])
+    assert [s["function_name"] for s in steps] == ["a"]  # DBOS's own record of the step, named by its DAG id
