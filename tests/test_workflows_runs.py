@@ -158,13 +158,14 @@ async def test_on_error_variants(client: Client, on_error: str) -> None:
 
 
 async def test_approval_waits_for_a_decision(client: Client) -> None:
-    definition = {"name": "gate", "steps": [say("draft", "text"),
+    definition = {"name": "gate", "max_parallel": 1, "steps": [say("draft", "text"),
                                             {"id": "ok", "kind": "approval", "depends_on": ["draft"],
                                              "with": {"message": "Publish?", "timeout_s": 60}},
-                                            say("publish", "published", "ok")],
+                                            say("publish", "published", "ok"), say("side", "other", "draft")],
                   "outputs": {"by": "{{ steps.ok.output.by }}"}}
     out = await call(client, "run_workflow", workflow=definition, wait_s=0.5)
     assert out["status"] == "waiting" and steps_of(out)["ok"]["status"] == "waiting"
+    assert steps_of(out)["side"]["status"] == "completed"  # a waiting approval holds no max_parallel slot
     listed = await call(client, "workflow_run", status="waiting")
     assert out["run_id"] in [r["run_id"] for r in listed["runs"]]
     decided = await call(client, "workflow_run", run_id=out["run_id"], action="approve", by="ada")

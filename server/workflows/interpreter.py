@@ -222,6 +222,9 @@ class Interpreter:
                 outcome = _skipped(f"dependency {skipped_by[0]} was skipped or failed")
             elif step.when is not None and not evaluate(step.when, context):
                 outcome = _skipped("condition is false")
+            elif step.kind in ("approval", "workflow"):
+                # Waiting for a person, or for children under their own limit: no slot of max_parallel held.
+                outcome = await self._run_step(plan, library, step_id, run_id, context)
             else:
                 async with limiter:
                     outcome = await self._run_step(plan, library, step_id, run_id, context)
