@@ -143,3 +143,24 @@ def test_mermaid_draws_every_step_and_edge() -> None:
     assert diagram.startswith("flowchart TD")
     assert 's0["a<br/>pattern"]' in diagram and "s0 -.->|when| s1" in diagram and "s1 --> s2" in diagram
     assert 's2{{"ok<br/>approval"}}' in diagram
+
+
+def test_status_comes_from_records_alone_when_the_run_executes_elsewhere() -> None:
+    from server.workflows.interpreter import RunTracker
+    from server.workflows.runtime import RunRecord
+    from server.workflows.service import build_status
+
+    definition = {"name": "g", "steps": [step("a"), {"id": "ok", "kind": "approval", "depends_on": ["a"]},
+                                         step("b", "ok"), step("c", "a", when={"path": "inputs.x", "op": "exists"})]}
+    record = RunRecord("r1", "g", {"definition": definition, "library": {}, "inputs": {}}, "f", "running")
+    recorded = {"a": {"status": "completed", "output": {"text": "x"}, "attempts": 1, "started_at": 1.0,
+                      "ended_at": 1.5},
+                "ok#opened": {"opened_at": 2.0},
+                "c": {"status": "skipped", "output": None, "reason": "condition is false", "attempts": 0}}
+    status = build_status(record, recorded, RunTracker(), "dbos")
+    by_id = {s.id: s for s in status.steps}
+    assert status.status == "waiting"
+    assert (by_id["a"].status, by_id["a"].duration_ms) == ("completed", 500.0)
+    assert (by_id["ok"].status, by_id["ok"].started_at) == ("waiting", 2.0)
+    assert (by_id["b"].status, by_id["c"].reason) == ("pending", "condition is false")
+    assert (status.progress.done, status.progress.total) == (2, 4)

@@ -176,9 +176,10 @@ class Interpreter:
                 raise RunFailed(f"outputs could not be rendered: {exc}") from None
             return {"outputs": outputs}
         finally:
+            # Everything a finished run shows is in the runtime's records from here: drop the live state.
             state = self.tracker.run(run_id)
             state.finished = True
-            state.touch()
+            self.tracker.forget(run_id)
 
     async def _plan(self, definition: Definition, library: Mapping[str, Definition], execution: Execution,
                     prefix: str, receivers: TaskGroup, depth: int = 0) -> _Plan:
@@ -219,9 +220,9 @@ class Interpreter:
             skipped_by = [d for d in step.depends_on if outcomes[d]["status"] == "skipped"
                           or (outcomes[d]["status"] == "failed" and definition.step(d).on_error == "skip")]
             if skipped_by:
-                outcome = _skipped(f"dependency {skipped_by[0]} was skipped or failed")
+                outcome = await _record_skip(plan.slots[step_id], f"dependency {skipped_by[0]} was skipped or failed")
             elif step.when is not None and not evaluate(step.when, context):
-                outcome = _skipped("condition is false")
+                outcome = await _record_skip(plan.slots[step_id], "condition is false")
             elif step.kind in ("approval", "workflow"):
                 # Waiting for a person, or for children under their own limit: no slot of max_parallel held.
                 outcome = await self._run_step(plan, library, step_id, run_id, context)
@@ -347,8 +348,13 @@ class Interpreter:
         return await plan.slots[step_id].run(decide)
 
 
-def _skipped(reason: str) -> dict[str, Any]:
-    return {"status": "skipped", "output": None, "reason": reason, "attempts": 0}
+async def _record_skip(slot: StepSlot, reason: str) -> dict[str, Any]:
+    """A skip, recorded like any outcome (so status after the run needs nothing but the records)."""
+
+    async def skipped() -> dict[str, Any]:
+        return {"status": "skipped", "output": None, "reason": reason, "attempts": 0}
+
+    return await slot.run(skipped)
 
 
 def _seconds(value: float) -> str:

@@ -200,10 +200,10 @@ class WorkflowService:
         goes on). Reports progress (steps done / total) on every step change. Cancelling the wait never
         cancels the run."""
         last: tuple[int, int] | None = None
+        poll_s = 0.01
         with anyio.move_on_after(wait_s):
             while True:
-                state = self.tracker.run(run_id)
-                changed = state.changed
+                state = self.tracker.get(run_id)
                 record = await self.runtime.get(run_id)
                 if record is None:
                     raise RunNotFound(f"no run {run_id!r}")
@@ -212,13 +212,17 @@ class WorkflowService:
                     if progress is not None:
                         await progress(status.progress.done, status.progress.total, status.progress.message)
                     return status
+                if state is None or state.finished:
+                    # Not (or no longer) executing here: its result is being recorded, or it runs elsewhere.
+                    await anyio.sleep(poll_s)
+                    poll_s = min(poll_s * 2, 0.5)
+                    continue
                 done, total = state.progress()
                 if progress is not None and total and (done, total) != last:
                     last = (done, total)
                     await progress(done, total, f"{done}/{total} steps done")
-                # Live changes wake the wait; a run executing elsewhere (another replica) is polled.
-                with anyio.move_on_after(0.01 if state.finished or record.status == "pending" else 0.5):
-                    await changed.wait()
+                with anyio.move_on_after(0.01 if record.status == "pending" else 0.5):
+                    await state.changed.wait()
                 await anyio.sleep(0.02)  # at most ~50 status reads a second, however fast steps finish
         return await self.status(run_id)
 
@@ -278,13 +282,15 @@ class WorkflowService:
         await self.runtime.send(run_id, approval_topic(step), message)
         with anyio.move_on_after(5):
             while True:
-                state = self.tracker.run(run_id)
-                changed = state.changed
+                state = self.tracker.get(run_id)
                 current = next((s for s in (await self.status(run_id)).steps if s.id == step), None)
                 if current is None or current.status != "waiting":
                     break
+                if state is None:  # decided on another replica's run, or just recorded: poll
+                    await anyio.sleep(0.05)
+                    continue
                 with anyio.move_on_after(0.5):
-                    await changed.wait()
+                    await state.changed.wait()
         return await self.status(run_id)
 
 
@@ -328,6 +334,10 @@ def build_status(record: RunRecord, recorded: Mapping[str, Any], tracker: RunTra
                                 started_at=outcome.get("started_at"), ended_at=outcome.get("ended_at"),
                                 output=outcome.get("output"), error=outcome.get("error"),
                                 error_class=outcome.get("error_class"), reason=outcome.get("reason"))
+        elif isinstance(recorded.get(f"{name}#opened"), dict) and (state is None or state.status == "pending"):
+            # An approval opened (recorded) and not decided: waiting, whichever process runs it.
+            report = StepReport(id=name, kind=kind, status="waiting", attempts=1,
+                                started_at=recorded[f"{name}#opened"].get("opened_at"))
         elif state is not None:
             report = StepReport(id=name, kind=kind, status=state.status, attempts=state.attempts,
                                 started_at=state.started_at, ended_at=state.ended_at, output=state.output,
