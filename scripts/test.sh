@@ -8,4 +8,6 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 MCP_INSPECTOR="$(bash scripts/install-inspector.sh)"
 export MCP_INSPECTOR
+MCP_SERVER_EVERYTHING="$(bash scripts/install-everything.sh)"
+export MCP_SERVER_EVERYTHING
 exec .venv/bin/python -m pytest "$@"

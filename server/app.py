@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mcp.server import MCPServer, NotificationOptions
 from mcp_types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
@@ -24,6 +24,9 @@ from server.pool import ProviderPool
 from server.providers import Provider, build_provider
 from server.store import Store
 
+if TYPE_CHECKING:
+    from server.workflows import RuntimeFactory, WorkflowService
+
 logger = logging.getLogger(__name__)
 
 SERVER_NAME = "ai-orchestration-mcp"
@@ -32,7 +35,9 @@ INSTRUCTIONS = (
     "`consensus` asks several models at once and aggregates their answers; "
     "`monitor_operations` reports latency, errors, tokens and cost of recorded calls. "
     "`search_patterns` finds reusable prompt patterns (also offered as prompts and `knowledge://` resources); "
-    "`register_pattern` saves one; `orchestrate` takes `pattern` + `variables` instead of `prompt`."
+    "`register_pattern` saves one; `orchestrate` takes `pattern` + `variables` instead of `prompt`. "
+    "`run_workflow` runs a DAG of steps durably (a saved workflow or a definition); `workflow_run` follows, "
+    "cancels or approves runs; `save_workflow` saves a definition."
 )
 
 
@@ -46,6 +51,7 @@ class Dependencies:
     consensus: ConsensusService
     patterns: PatternRegistry
     clock: Callable[[], float] = time.time
+    workflows: WorkflowService | None = None
 
 
 def open_store(path: str | Path) -> Store:
@@ -62,12 +68,15 @@ async def open_dependencies(
     store_factory: Callable[[], Store],
     provider_factory: Callable[..., Provider] = build_provider,
     clock: Callable[[], float] = time.time,
+    workflow_runtime: RuntimeFactory | None = None,
 ) -> AsyncIterator[Dependencies]:
     """Build the dependencies, and on exit close providers and flush the store (shielded from cancellation).
 
     Args:
         store_factory: called here; the store it returns is closed (flushed) on exit.
         provider_factory: ``ProviderConfig -> Provider`` (tests pass fakes).
+        workflow_runtime: runs workflows (:func:`server.workflows.dbos_runtime.dbos_runtime` in full mode);
+            default: the in-memory runtime.
     """
     store = store_factory()
     try:
@@ -79,14 +88,28 @@ async def open_dependencies(
         await store.aclose()
         raise
     try:
-        yield Dependencies(config=config, store=store, pool=pool, consensus=ConsensusService(pool), patterns=patterns,
-                           clock=clock)
+        consensus = ConsensusService(pool)
+        async with _open_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime) as workflows:
+            yield Dependencies(config=config, store=store, pool=pool, consensus=consensus, patterns=patterns,
+                               clock=clock, workflows=workflows)
     finally:
         import anyio
 
         with anyio.CancelScope(shield=True):
             await pool.aclose()
             await store.aclose()
+
+
+def _open_workflows(config: Config, store: Store, pool: ProviderPool, consensus: ConsensusService,
+                    patterns: PatternRegistry, clock: Callable[[], float], runtime: RuntimeFactory | None
+                    ) -> Any:
+    from server.workflows import StepServices, open_workflows
+    from server.workflows.downstream import DownstreamServers
+
+    servers = DownstreamServers(config.mcp_servers, config.secrets()) if config.mcp_servers else None
+    services = StepServices(pool=pool, store=store, config=config, consensus=consensus, patterns=patterns,
+                            tool_caller=servers.call if servers else None, clock=clock)
+    return open_workflows(services, store, runtime_factory=runtime, clock=clock)
 
 
 def build_server(
@@ -96,6 +119,7 @@ def build_server(
     provider_factory: Callable[..., Provider] = build_provider,
     shared: Dependencies | None = None,
     clock: Callable[[], float] = time.time,
+    workflow_runtime: RuntimeFactory | None = None,
 ) -> MCPServer:
     """The MCP server with every tool, resource and prompt registered.
 
@@ -123,7 +147,8 @@ def build_server(
             yield shared
             return
         async with open_dependencies(
-            config, store_factory=store_factory, provider_factory=provider_factory, clock=clock
+            config, store_factory=store_factory, provider_factory=provider_factory, clock=clock,
+            workflow_runtime=workflow_runtime,
         ) as deps, _follow_patterns(deps, surfaces):
             current.append(deps)
             try:

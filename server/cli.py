@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from server.config import Config, database_path, load_config
 from server.errors import ConfigError
@@ -181,8 +182,11 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     db_path = database_path(config, os.environ, args.database)
     allowed = [h for h in args.allowed_hosts.split(",") if h.strip()]
 
+    workflow_runtime = _workflow_runtime(config, db_path)
+
     async def run() -> None:
-        async with open_dependencies(config, store_factory=lambda: open_store(db_path)) as deps:
+        async with open_dependencies(config, store_factory=lambda: open_store(db_path),
+                                     workflow_runtime=workflow_runtime) as deps:
             mcp = build_server(config, store_factory=lambda: deps.store, shared=deps)
             _configure_logging(args.log_level)  # after MCPServer(), which configures root logging itself
             logger.info("serving %s; %d provider(s); database %s", args.transport, len(config.providers), db_path)
@@ -191,6 +195,18 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     _configure_logging(args.log_level)
     anyio.run(run)
     return 0
+
+
+def _workflow_runtime(config: Config, db_path: Path) -> Any:
+    """The DBOS runtime (system database beside the server's, unless configured), or ``None`` for the
+    in-memory one (``[workflows] runtime = "memory"``)."""
+    if config.workflows.runtime == "memory":
+        return None
+    from server.workflows.dbos_runtime import APPLICATION_VERSION, dbos_config, dbos_runtime
+
+    system = config.workflows.system_database or str(Path(db_path).with_suffix(".dbos.sqlite"))
+    return dbos_runtime(dbos_config(system, application_version=config.workflows.application_version
+                                    or APPLICATION_VERSION))
 
 
 def _version() -> str:

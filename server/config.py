@@ -150,6 +150,37 @@ class AlertsConfig(_Strict):
     error_rate: float | None = Field(default=None, ge=0, le=1)
 
 
+class McpServerConfig(_Strict):
+    """One ``[mcp_servers.NAME]`` table: a downstream MCP server that workflow ``tool`` steps call, set up like an
+    entry of Claude Desktop's ``mcpServers``: ``command`` + ``args`` + ``env`` (stdio), or ``url`` (Streamable
+    HTTP) + ``headers``. Only the configuration names servers: a workflow definition cannot start a command."""
+
+    command: str | None = Field(default=None, min_length=1, max_length=4_096)
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give either `command` (stdio) or `url` (HTTP)")
+        return self
+
+
+class WorkflowSettings(_Strict):
+    """The ``[workflows]`` table."""
+
+    runtime: Literal["dbos", "memory"] = "dbos"
+    """``dbos``: durable runs; ``memory``: runs live in the process only."""
+    system_database: str | None = None
+    """DBOS's system database: a SQLite file or a ``postgresql://`` URL; default ``<database>.dbos.sqlite``."""
+    application_version: str | None = Field(default=None, min_length=1, max_length=100)
+    """Overrides the pinned DBOS application version (only for a deliberate migration)."""
+
+
 class Config(_Strict):
     """The whole configuration. Build it with :func:`load_config`."""
 
@@ -160,6 +191,8 @@ class Config(_Strict):
     experiments: tuple[Experiment, ...] = ()
     cache: CacheConfig = CacheConfig()
     conversations: ConversationConfig = ConversationConfig()
+    mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
+    workflows: WorkflowSettings = WorkflowSettings()
     source: str = Field(default="defaults", exclude=True)
     """Where the providers came from: a file path, ``environment`` or ``defaults``."""
 
@@ -189,7 +222,8 @@ class Config(_Strict):
 
     def secrets(self) -> list[str]:
         """Every resolved credential, for redaction."""
-        return [p.api_key.get_secret_value() for p in self.providers if p.api_key is not None]
+        keys = [p.api_key.get_secret_value() for p in self.providers if p.api_key is not None]
+        return keys + [v for s in self.mcp_servers.values() for v in (*s.env.values(), *s.headers.values())]
 
 
 def resolve_api_key(

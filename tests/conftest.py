@@ -77,3 +77,37 @@ def _toml(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@pytest.fixture(scope="session")
+def dbos_launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One DBOS instance for the whole test session (launching and destroying one costs about a second);
+    tests isolate themselves by run ids."""
+    from dbos import DBOS
+
+    from server.workflows.dbos_runtime import dbos_config
+
+    DBOS(config=dbos_config(tmp_path_factory.mktemp("dbos") / "system.sqlite"))
+    DBOS.launch()
+    yield
+    DBOS.destroy()
+
+
+@pytest.fixture(scope="session")
+def downstream_url() -> Iterator[str]:
+    """The small downstream MCP server of ``tests/downstream_mcp.py`` over Streamable HTTP on loopback."""
+    import subprocess
+    import sys
+
+    from tests.serving import free_port, server_env, wait_for_port
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(Path(__file__).parent / "downstream_mcp.py"), "--http", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=server_env(), text=True)
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(10)
+        process.stderr.close()

@@ -64,7 +64,7 @@ async def test_database_survives_reopen_and_migrates_once(tmp_path: Path) -> Non
     assert await second.count_calls() == 1
     await second.aclose()
     with sqlite3.connect(path) as conn:
-        assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == ["001_calls", "002_ab_bucket_and_cache_flag", "003_conversations_and_cache", "004_patterns"]
+        assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == ["001_calls", "002_ab_bucket_and_cache_flag", "003_conversations_and_cache", "004_patterns", "005_workflows"]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

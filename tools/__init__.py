@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from mcp.server.mcpserver.tools import Tool
 
-from tools import consensus, monitor, orchestrate, patterns, providers
+from tools import consensus, monitor, orchestrate, patterns, providers, workflows
 
 
 def all_tools() -> list[Tool]:
     """Every tool the server offers, built fresh (each server gets its own instances)."""
     return [orchestrate.tool(), consensus.tool(), monitor.tool(), providers.tool(), patterns.register_tool(),
-            patterns.search_tool()]
+            patterns.search_tool(), workflows.run_tool(), workflows.run_action_tool(), workflows.save_tool()]

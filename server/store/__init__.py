@@ -112,6 +112,24 @@ class PatternRecord:
                                  other.apply_to, other.tags, other.source)
 
 
+@dataclass(frozen=True, slots=True)
+class WorkflowRecord:
+    """A saved workflow definition (:mod:`server.workflows` validates and gives it meaning).
+
+    Attributes:
+        name: the workflow's slug.
+        version: 1 when first saved; each change adds one.
+        definition: the definition as JSON data.
+        created_at / updated_at: Unix seconds.
+    """
+
+    name: str
+    version: int
+    definition: dict[str, Any]
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
 class Store(Protocol):
     """What the core needs from persistence."""
 
@@ -179,6 +197,19 @@ class Store(Protocol):
 
     async def pattern_names(self, prefix: str, limit: int) -> list[str]:
         """Names of current patterns starting with ``prefix``, ordered, at most ``limit``."""
+        ...
+
+    async def put_workflow(self, name: str, definition: dict[str, Any], ts: float) -> tuple[WorkflowRecord, bool]:
+        """Save a workflow definition, atomically: a new version when the content differs from the current one.
+        Returns the record now current and whether this call stored it."""
+        ...
+
+    async def get_workflow(self, name: str) -> WorkflowRecord | None:
+        """The saved workflow ``name``, or ``None``."""
+        ...
+
+    async def list_workflows(self) -> list[WorkflowRecord]:
+        """Every saved workflow, ordered by name."""
         ...
 
     async def flush(self) -> None:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from server.store import GROUP_COLUMNS, CallRecord, GroupBy, GroupTotals, PatternRecord
+from server.store import GROUP_COLUMNS, CallRecord, GroupBy, GroupTotals, PatternRecord, WorkflowRecord
 
 _WORD = re.compile(r"[^\W_]+")
 # Field weights as in the SQLite store's bm25 (name, description, tags, template).
@@ -22,6 +22,23 @@ class MemoryStore:
         self.conversations: dict[str, list[tuple[str, str]]] = {}
         self.cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self.patterns: dict[str, list[PatternRecord]] = {}  # name -> every version, oldest first
+        self.workflows: dict[str, WorkflowRecord] = {}
+
+    async def put_workflow(self, name: str, definition: dict[str, Any], ts: float) -> tuple[WorkflowRecord, bool]:
+        """Save a workflow definition (a new version when it changed)."""
+        current = self.workflows.get(name)
+        if current is not None and current.definition == definition:
+            return current, False
+        record = WorkflowRecord(name, (current.version if current else 0) + 1, definition,
+                                current.created_at if current else ts, ts)
+        self.workflows[name] = record
+        return record, True
+
+    async def get_workflow(self, name: str) -> WorkflowRecord | None:
+        return self.workflows.get(name)
+
+    async def list_workflows(self) -> list[WorkflowRecord]:
+        return [self.workflows[name] for name in sorted(self.workflows)]
 
     def record_call(self, record: CallRecord) -> None:
         """Store one record (in memory this is already off the hot path: an append)."""

@@ -71,11 +71,18 @@ def _m004_patterns(db: sqlite_utils.Database) -> None:
                               create_triggers=True, tokenize="porter", replace=True)
 
 
+def _m005_workflows(db: sqlite_utils.Database) -> None:
+    # Saved workflow definitions (current version); runs live in the workflow runtime (DBOS's own tables).
+    db["workflows"].create({"name": str, "version": int, "definition": str, "created_at": float,
+                            "updated_at": float}, pk="name", not_null={"version", "definition"})
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_calls", _m001_calls),
     ("002_ab_bucket_and_cache_flag", _m002_ab_bucket_and_cache_flag),
     ("003_conversations_and_cache", _m003_conversations_and_cache),
     ("004_patterns", _m004_patterns),
+    ("005_workflows", _m005_workflows),
 ]
 
 

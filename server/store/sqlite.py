@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from server.store import GROUP_COLUMNS, CallRecord, GroupBy, GroupTotals, PatternRecord
+from server.store import GROUP_COLUMNS, CallRecord, GroupBy, GroupTotals, PatternRecord, WorkflowRecord
 from server.store import sqlite_patterns as patterns_sql
 from server.store.migrations import migrate
 
@@ -238,6 +238,39 @@ class SQLiteStore:
         """Names starting with ``prefix``."""
         return await self._submit(lambda db: patterns_sql.names(db, prefix, limit))
 
+    async def put_workflow(self, name: str, definition: dict[str, Any], ts: float) -> tuple[WorkflowRecord, bool]:
+        """Save a workflow definition in one transaction (a new version when it changed)."""
+        import json
+
+        text = json.dumps(definition, ensure_ascii=False, sort_keys=True)
+
+        def put(db: sqlite_utils.Database) -> tuple[WorkflowRecord, bool]:
+            with db.conn:
+                row = db.execute("SELECT version, definition, created_at FROM workflows WHERE name = ?",
+                                 [name]).fetchone()
+                if row is not None and row[1] == text:
+                    return WorkflowRecord(name, row[0], definition, row[2], ts), False
+                version, created = (row[0] + 1, row[2]) if row else (1, ts)
+                db.execute("INSERT INTO workflows (name, version, definition, created_at, updated_at) "
+                           "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET version = excluded.version, "
+                           "definition = excluded.definition, updated_at = excluded.updated_at",
+                           [name, version, text, created, ts])
+            return WorkflowRecord(name, version, definition, created, ts), True
+
+        return await self._submit(put)
+
+    async def get_workflow(self, name: str) -> WorkflowRecord | None:
+        """The saved workflow ``name``, or ``None``."""
+        rows = await self._submit(lambda db: list(db.execute(
+            "SELECT name, version, definition, created_at, updated_at FROM workflows WHERE name = ?", [name])))
+        return _workflow(rows[0]) if rows else None
+
+    async def list_workflows(self) -> list[WorkflowRecord]:
+        """Every saved workflow, by name."""
+        rows = await self._submit(lambda db: list(db.execute(
+            "SELECT name, version, definition, created_at, updated_at FROM workflows ORDER BY name")))
+        return [_workflow(row) for row in rows]
+
     def _put_write(self, fn: Callable[[sqlite_utils.Database], None]) -> None:
         if self._closed:
             logger.warning("write dropped: store already closed")
@@ -268,3 +301,9 @@ class SQLiteStore:
 
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self.close)
+
+
+def _workflow(row: Sequence[Any]) -> WorkflowRecord:
+    import json
+
+    return WorkflowRecord(row[0], row[1], json.loads(row[2]), row[3] or 0.0, row[4] or 0.0)

@@ -1,0 +1,211 @@
+"""The durable runtime: each run is one DBOS workflow; each DAG step is one DBOS step at an ID reserved at the
+start of the run.
+
+Durability contract (what DBOS gives, and how this module keeps its side of it):
+
+- DBOS matches a step's recorded result to the call **by the step's ID, a counter drawn in call order**
+  (``check_operation_execution(workflow_id, function_id, name)`` in ``dbos/_sys_db.py``; a recorded name that
+  differs raises ``DBOSUnexpectedStepError``). The interpreter therefore reserves every step's ID
+  (``DBOS.reserve_step()``) and starts every approval's ``DBOS.recv_async`` at the start of the run, in a fixed
+  topological order, before any branch runs; each step later runs at its reserved ID whichever branch
+  finishes first. A step is named by its DAG id.
+- A step whose result is recorded never runs again (replay returns the record); a step running at a crash has
+  no record and runs again (at least once). A step's failure is recorded too (as a result with
+  ``status: failed``), so a failed step is not retried by recovery.
+- The run's result is DBOS's workflow output, recorded once. The same run id started twice attaches to the
+  first run (``SetWorkflowID``); the service refuses the same id with other arguments (a fingerprint).
+- ``application_version`` is pinned (:data:`APPLICATION_VERSION`, overridable) so an upgrade of this code
+  does not strand pending runs (DBOS's default is a hash of the workflow source).
+- ``DBOS.launch()`` recovers this executor's pending runs; the interpreter is bound before, so recovered runs
+  find their services.
+- DBOS's logger writes to stderr (a ``StreamHandler`` with no stream: ``sys.stderr``), never stdout.
+
+Only one DBOS instance exists per process (DBOS keeps it in a module global); :class:`DbosRuntime` binds the
+current interpreter to the workflow function below.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from dbos import DBOS, DBOSConfig, SetWorkflowID
+
+from server.workflows.interpreter import Interpreter
+from server.workflows.runtime import RunRecord, StepFn, WorkflowRuntime
+
+logger = logging.getLogger(__name__)
+APPLICATION_VERSION = "ai-orchestration-workflows-1"
+"""Bump only when a change makes old runs' step records unreplayable (the plan order or the slot names)."""
+WORKFLOW_NAME = "ai_orchestration_run"
+RECV_TIMEOUT_S = 32 * 86_400.0
+"""How long an approval's receiver may wait (beyond the longest approval timeout)."""
+_STATUS = {"PENDING": "running", "ENQUEUED": "pending", "DELAYED": "pending", "SUCCESS": "completed",
+           "ERROR": "failed", "CANCELLED": "cancelled", "MAX_RECOVERY_ATTEMPTS_EXCEEDED": "failed"}
+_DBOS_STATUS = {"running": ["PENDING"], "pending": ["ENQUEUED", "DELAYED"], "completed": ["SUCCESS"],
+                "failed": ["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"], "cancelled": ["CANCELLED"]}
+_bound: list[Interpreter] = []
+
+
+@DBOS.workflow(name=WORKFLOW_NAME)
+async def _run(workflow: str, arguments: dict[str, Any], fingerprint: str) -> dict[str, Any]:
+    if not _bound:
+        raise RuntimeError("no interpreter bound to the DBOS runtime")
+    return await _bound[-1].execute(_Execution(DBOS.workflow_id or ""), arguments)
+
+
+class _Slot:
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._reservation = DBOS.reserve_step()
+
+    async def run(self, fn: StepFn) -> Any:
+        return await self._reservation.run_async({"name": self._name, "retries_allowed": False,
+                                                  "preemptible": True}, fn)
+
+
+class _Mailbox:
+    def __init__(self) -> None:
+        self.started = False
+        self._ready = anyio.Event()
+        self._message: Any = None
+
+    async def pump(self, topic: str) -> None:
+        self.started = True  # recv_async draws its step ID synchronously, before its first await
+        self._message = await DBOS.recv_async(topic, timeout_seconds=RECV_TIMEOUT_S)
+        self._ready.set()
+
+    async def receive(self) -> Any:
+        await self._ready.wait()
+        return self._message
+
+
+class _Execution:
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def step_slot(self, name: str) -> _Slot:
+        return _Slot(name)
+
+    async def message_slot(self, topic: str, task_group: TaskGroup) -> _Mailbox:
+        box = _Mailbox()
+        task_group.start_soon(box.pump, topic)
+        while not box.started:  # the receiver's ID must be drawn now, before the next reservation
+            await anyio.sleep(0)
+        return box
+
+
+class DbosRuntime:
+    """:class:`~server.workflows.runtime.WorkflowRuntime` on DBOS (launched by :func:`dbos_runtime`)."""
+
+    name = "dbos"
+
+    async def start(self, run_id: str, workflow: str, arguments: dict[str, Any], fingerprint: str) -> bool:
+        if await DBOS.get_workflow_status_async(run_id) is not None:
+            return False
+        with SetWorkflowID(run_id):
+            await DBOS.start_workflow_async(_run, workflow, arguments, fingerprint)
+        return True
+
+    async def get(self, run_id: str) -> RunRecord | None:
+        status = await DBOS.get_workflow_status_async(run_id)
+        if status is None or status.name != WORKFLOW_NAME:
+            return None
+        return _record(status)
+
+    async def list(self, status: str | None, limit: int, offset: int) -> list[RunRecord]:
+        found = await DBOS.list_workflows_async(name=WORKFLOW_NAME, status=_DBOS_STATUS.get(status or "", None),
+                                                limit=limit, offset=offset, sort_desc=True)
+        return [_record(s) for s in found]
+
+    async def cancel(self, run_id: str) -> None:
+        await DBOS.cancel_workflow_async(run_id)
+
+    async def send(self, run_id: str, topic: str, message: Any) -> None:
+        await DBOS.send_async(run_id, message, topic)
+
+    async def recorded(self, run_id: str) -> dict[str, Any]:
+        steps = await DBOS.list_workflow_steps_async(run_id) or []
+        return {s["function_name"]: s["output"] for s in steps
+                if s.get("error") is None and isinstance(s.get("output"), dict)}
+
+
+def _record(status: Any) -> RunRecord:
+    args = (status.input or {}).get("args") or ("", {}, "")
+    workflow, arguments, fingerprint = (list(args) + ["", {}, ""])[:3]
+    error = status.error
+    return RunRecord(run_id=status.workflow_id, workflow=workflow, arguments=arguments, fingerprint=fingerprint,
+                     status=_STATUS.get(str(status.status), "running"), output=status.output,
+                     error=None if error is None else str(error), created_at=(status.created_at or 0) / 1000,
+                     updated_at=(status.updated_at or 0) / 1000)
+
+
+def system_database_url(target: str | Path) -> str:
+    """A system database URL: a ``postgresql://`` URL as it is, else a SQLite file path as ``sqlite:///…``."""
+    text = str(target)
+    if "://" in text:
+        return text
+    path = Path(text).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def dbos_config(system_database: str | Path, *, application_version: str = APPLICATION_VERSION,
+                executor_id: str | None = None) -> DBOSConfig:
+    """DBOS's configuration for this server (no OTLP, no Conductor, logs at WARNING to stderr)."""
+    config: DBOSConfig = {
+        "name": "ai-orchestration-mcp",
+        "system_database_url": system_database_url(system_database),
+        "application_version": application_version,
+        "log_level": "WARNING",
+        "notification_listener_polling_interval_sec": 0.05,
+    }
+    if executor_id:
+        config["executor_id"] = executor_id
+    return config
+
+
+@asynccontextmanager
+async def launched(config: DBOSConfig) -> AsyncIterator[None]:
+    """DBOS launched (recovering pending runs) for the duration; destroyed on exit."""
+    DBOS(config=config)
+    # On the event loop's own thread: DBOS then runs recovered (and queued) async workflows on this loop,
+    # beside the runs the tools start, instead of on a background loop of its own.
+    DBOS.launch()
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(lambda: DBOS.destroy(workflow_completion_timeout_sec=0))
+
+
+def dbos_runtime(config: DBOSConfig | None = None, *, launch: bool = True
+                 ) -> Callable[[Interpreter], AbstractAsyncContextManager[WorkflowRuntime]]:
+    """A runtime factory for :func:`server.workflows.open_workflows`.
+
+    Args:
+        config: DBOS configuration (:func:`dbos_config`); required when ``launch``.
+        launch: launch DBOS here (and destroy it on exit). Tests launch one DBOS for the session and pass
+            ``False``: the factory then only binds the interpreter.
+    """
+
+    @asynccontextmanager
+    async def factory(interpreter: Interpreter) -> AsyncIterator[WorkflowRuntime]:
+        _bound.append(interpreter)  # before launch: recovery runs need it
+        try:
+            if launch:
+                if config is None:
+                    raise ValueError("dbos_runtime(launch=True) needs a config")
+                async with launched(config):
+                    yield DbosRuntime()
+            else:
+                yield DbosRuntime()
+        finally:
+            _bound.remove(interpreter)
+
+    return factory

@@ -1,0 +1,157 @@
+"""What each step kind does with its rendered ``with`` parameters: ``orchestrate``, ``consensus``, ``pattern``
+and ``tool`` (``approval`` and ``workflow`` are the interpreter's own, see :mod:`server.workflows.interpreter`).
+
+Every executor takes the rendered parameters and returns the step's JSON output, or raises; the interpreter
+turns errors into an error class (:func:`error_class`) for ``retry.retry_on`` and the run status.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from server.errors import (
+    AllProvidersFailed,
+    BudgetExceeded,
+    NoProviderAvailable,
+    NoProvidersConfigured,
+    OrchestrationError,
+    ProviderError,
+    UnknownProvider,
+)
+from server.workflows.model import WorkflowError
+
+if TYPE_CHECKING:
+    from knowledge import PatternRegistry
+    from server.config import Config
+    from server.consensus import ConsensusService
+    from server.pool import ProviderPool
+    from server.store import Store
+
+ToolCaller = Callable[[str, str, Mapping[str, Any], float | None], Awaitable[dict[str, Any]]]
+"""``(server, tool, arguments, timeout_s) -> output``: a call to a downstream MCP server's tool."""
+
+
+class StepFailed(WorkflowError):
+    """A step's own failure with its error class (``tool_error``, ``rejected``, ``approval_timeout`` …)."""
+
+    def __init__(self, message: str, *, error_class: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+
+
+@dataclass(frozen=True)
+class StepServices:
+    """The core services step kinds call. ``tool_caller`` is ``None`` when no downstream server is set up."""
+
+    pool: ProviderPool | None = None
+    store: Store | None = None
+    config: Config | None = None
+    consensus: ConsensusService | None = None
+    patterns: PatternRegistry | None = None
+    tool_caller: ToolCaller | None = None
+    clock: Callable[[], float] = time.time
+
+
+def error_class(exc: BaseException) -> str:
+    """The error class a step failure is retried and reported by."""
+    if isinstance(exc, StepFailed):
+        return exc.error_class
+    if isinstance(exc, ProviderError):
+        return exc.error_class
+    if isinstance(exc, TimeoutError):
+        return "step_timeout"
+    names: dict[type, str] = {AllProvidersFailed: "all_providers_failed", NoProviderAvailable: "no_provider_available",
+                              NoProvidersConfigured: "no_providers", UnknownProvider: "unknown_provider",
+                              BudgetExceeded: "budget_exceeded"}
+    for kind, name in names.items():
+        if isinstance(exc, kind):
+            return name
+    from knowledge.errors import PatternError, RenderError
+
+    if isinstance(exc, RenderError):
+        return "render_error"
+    if isinstance(exc, PatternError):
+        return "pattern_error"
+    if isinstance(exc, (ValueError, TypeError)):
+        return "invalid_parameters"
+    if isinstance(exc, OrchestrationError):
+        return "error"
+    return "internal_error"
+
+
+_ORCHESTRATE_KEYS = ("prompt", "system", "providers", "strategy", "capabilities", "model", "max_tokens",
+                     "temperature", "timeout_s", "max_fallbacks", "user_id", "continuation_id", "response_format",
+                     "cache", "pattern", "variables")
+_CONSENSUS_KEYS = ("system", "providers", "max_providers", "method", "threshold", "choices", "answer_path", "judge",
+                   "rounds", "samples_per_provider", "deadline_s", "hard_deadline_s", "max_tokens", "temperature")
+
+
+def _only(params: Mapping[str, Any], allowed: tuple[str, ...], kind: str) -> dict[str, Any]:
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise StepFailed(f"{kind} step: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(allowed)}",
+                         error_class="invalid_parameters")
+    return dict(params)
+
+
+async def run_orchestrate(services: StepServices, params: Mapping[str, Any]) -> Any:
+    """``orchestrate`` with the tool's arguments; output: the tool's result (``text``, ``provider`` …)."""
+    from server.orchestration import OrchestrateRequest, orchestrate
+
+    args = _only(params, _ORCHESTRATE_KEYS, "orchestrate")
+    for key in ("providers", "capabilities"):
+        if key in args and args[key] is not None:
+            args[key] = tuple(args[key])
+    if args.get("capabilities") is None:
+        args.pop("capabilities", None)
+    if services.pool is None or services.store is None or services.config is None:
+        raise StepFailed("orchestrate steps need the provider pool", error_class="no_providers")
+    result = await orchestrate(services.pool, services.store, services.config, OrchestrateRequest(**args),
+                               clock=services.clock, patterns=services.patterns)
+    return result.model_dump(mode="json")
+
+
+async def run_consensus(services: StepServices, params: Mapping[str, Any]) -> Any:
+    """``consensus``; output: the tool's result (``status``, ``answer``, ``agreement`` …)."""
+    from knowledge import resolve_prompt
+    from server.consensus import ConsensusRequest
+
+    args = _only(params, (*_CONSENSUS_KEYS, "prompt", "pattern", "variables"), "consensus")
+    if services.consensus is None:
+        raise StepFailed("consensus steps need the provider pool", error_class="no_providers")
+    resolved = await resolve_prompt(services.patterns, args.pop("prompt", None), args.pop("pattern", None),
+                                    args.pop("variables", None))
+    for key in ("providers", "choices"):
+        if args.get(key) is not None:
+            args[key] = tuple(args[key])
+    if "choices" in args and args["choices"] is None:
+        del args["choices"]
+    result = await services.consensus.run(ConsensusRequest(prompt=resolved.text, **args), None)
+    return result.model_dump(mode="json")
+
+
+async def run_pattern(services: StepServices, params: Mapping[str, Any]) -> Any:
+    """Render a pattern; output: ``{"text", "pattern", "version"}``."""
+    args = _only(params, ("pattern", "variables"), "pattern")
+    if services.patterns is None:
+        raise StepFailed("pattern steps need the pattern library", error_class="pattern_error")
+    rendered = await services.patterns.render(str(args["pattern"]), args.get("variables") or {})
+    return {"text": rendered.text, "pattern": rendered.pattern, "version": rendered.version}
+
+
+async def run_tool(services: StepServices, params: Mapping[str, Any], timeout_s: float | None) -> Any:
+    """Call a downstream MCP server's tool; output: ``{"text", "content", "structured"}``."""
+    args = _only(params, ("server", "tool", "arguments"), "tool")
+    if services.tool_caller is None:
+        raise StepFailed("tool steps need downstream MCP servers in the configuration ([mcp_servers.NAME])",
+                         error_class="unknown_server")
+    arguments = args.get("arguments") or {}
+    if not isinstance(arguments, dict):
+        raise StepFailed("tool step: `arguments` is a JSON object", error_class="invalid_parameters")
+    return await services.tool_caller(str(args["server"]), str(args["tool"]), arguments, timeout_s)
+
+
+EXECUTORS = {"orchestrate": run_orchestrate, "consensus": run_consensus, "pattern": run_pattern}

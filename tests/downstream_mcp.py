@@ -1,0 +1,83 @@
+"""A small downstream MCP server for workflow `tool` steps: `python tests/downstream_mcp.py [--http PORT]`.
+
+Tools: `echo` (returns its text), `add` (structured sum), `fail_times` (fails the first N calls per key, then
+answers), `sleep` (waits), `boom` (always an error result), `count` (how often a key was called).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import anyio
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import BaseModel
+
+mcp = MCPServer("downstream-test")
+calls: dict[str, int] = {}
+
+
+@mcp.tool(description="Return the text.")
+def echo(text: str) -> str:
+    return text
+
+
+class Sum(BaseModel):
+    sum: float
+
+
+@mcp.tool(description="Add two numbers.")
+def add(a: float, b: float) -> Sum:
+    return Sum(sum=a + b)
+
+
+@mcp.tool(description="Fail the first `times` calls for `key`, then answer ok.")
+def fail_times(key: str, times: int) -> str:
+    calls[key] = calls.get(key, 0) + 1
+    if calls[key] <= times:
+        raise ToolError(f"failure {calls[key]} of {times}")
+    return f"ok after {calls[key]} calls"
+
+
+@mcp.tool(description="Sleep for `seconds`.")
+async def sleep(seconds: float) -> str:
+    await anyio.sleep(seconds)
+    return "slept"
+
+
+invocations: dict[str, list[float]] = {}
+
+
+@mcp.tool(description="Work for a while: the n-th call for (run, step) sleeps seconds[n] (the last one after "
+                      "that); returns 'step[text]'. Each call's start time is logged for `invocations`.")
+async def work(run: str, step: str, text: str = "", seconds: list[float] | None = None) -> str:
+    starts = invocations.setdefault(f"{run}/{step}", [])
+    starts.append(time.time())
+    durations = seconds or [0.0]
+    await anyio.sleep(durations[min(len(starts) - 1, len(durations) - 1)])
+    return f"{step}[{text}]"
+
+
+@mcp.tool(description="Start times of every `work` call of a run, by step.")
+def work_log(run: str) -> str:
+    prefix = f"{run}/"
+    return json.dumps({k[len(prefix):]: v for k, v in invocations.items() if k.startswith(prefix)})
+
+
+@mcp.tool(description="Always fails.")
+def boom() -> str:
+    raise ToolError("boom")
+
+
+@mcp.tool(description="How many times fail_times was called for `key`.")
+def count(key: str) -> int:
+    return calls.get(key, 0)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--http":
+        mcp.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+    else:
+        mcp.run()
