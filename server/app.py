@@ -20,9 +20,11 @@ from knowledge import Pattern, PatternRegistry
 from knowledge.library import builtin_patterns
 from server.config import Config
 from server.consensus import ConsensusService
+from server.incidents import IncidentService, WorkflowRunner
 from server.pool import ProviderPool
 from server.providers import Provider, build_provider
 from server.store import Store
+from server.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ class Dependencies:
     consensus: ConsensusService
     patterns: PatternRegistry
     clock: Callable[[], float] = time.time
+    incidents: IncidentService | None = None
+    telemetry: Telemetry | None = None
 
 
 def open_store(path: str | Path) -> Store:
@@ -62,13 +66,20 @@ async def open_dependencies(
     store_factory: Callable[[], Store],
     provider_factory: Callable[..., Provider] = build_provider,
     clock: Callable[[], float] = time.time,
+    run_workflow: WorkflowRunner | None = None,
+    telemetry: Telemetry | None = None,
 ) -> AsyncIterator[Dependencies]:
-    """Build the dependencies, and on exit close providers and flush the store (shielded from cancellation).
+    """Build the dependencies, run the alert/roll-up schedule while they are open, and on exit close providers
+    and flush the store (shielded from cancellation).
 
     Args:
         store_factory: called here; the store it returns is closed (flushed) on exit.
         provider_factory: ``ProviderConfig -> Provider`` (tests pass fakes).
+        run_workflow: the hook the ``run_workflow`` automated response calls (see :mod:`server.incidents`).
+        telemetry: OpenTelemetry spans and metrics (``None``: off); providers are wrapped to report to it.
     """
+    if telemetry is not None:
+        provider_factory = telemetry.instrument_factory(provider_factory)
     store = store_factory()
     try:
         pool = ProviderPool([(p, provider_factory(p)) for p in config.providers], store, config=config, clock=clock)
@@ -78,15 +89,36 @@ async def open_dependencies(
     except BaseException:
         await store.aclose()
         raise
-    try:
-        yield Dependencies(config=config, store=store, pool=pool, consensus=ConsensusService(pool), patterns=patterns,
-                           clock=clock)
-    finally:
-        import anyio
+    import anyio
 
+    incidents = IncidentService(store, pool, config, clock=clock, run_workflow=run_workflow)
+    try:
+        async with _running(incidents.run):
+            yield Dependencies(config=config, store=store, pool=pool,
+                               consensus=ConsensusService(pool, telemetry=telemetry), patterns=patterns,
+                               clock=clock, incidents=incidents, telemetry=telemetry)
+    finally:
         with anyio.CancelScope(shield=True):
             await pool.aclose()
             await store.aclose()
+
+
+@asynccontextmanager
+async def _running(background: Callable[[], Any]) -> AsyncIterator[None]:
+    """Run ``background`` while the block runs, cancelling it after; the block's own exception propagates
+    as it is (not wrapped in an exception group)."""
+    import anyio
+
+    error: BaseException | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(background)
+        try:
+            yield
+        except BaseException as exc:  # re-raised below, outside the task group
+            error = exc
+        group.cancel_scope.cancel()
+    if error is not None:
+        raise error
 
 
 def build_server(
@@ -113,6 +145,17 @@ def build_server(
     current: list[Dependencies] = [shared] if shared is not None else []
     following: list[Dependencies] = []  # the shared dependencies, once their patterns are followed
 
+    from mcp.server.subscriptions import InMemorySubscriptionBus
+    from mcp.shared.subscriptions import ResourceUpdated
+
+    bus = InMemorySubscriptionBus()  # ours, so incident changes can be announced outside any request
+
+    async def incidents_changed() -> None:
+        from resources.operations import URIS
+
+        for uri in URIS:
+            await bus.publish(ResourceUpdated(uri=uri))
+
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Dependencies]:
         if shared is not None:
@@ -120,19 +163,24 @@ def build_server(
             if not following:
                 following.append(shared)
                 await _start_following(shared, surfaces)  # for the process's life, like `shared`
+                if shared.incidents is not None:
+                    shared.incidents.add_listener(incidents_changed)
             yield shared
             return
         async with open_dependencies(
             config, store_factory=store_factory, provider_factory=provider_factory, clock=clock
         ) as deps, _follow_patterns(deps, surfaces):
             current.append(deps)
+            if deps.incidents is not None:
+                deps.incidents.add_listener(incidents_changed)
             try:
                 yield deps
             finally:
                 current.remove(deps)
 
     mcp = MCPServer(
-        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(), tools=tools.all_tools()
+        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(), tools=tools.all_tools(),
+        subscriptions=bus,
     )
     surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
 

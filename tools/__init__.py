@@ -10,4 +10,4 @@ from tools import consensus, monitor, orchestrate, patterns, providers
 def all_tools() -> list[Tool]:
     """Every tool the server offers, built fresh (each server gets its own instances)."""
     return [orchestrate.tool(), consensus.tool(), monitor.tool(), providers.tool(), patterns.register_tool(),
-            patterns.search_tool()]
+            patterns.search_tool(), monitor.acknowledge_tool()]

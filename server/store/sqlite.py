@@ -15,13 +15,14 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlite_utils
 
-from server.store import GROUP_COLUMNS, CallRecord, GroupBy, GroupTotals, PatternRecord
+from server.store import GROUP_COLUMNS, CallRecord, CallRow, GroupBy, GroupTotals, AggregateRow, PatternRecord
+from server.store import sqlite_ops as ops_sql
 from server.store import sqlite_patterns as patterns_sql
 from server.store.migrations import migrate
 
@@ -110,11 +111,11 @@ class SQLiteStore:
         """Everything queued since the last batch, in one transaction (call records as one bulk insert)."""
         if not batch:
             return
-        records = [asdict(item) for item in batch if isinstance(item, CallRecord)]
+        records = [item for item in batch if isinstance(item, CallRecord)]
         try:
             with db.conn:
                 if records:
-                    db["calls"].insert_all(records, batch_size=500)
+                    ops_sql.insert_calls(db, records)
                 for item in batch:
                     if isinstance(item, _Write):
                         item.fn(db)
@@ -237,6 +238,31 @@ class SQLiteStore:
     async def pattern_names(self, prefix: str, limit: int) -> list[str]:
         """Names starting with ``prefix``."""
         return await self._submit(lambda db: patterns_sql.names(db, prefix, limit))
+
+    async def call_rows(self, since_ts: float, until_ts: float, group_by: GroupBy) -> list[CallRow]:
+        """Raw records in ``[since_ts, until_ts)`` (see :meth:`server.store.Store.call_rows`)."""
+        return await self._submit(lambda db: ops_sql.call_rows(db, since_ts, until_ts, group_by))
+
+    async def aggregate_rows(self, since_ts: float, until_ts: float, group_by: GroupBy, period_s: int = 60
+                             ) -> list[AggregateRow]:
+        """Per-minute or per-hour aggregates per group key."""
+        return await self._submit(lambda db: ops_sql.aggregate_rows(db, since_ts, until_ts, group_by, period_s))
+
+    async def roll_up(self, before_ts: float) -> int:
+        """Delete raw records older than ``before_ts`` in one transaction; their aggregates stay."""
+        return await self._submit(lambda db: ops_sql.roll_up(db, before_ts))
+
+    async def rolled_up_before(self) -> float:
+        return await self._submit(ops_sql.rolled_up_before)
+
+    async def put_incident(self, incident: dict[str, Any]) -> None:
+        await self._submit(lambda db: ops_sql.put_incident(db, incident))
+
+    async def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        return await self._submit(lambda db: ops_sql.get_incident(db, incident_id))
+
+    async def list_incidents(self, *, active_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        return await self._submit(lambda db: ops_sql.list_incidents(db, active_only, limit))
 
     def _put_write(self, fn: Callable[[sqlite_utils.Database], None]) -> None:
         if self._closed:
