@@ -32,7 +32,8 @@ SERVER_NAME = "ai-orchestration-mcp"
 INSTRUCTIONS = (
     "Orchestrates LLM providers. `orchestrate` sends one prompt through the provider pool with fallback; "
     "`consensus` asks several models at once and aggregates their answers; "
-    "`monitor_operations` reports latency, errors, tokens and cost of recorded calls. "
+    "`monitor_operations` reports latency, errors, tokens and cost of recorded calls, incidents and provider "
+    "health; `acknowledge_incident` marks an incident as being handled. "
     "`search_patterns` finds reusable prompt patterns (also offered as prompts and `knowledge://` resources); "
     "`register_pattern` saves one; `orchestrate` takes `pattern` + `variables` instead of `prompt`."
 )

@@ -28,7 +28,7 @@ from server.config import AlertsConfig, OperationsConfig, Thresholds
 from server.histogram import RELATIVE_ERROR, add_value, merge, quantiles
 from server.incident_types import Incident
 from server.pool_status import ProviderState
-from server.store import GROUP_COLUMNS, CallRow, GroupBy, AggregateRow, Store
+from server.store import GROUP_COLUMNS, AggregateRow, CallRow, GroupBy, Store
 
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -38,7 +38,11 @@ async def consensus(config: Config, store: MemoryStore | None = None, **argument
 
 
 async def test_vote_reaches_consensus_and_reports_dissent(upstream: Upstream) -> None:
-    answer(upstream, {"a": "Paris", "b": "paris.", "c": " PARIS", "d": "Paris", "e": "Lyon"})
+    # The dissenter answers first: four agreeing answers with one outstanding settle the vote (early stop), so
+    # with all five at zero latency whether "e" made it in was a race.
+    slow = {"latency_s": 0.05}
+    answer(upstream, {"a": Behaviour(text="Paris", **slow), "b": Behaviour(text="paris.", **slow),
+                      "c": Behaviour(text=" PARIS", **slow), "d": Behaviour(text="Paris", **slow), "e": "Lyon"})
     error, out = await consensus(pool_config(upstream), prompt="Capital of France?", max_providers=5,
                                  method="vote", threshold=0.8)
     assert not error

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from server.histogram import add_value, merge
+
 GroupBy = Literal["provider", "model", "tool", "ab_bucket", "workflow"]
 GROUP_COLUMNS: tuple[str, ...] = ("provider", "model", "tool", "ab_bucket", "workflow")
 
@@ -83,20 +85,42 @@ CallRow = tuple[str, float, str, float, int, int, float]
 
 
 @dataclass(slots=True)
-class AggregateRow:
-    """The calls of one group in one period (a minute or an hour) starting at ``start`` (Unix seconds).
+class Aggregate:
+    """Figures of many calls: counts, tokens, cost, and latencies as a :mod:`server.histogram` histogram
+    (bucket index -> count). Aggregates add up exactly."""
 
-    ``histogram`` maps :mod:`server.histogram` bucket indexes to counts of latencies.
-    """
-
-    start: float
-    key: str
     calls: int = 0
     errors: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
     histogram: dict[int, int] = field(default_factory=dict)
+
+    def add(self, record: CallRecord) -> None:
+        """Count one record."""
+        self.calls += 1
+        self.errors += record.status != "ok"
+        self.input_tokens += record.input_tokens or 0
+        self.output_tokens += record.output_tokens or 0
+        self.cost_usd += record.cost_usd or 0.0
+        add_value(self.histogram, record.latency_ms)
+
+    def absorb(self, other: Aggregate) -> None:
+        """Add ``other``'s figures to these."""
+        self.calls += other.calls
+        self.errors += other.errors
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_usd += other.cost_usd
+        merge(self.histogram, other.histogram)
+
+
+@dataclass(slots=True)
+class AggregateRow(Aggregate):
+    """The calls of one group (``key``) in one period (a minute or an hour) starting at ``start``, Unix seconds."""
+
+    start: float = 0.0
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)

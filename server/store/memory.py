@@ -7,8 +7,17 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from server.store import GROUP_COLUMNS, CallRecord, CallRow, GroupBy, GroupTotals, AggregateRow, PatternRecord
-from server.store.minutes import PERIODS_S, MinuteAggregate, MinuteKey, group_position, period_key
+from server.store import (
+    GROUP_COLUMNS,
+    Aggregate,
+    AggregateRow,
+    CallRecord,
+    CallRow,
+    GroupBy,
+    GroupTotals,
+    PatternRecord,
+)
+from server.store.minutes import PERIODS_S, MinuteKey, group_position, period_key
 
 _WORD = re.compile(r"[^\W_]+")
 # Field weights as in the SQLite store's bm25 (name, description, tags, template).
@@ -23,7 +32,7 @@ class MemoryStore:
         self.conversations: dict[str, list[tuple[str, str]]] = {}
         self.cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self.patterns: dict[str, list[PatternRecord]] = {}  # name -> every version, oldest first
-        self.aggregates: dict[int, dict[MinuteKey, MinuteAggregate]] = {period: {} for period in PERIODS_S}
+        self.aggregates: dict[int, dict[MinuteKey, Aggregate]] = {period: {} for period in PERIODS_S}
         self.incidents: dict[str, dict[str, Any]] = {}
         self._rolled_up_before = 0.0
 
@@ -34,7 +43,7 @@ class MemoryStore:
             key = period_key(record, period_s)
             agg = aggregates.get(key)
             if agg is None:
-                agg = aggregates[key] = MinuteAggregate()
+                agg = aggregates[key] = Aggregate()
             agg.add(record)
 
     async def call_rows(self, since_ts: float, until_ts: float, group_by: GroupBy) -> list[CallRow]:
@@ -52,14 +61,8 @@ class MemoryStore:
                 continue
             row = rows.get((key[0], key[position]))
             if row is None:
-                row = rows[(key[0], key[position])] = AggregateRow(key[0], key[position])
-            row.calls += agg.calls
-            row.errors += agg.errors
-            row.input_tokens += agg.input_tokens
-            row.output_tokens += agg.output_tokens
-            row.cost_usd += agg.cost_usd
-            for index, count in agg.histogram.items():
-                row.histogram[index] = row.histogram.get(index, 0) + count
+                row = rows[(key[0], key[position])] = AggregateRow(start=key[0], key=key[position])
+            row.absorb(agg)
         return list(rows.values())
 
     async def roll_up(self, before_ts: float) -> int:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from server.store import GROUP_COLUMNS, CallRecord, CallRow, GroupBy, GroupTotals, AggregateRow, PatternRecord
+from server.store import GROUP_COLUMNS, AggregateRow, CallRecord, CallRow, GroupBy, GroupTotals, PatternRecord
 from server.store import sqlite_ops as ops_sql
 from server.store import sqlite_patterns as patterns_sql
 from server.store.migrations import migrate
@@ -37,6 +38,8 @@ class _Write:
 
     fn: Callable[[sqlite_utils.Database], None]
 _CLOSE_TIMEOUT_S = 30.0
+_LINGER_S = 0.005
+_LINGER_BELOW = 500
 
 
 class SQLiteStore:
@@ -91,6 +94,7 @@ class SQLiteStore:
         while True:
             item = self._queue.get()
             batch: list[CallRecord | _Write] = []
+            lingered = False
             while True:
                 if isinstance(item, (CallRecord, _Write)):
                     batch.append(item)
@@ -103,7 +107,16 @@ class SQLiteStore:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    if lingered or not batch or len(batch) >= _LINGER_BELOW:
+                        break
+                    # A few records in: wait a moment (GIL released) so a burst lands in one transaction
+                    # instead of one commit per record. Reads queued meanwhile wait at most this long.
+                    lingered = True
+                    time.sleep(_LINGER_S)
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
             self._write(db, batch)
 
     @staticmethod

@@ -12,9 +12,9 @@ from typing import Any
 
 import sqlite_utils
 
-from server.histogram import decode, encode, merge
-from server.store import CallRecord, CallRow, AggregateRow
-from server.store.minutes import PERIODS_S, MinuteAggregate, aggregate, coarsen, group_position
+from server.histogram import decode, encode
+from server.store import Aggregate, AggregateRow, CallRecord, CallRow
+from server.store.minutes import PERIODS_S, aggregate, coarsen, group_position
 
 _TABLES = {60: "call_minutes", 3600: "call_hours"}
 _KEY_COLUMNS = ("start", "provider", "model", "tool", "ab_bucket", "workflow")
@@ -38,7 +38,7 @@ def _add_all_periods(db: sqlite_utils.Database, records: Sequence[CallRecord]) -
     add_aggregates(db, hours, PERIODS_S[1])
 
 
-def add_aggregates(db: sqlite_utils.Database, aggregates: dict[tuple, MinuteAggregate], period_s: int) -> None:
+def add_aggregates(db: sqlite_utils.Database, aggregates: dict[tuple, Aggregate], period_s: int) -> None:
     """Merge ``aggregates`` into the period's table (read, add, write back)."""
     table = _TABLES[period_s]
     select = (f"SELECT calls, errors, input_tokens, output_tokens, cost_usd, histogram FROM {table} WHERE "
@@ -49,13 +49,7 @@ def add_aggregates(db: sqlite_utils.Database, aggregates: dict[tuple, MinuteAggr
     for key, agg in aggregates.items():
         existing = db.conn.execute(select, key).fetchone()
         if existing is not None:
-            calls, errors, input_tokens, output_tokens, cost_usd, histogram = existing
-            agg.calls += calls
-            agg.errors += errors
-            agg.input_tokens += input_tokens
-            agg.output_tokens += output_tokens
-            agg.cost_usd += cost_usd
-            merge(agg.histogram, decode(histogram))
+            agg.absorb(_stored(*existing))
         rows.append((*key, agg.calls, agg.errors, agg.input_tokens, agg.output_tokens, agg.cost_usd,
                      encode(agg.histogram)))
     db.conn.executemany(upsert, rows)
@@ -85,21 +79,22 @@ def aggregate_rows(db: sqlite_utils.Database, since_ts: float, until_ts: float, 
     if period_s not in _TABLES:
         raise ValueError(f"no aggregates per {period_s} s (use 60 or 3600)")
     rows: dict[tuple[float, str], AggregateRow] = {}
-    for start, key, calls, errors, input_tokens, output_tokens, cost_usd, histogram in db.execute(
+    for start, key, *figures in db.execute(
             f"SELECT start, {group_by}, calls, errors, input_tokens, output_tokens, cost_usd, histogram "
             f"FROM {_TABLES[period_s]} WHERE start >= ? AND start < ?", [since_ts, until_ts]):
+        stored = _stored(*figures)
         row = rows.get((start, key))
         if row is None:
-            rows[(start, key)] = AggregateRow(start, key, calls, errors, input_tokens, output_tokens, cost_usd,
-                                              decode(histogram))
-            continue
-        row.calls += calls
-        row.errors += errors
-        row.input_tokens += input_tokens
-        row.output_tokens += output_tokens
-        row.cost_usd += cost_usd
-        merge(row.histogram, decode(histogram))
+            rows[(start, key)] = AggregateRow(stored.calls, stored.errors, stored.input_tokens, stored.output_tokens,
+                                              stored.cost_usd, stored.histogram, start=start, key=key)
+        else:
+            row.absorb(stored)
     return list(rows.values())
+
+
+def _stored(calls: int, errors: int, input_tokens: int, output_tokens: int, cost_usd: float,
+            histogram: bytes) -> Aggregate:
+    return Aggregate(calls, errors, input_tokens, output_tokens, cost_usd, decode(histogram))
 
 
 def roll_up(db: sqlite_utils.Database, before_ts: float) -> int:
