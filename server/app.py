@@ -146,10 +146,11 @@ def build_server(
     current: list[Dependencies] = [shared] if shared is not None else []
     following: list[Dependencies] = []  # the shared dependencies, once their patterns are followed
 
-    from mcp.server.subscriptions import InMemorySubscriptionBus
     from mcp.shared.subscriptions import ResourceUpdated
 
-    bus = InMemorySubscriptionBus()  # ours, so incident changes can be announced outside any request
+    from resources.subscriptions import BridgedBus
+
+    bus = BridgedBus()  # ours: incident changes are announced outside any request, to both protocol eras
 
     async def incidents_changed() -> None:
         from resources.operations import URIS
@@ -184,6 +185,7 @@ def build_server(
         subscriptions=bus,
     )
     surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
+    bus.register(mcp)
 
     @mcp.completion()
     async def complete(ref: PromptReference | ResourceTemplateReference, argument: CompletionArgument,

@@ -230,3 +230,34 @@ async def test_incidents_through_mcp_tool_resources_and_notifications() -> None:
             malformed = await client.call_tool("acknowledge_incident", {"incident_id": "drop table"})
             assert malformed.is_error
             assert (await deps.incidents.active())[0].status == "acknowledged"
+
+
+async def test_handshake_era_clients_subscribe_and_hear_incident_updates() -> None:
+    from mcp.shared.exceptions import MCPDeprecationWarning
+    from mcp_types import ResourceUpdatedNotification
+
+    clock, store = Clock(), MemoryStore()
+    cfg = config(error_rate=0.2)
+    heard = anyio.Event()
+    received: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            received.append(str(message.params.uri))
+            heard.set()
+
+    async with open_dependencies(cfg, store_factory=lambda: store, provider_factory=lambda p: FakeProvider(p.name),
+                                 clock=clock) as deps:
+        server = build_server(cfg, store_factory=lambda: store, shared=deps, clock=clock)
+        async with Client(server, mode="legacy", message_handler=on_message) as client:
+            assert client.server_capabilities.resources.subscribe
+            with pytest.warns(MCPDeprecationWarning):  # as handshake-era hosts still do
+                await client.subscribe_resource("operations://incidents")
+            calls(store, clock, "a", 5, status="error")
+            assert deps.incidents is not None
+            await deps.incidents.evaluate()
+            with anyio.fail_after(5):
+                await heard.wait()
+            assert received == ["operations://incidents"]
+            with pytest.warns(MCPDeprecationWarning):
+                await client.unsubscribe_resource("operations://incidents")
