@@ -258,18 +258,19 @@ async def operations_summary(
     wanted = set(metrics or METRICS) | {"calls"}
     await store.flush()
     now = clock()
-    exact = window_s <= settings.exact_window_s and now - 2 * window_s >= await store.rolled_up_before()
+    spans = 2 if "previous" in wanted else 1  # the window, and the one before when asked for
+    exact = window_s <= settings.exact_window_s and now - spans * window_s >= await store.rolled_up_before()
     if exact:
         until, since = now, now - window_s
         step = series_step_s(window_s)
-        rows = await store.call_rows(since - window_s, until + 1e-6, group_by)
+        rows = await store.call_rows(until - spans * window_s, until + 1e-6, group_by)
     else:
         period = 3600 if window_s >= HOURLY_FROM_S else 60
         until = math.floor(now / period) * period + period  # the current period included
         since = math.floor((now - window_s) / period) * period
         window_s = until - since
         step = series_step_s(window_s, minimum_s=period)
-        aggregates = await store.aggregate_rows(since - window_s, until, group_by, period)
+        aggregates = await store.aggregate_rows(until - spans * window_s, until, group_by, period)
     points = math.ceil(window_s / step)
     current: dict[str, list[_Acc | None]] = {}  # key -> per-bucket accumulators
     previous: dict[str, _Acc] = {}
