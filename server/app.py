@@ -129,6 +129,7 @@ def build_server(
     provider_factory: Callable[..., Provider] = build_provider,
     shared: Dependencies | None = None,
     clock: Callable[[], float] = time.time,
+    run_workflow: WorkflowRunner | None = None,
 ) -> MCPServer:
     """The MCP server with every tool, resource and prompt registered.
 
@@ -170,7 +171,8 @@ def build_server(
             yield shared
             return
         async with open_dependencies(
-            config, store_factory=store_factory, provider_factory=provider_factory, clock=clock
+            config, store_factory=store_factory, provider_factory=provider_factory, clock=clock,
+            run_workflow=run_workflow,
         ) as deps, _follow_patterns(deps, surfaces):
             current.append(deps)
             if deps.incidents is not None:

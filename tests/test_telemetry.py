@@ -172,7 +172,7 @@ async def test_a_real_server_exports_spans_over_otlp_to_a_local_receiver(
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     env = server_env() | {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_address[1]}",
-                          "OTEL_METRICS_EXPORTER": "none", "OTEL_SERVICE_NAME": "ops-test"}
+                          "OTEL_SERVICE_NAME": "ops-test"}
     params = StdioServerParameters(command=SERVER_COMMAND[0], args=[
         *SERVER_COMMAND[1:], "--config", str(config_file), "--database", str(tmp_path / "t.db")], env=env)
     with anyio.fail_after(60):
@@ -203,3 +203,11 @@ async def test_a_real_server_exports_spans_over_otlp_to_a_local_receiver(
     assert attributes["gen_ai.usage.input_tokens"].int_value > 0
     assert attributes["gen_ai.usage.output_tokens"].int_value > 0
     assert all(SECRET_PROMPT.encode() not in body for _, body in receiver.posts)
+    # Metrics leave at shutdown (the periodic reader's final export), with their units.
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    units = {metric.name: metric.unit for path, body in receiver.posts if path == "/v1/metrics"
+             for rm in ExportMetricsServiceRequest.FromString(body).resource_metrics for sm in rm.scope_metrics
+             for metric in sm.metrics}
+    assert {"gen_ai.client.operation.duration": "s", "ai_orchestration.tokens": "{token}",
+            "ai_orchestration.cost": "USD"}.items() <= units.items()
