@@ -9,7 +9,7 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp_types import Completion, CompletionArgument, CompletionContext
 
-from resources import knowledge, workflows
+from resources import knowledge, operations, workflows
 from resources.knowledge import PatternResources
 from server.app import Dependencies
 from server.pool_status import pool_state
@@ -33,6 +33,7 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> Patter
         return pool_state(deps.pool, deps.clock).model_dump_json(indent=2)
 
     workflows.register(mcp, dependencies)
+    operations.register(mcp, dependencies)
     return knowledge.register(mcp, dependencies)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +20,11 @@ from knowledge import Pattern, PatternRegistry
 from knowledge.library import builtin_patterns
 from server.config import Config
 from server.consensus import ConsensusService
+from server.incidents import IncidentService, WorkflowRunner
 from server.pool import ProviderPool
 from server.providers import Provider, build_provider
 from server.store import Store
+from server.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from server.workflows import RuntimeFactory, WorkflowService
@@ -33,7 +35,8 @@ SERVER_NAME = "ai-orchestration-mcp"
 INSTRUCTIONS = (
     "Orchestrates LLM providers. `orchestrate` sends one prompt through the provider pool with fallback; "
     "`consensus` asks several models at once and aggregates their answers; "
-    "`monitor_operations` reports latency, errors, tokens and cost of recorded calls. "
+    "`monitor_operations` reports latency, errors, tokens and cost of recorded calls, incidents and provider "
+    "health; `acknowledge_incident` marks an incident as being handled. "
     "`search_patterns` finds reusable prompt patterns (also offered as prompts and `knowledge://` resources); "
     "`register_pattern` saves one; `orchestrate` takes `pattern` + `variables` instead of `prompt`. "
     "`run_workflow` runs a DAG of steps durably (a saved workflow or a definition); `workflow_run` follows, "
@@ -52,6 +55,8 @@ class Dependencies:
     patterns: PatternRegistry
     clock: Callable[[], float] = time.time
     workflows: WorkflowService | None = None
+    incidents: IncidentService | None = None
+    telemetry: Telemetry | None = None
 
 
 def open_store(path: str | Path) -> Store:
@@ -69,15 +74,23 @@ async def open_dependencies(
     provider_factory: Callable[..., Provider] = build_provider,
     clock: Callable[[], float] = time.time,
     workflow_runtime: RuntimeFactory | None = None,
+    run_workflow: WorkflowRunner | None = None,
+    telemetry: Telemetry | None = None,
 ) -> AsyncIterator[Dependencies]:
-    """Build the dependencies, and on exit close providers and flush the store (shielded from cancellation).
+    """Build the dependencies, run the alert/roll-up schedule while they are open, and on exit close providers
+    and flush the store (shielded from cancellation).
 
     Args:
         store_factory: called here; the store it returns is closed (flushed) on exit.
         provider_factory: ``ProviderConfig -> Provider`` (tests pass fakes).
         workflow_runtime: runs workflows (:func:`server.workflows.dbos_runtime.dbos_runtime` in full mode);
             default: the in-memory runtime.
+        run_workflow: the hook the ``run_workflow`` automated response calls (see :mod:`server.incidents`);
+            default: start the named saved workflow on this server's workflow service.
+        telemetry: OpenTelemetry spans and metrics (``None``: off); providers are wrapped to report to it.
     """
+    if telemetry is not None:
+        provider_factory = telemetry.instrument_factory(provider_factory)
     store = store_factory()
     try:
         pool = ProviderPool([(p, provider_factory(p)) for p in config.providers], store, config=config, clock=clock)
@@ -87,14 +100,21 @@ async def open_dependencies(
     except BaseException:
         await store.aclose()
         raise
-    try:
-        consensus = ConsensusService(pool)
-        async with _open_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime) as workflows:
-            yield Dependencies(config=config, store=store, pool=pool, consensus=consensus, patterns=patterns,
-                               clock=clock, workflows=workflows)
-    finally:
-        import anyio
+    import anyio
 
+    try:
+        consensus = ConsensusService(pool, telemetry=telemetry)
+        async with _open_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime) as workflows:
+            if run_workflow is None:
+                async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
+                    run_id, _ = await workflows.start(name, inputs)
+                    return run_id
+
+            incidents = IncidentService(store, pool, config, clock=clock, run_workflow=run_workflow)
+            async with _running(incidents.run):
+                yield Dependencies(config=config, store=store, pool=pool, consensus=consensus, patterns=patterns,
+                                   clock=clock, workflows=workflows, incidents=incidents, telemetry=telemetry)
+    finally:
         with anyio.CancelScope(shield=True):
             await pool.aclose()
             await store.aclose()
@@ -112,6 +132,24 @@ def _open_workflows(config: Config, store: Store, pool: ProviderPool, consensus:
     return open_workflows(services, store, runtime_factory=runtime, clock=clock)
 
 
+@asynccontextmanager
+async def _running(background: Callable[[], Any]) -> AsyncIterator[None]:
+    """Run ``background`` while the block runs, cancelling it after; the block's own exception propagates
+    as it is (not wrapped in an exception group)."""
+    import anyio
+
+    error: BaseException | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(background)
+        try:
+            yield
+        except BaseException as exc:  # re-raised below, outside the task group
+            error = exc
+        group.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
 def build_server(
     config: Config,
     *,
@@ -120,6 +158,7 @@ def build_server(
     shared: Dependencies | None = None,
     clock: Callable[[], float] = time.time,
     workflow_runtime: RuntimeFactory | None = None,
+    run_workflow: WorkflowRunner | None = None,
 ) -> MCPServer:
     """The MCP server with every tool, resource and prompt registered.
 
@@ -137,6 +176,18 @@ def build_server(
     current: list[Dependencies] = [shared] if shared is not None else []
     following: list[Dependencies] = []  # the shared dependencies, once their patterns are followed
 
+    from mcp.shared.subscriptions import ResourceUpdated
+
+    from resources.subscriptions import BridgedBus
+
+    bus = BridgedBus()  # ours: incident changes are announced outside any request, to both protocol eras
+
+    async def incidents_changed() -> None:
+        from resources.operations import URIS
+
+        for uri in URIS:
+            await bus.publish(ResourceUpdated(uri=uri))
+
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Dependencies]:
         if shared is not None:
@@ -144,22 +195,28 @@ def build_server(
             if not following:
                 following.append(shared)
                 await _start_following(shared, surfaces)  # for the process's life, like `shared`
+                if shared.incidents is not None:
+                    shared.incidents.add_listener(incidents_changed)
             yield shared
             return
         async with open_dependencies(
             config, store_factory=store_factory, provider_factory=provider_factory, clock=clock,
-            workflow_runtime=workflow_runtime,
+            workflow_runtime=workflow_runtime, run_workflow=run_workflow,
         ) as deps, _follow_patterns(deps, surfaces):
             current.append(deps)
+            if deps.incidents is not None:
+                deps.incidents.add_listener(incidents_changed)
             try:
                 yield deps
             finally:
                 current.remove(deps)
 
     mcp = MCPServer(
-        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(), tools=tools.all_tools()
+        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(), tools=tools.all_tools(),
+        subscriptions=bus,
     )
     surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
+    bus.register(mcp)
 
     @mcp.completion()
     async def complete(ref: PromptReference | ResourceTemplateReference, argument: CompletionArgument,

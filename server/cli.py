@@ -19,7 +19,7 @@ from server.errors import ConfigError
 
 logger = logging.getLogger("server")
 _QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "anthropic", "mcp", "uvicorn.access")
-SUBCOMMANDS = ("check", "simulate-upstream", "demo", "patterns")
+SUBCOMMANDS = ("check", "simulate-upstream", "demo", "patterns", "metrics")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "patterns":
             _configure_logging("WARNING")
             return _patterns(args, database_path(config, os.environ, args.database))
+        if args.command == "metrics":
+            from server.metrics_cli import print_metrics
+
+            _configure_logging("WARNING")
+            return print_metrics(config, database_path(config, os.environ, args.database), args.window,
+                                 args.group_by)
         return _serve(args, config)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -79,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000, help="port for sse/http (default 8000)")
     parser.add_argument("--allowed-hosts", default="", help="comma-separated extra Host names the HTTP "
                         "transports answer to (DNS-rebinding protection)")
-    sub = parser.add_subparsers(dest="command", metavar="{check,simulate-upstream,demo,patterns}")
+    sub = parser.add_subparsers(dest="command", metavar="{check,simulate-upstream,demo,patterns,metrics}")
     sub.add_parser("check", parents=[common], help="validate the configuration and list providers")
     simulate = sub.add_parser("simulate-upstream", parents=[common],
                               help="serve a local OpenAI/Anthropic-compatible upstream for trying and testing")
@@ -98,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     imported = actions.add_parser("import", parents=[common], help="register the patterns of a repository's "
                                   ".github/instructions and .github/prompts files")
     imported.add_argument("folder", help="the repository root (or its .github folder)")
+    metrics = sub.add_parser("metrics", parents=[common], help="print the operations summary of the recorded calls "
+                             "as a table")
+    metrics.add_argument("--window", default="1h", help="how far back: 15m, 1h, 24h, 7d … (default 1h)")
+    metrics.add_argument("--group-by", default="provider",
+                         choices=["provider", "model", "tool", "ab_bucket", "workflow"])
     return parser
 
 
@@ -175,6 +186,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     import anyio
 
     from server.app import build_server, open_dependencies, open_store
+    from server.telemetry import Telemetry, TelemetrySettings
     from server.transports import check_bind_host, serve
 
     if args.transport != "stdio":
@@ -183,17 +195,22 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     allowed = [h for h in args.allowed_hosts.split(",") if h.strip()]
 
     workflow_runtime = _workflow_runtime(config, db_path)
+    telemetry = Telemetry.from_settings(TelemetrySettings.from_environ(os.environ))  # None unless OTEL_* ask
 
     async def run() -> None:
         async with open_dependencies(config, store_factory=lambda: open_store(db_path),
-                                     workflow_runtime=workflow_runtime) as deps:
+                                     workflow_runtime=workflow_runtime, telemetry=telemetry) as deps:
             mcp = build_server(config, store_factory=lambda: deps.store, shared=deps)
             _configure_logging(args.log_level)  # after MCPServer(), which configures root logging itself
             logger.info("serving %s; %d provider(s); database %s", args.transport, len(config.providers), db_path)
             await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed)
 
     _configure_logging(args.log_level)
-    anyio.run(run)
+    try:
+        anyio.run(run)
+    finally:
+        if telemetry is not None:
+            telemetry.shutdown()  # exports what is still batched
     return 0
 
 

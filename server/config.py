@@ -143,11 +143,68 @@ class ConversationConfig(_Strict):
     """Estimated tokens of history replayed per call (newest turns kept)."""
 
 
-class AlertsConfig(_Strict):
-    """The ``[alerts]`` table: thresholds that open incidents."""
+AlertMetric = Literal["latency_p95_ms", "error_rate", "cost_per_hour_usd"]
+
+
+class Thresholds(_Strict):
+    """Thresholds over the alert window; crossing one opens an incident (see :mod:`server.incidents`)."""
 
     latency_p95_ms: float | None = Field(default=None, gt=0)
     error_rate: float | None = Field(default=None, ge=0, le=1)
+    cost_per_hour_usd: float | None = Field(default=None, gt=0)
+
+
+class ResponseAction(_Strict):
+    """An ``[[alerts.responses.<metric>]]`` entry: what to do when an incident of that metric opens.
+
+    ``open_circuit`` opens the provider's circuit for ``duration_s``; ``demote`` adds ``demote_by`` to its
+    priority for ``duration_s``; ``run_workflow`` runs the saved workflow ``workflow`` with the incident as input.
+    """
+
+    action: Literal["open_circuit", "demote", "run_workflow"]
+    duration_s: float = Field(default=300.0, gt=0, le=7 * 86_400)
+    demote_by: int = Field(default=100, ge=1, le=1_000_000)
+    workflow: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _workflow_named(self) -> ResponseAction:
+        if self.action == "run_workflow" and not self.workflow:
+            raise ValueError("run_workflow needs `workflow` (a saved workflow's name)")
+        return self
+
+
+class AlertsConfig(Thresholds):
+    """The ``[alerts]`` table: thresholds that open incidents (for every provider, each on its own calls;
+    ``[alerts.providers.NAME]`` overrides them for one provider), the schedule, and automated responses."""
+
+    window: str = Field(default="5m", pattern=r"^\s*\d+(\.\d+)?\s*[smhdw]\s*$")
+    """The window each evaluation summarises."""
+    interval_s: float = Field(default=30.0, ge=1, le=86_400)
+    """How often thresholds are evaluated."""
+    cooldown_s: float = Field(default=300.0, ge=0, le=7 * 86_400)
+    """How long a metric must stay normal before its incident resolves itself."""
+    min_calls: int = Field(default=5, ge=1, le=1_000_000)
+    """Fewer calls in the window than this never open a latency or error-rate incident."""
+    providers: dict[str, Thresholds] = Field(default_factory=dict)
+    responses: dict[AlertMetric, tuple[ResponseAction, ...]] = Field(default_factory=dict)
+
+    def for_provider(self, name: str) -> Thresholds:
+        """The thresholds that apply to provider ``name`` (its own entry over the global ones)."""
+        own = self.providers.get(name)
+        base = {k: getattr(self, k) for k in Thresholds.model_fields}
+        if own is not None:
+            base.update({k: v for k, v in own.model_dump().items() if v is not None})
+        return Thresholds(**base)
+
+
+class OperationsConfig(_Strict):
+    """The ``[operations]`` table: how call records are kept and summarised."""
+
+    exact_window_s: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+    """Windows up to this long get exact percentiles from raw records (when the raw records cover them)."""
+    raw_retention_s: float = Field(default=7 * 86_400.0, ge=3600, le=366 * 86_400)
+    """Raw records older than this are deleted by the roll-up; per-minute aggregates keep their totals."""
+    rollup_interval_s: float = Field(default=3600.0, ge=60, le=86_400)
 
 
 class McpServerConfig(_Strict):
@@ -193,6 +250,7 @@ class Config(_Strict):
     conversations: ConversationConfig = ConversationConfig()
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
     workflows: WorkflowSettings = WorkflowSettings()
+    operations: OperationsConfig = OperationsConfig()
     source: str = Field(default="defaults", exclude=True)
     """Where the providers came from: a file path, ``environment`` or ``defaults``."""
 
@@ -216,6 +274,9 @@ class Config(_Strict):
             unknown = [n for n in (*experiment.variant, *experiment.control) if n not in names]
             if unknown:
                 raise ValueError(f"experiments[{index}] names unknown provider(s): {', '.join(unknown)}")
+        unknown = [n for n in self.alerts.providers if n not in names]
+        if unknown:
+            raise ValueError(f"alerts.providers names unknown provider(s): {', '.join(unknown)}")
         if self.routing.backoff_max_s < self.routing.backoff_base_s:
             raise ValueError("routing.backoff_max_s must be at least routing.backoff_base_s")
         return self

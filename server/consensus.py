@@ -34,6 +34,7 @@ from server.aggregation import (
 from server.errors import OrchestrationError, ProviderError
 from server.pool import CallOptions, PoolResult, ProviderPool
 from server.providers import CompletionRequest, Message
+from server.telemetry import SPAN_FAN_OUT, Telemetry, span
 from server.text import estimate_tokens
 
 Method = Literal["vote", "weighted_vote", "similarity", "bayesian", "synthesize"]
@@ -143,8 +144,9 @@ class ConsensusService:
     """
 
     def __init__(self, pool: ProviderPool, rng: random.Random | None = None,
-                 timer: Callable[[], float] = time.perf_counter) -> None:
+                 timer: Callable[[], float] = time.perf_counter, telemetry: Telemetry | None = None) -> None:
         self.pool = pool
+        self.telemetry = telemetry
         self.rng = rng or random.Random()
         self.timer = timer
         self.reliability = ReliabilityEstimate()
@@ -192,7 +194,9 @@ class ConsensusService:
                  for i, (name, sample) in enumerate((n, s) for n in names for s in range(ask.samples_per_provider))]
         request = self._request(ask, method)
         results: dict[int, PoolResult] = {}
-        early_stop, missing = await self._fan_out(ask, method, slots, request, results, progress, started)
+        with span(self.telemetry, SPAN_FAN_OUT, {"ai_orchestration.consensus.method": method,
+                                                 "ai_orchestration.consensus.answerers": len(slots)}):
+            early_stop, missing = await self._fan_out(ask, method, slots, request, results, progress, started)
         ballots = [b for b in (self._ballot(slot, results.get(slot.index), ask, method) for slot in slots) if b]
         if len(ballots) < 2:
             raise NotEnoughAnswers(self._shortfall(slots))

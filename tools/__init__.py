@@ -10,4 +10,5 @@ from tools import consensus, monitor, orchestrate, patterns, providers, workflow
 def all_tools() -> list[Tool]:
     """Every tool the server offers, built fresh (each server gets its own instances)."""
     return [orchestrate.tool(), consensus.tool(), monitor.tool(), providers.tool(), patterns.register_tool(),
-            patterns.search_tool(), workflows.run_tool(), workflows.run_action_tool(), workflows.save_tool()]
+            patterns.search_tool(), monitor.acknowledge_tool(), workflows.run_tool(), workflows.run_action_tool(),
+            workflows.save_tool()]

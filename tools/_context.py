@@ -14,6 +14,7 @@ from mcp_types import ToolAnnotations
 from server.app import Dependencies
 from server.errors import OrchestrationError
 from server.pool import pool_error_message
+from server.telemetry import SPAN_TOOL, span
 from tools._schema import compact_schema
 
 
@@ -34,8 +35,18 @@ def core_errors() -> Iterator[None]:
 
 
 def make_tool(fn: Callable[..., Any], *, name: str, description: str, annotations: ToolAnnotations) -> Tool:
-    """A tool from ``fn`` with compact input and output schemas (see :mod:`tools._schema`)."""
+    """A tool from ``fn`` with compact input and output schemas (see :mod:`tools._schema`), traced as
+    ``ai_orchestration.tool.<name>`` when telemetry is on."""
     tool = Tool.from_function(fn, name=name, description=description, annotations=annotations)
+    if tool.context_kwarg is not None and tool.is_async:
+        context_kwarg, body = tool.context_kwarg, tool.fn
+
+        async def traced(**kwargs: Any) -> Any:
+            deps = dependencies(kwargs[context_kwarg])
+            with span(getattr(deps, "telemetry", None), SPAN_TOOL.format(name=name), {"gen_ai.tool.name": name}):
+                return await body(**kwargs)
+
+        tool.fn = traced
     tool.parameters = compact_schema(tool.parameters)
     if tool.fn_metadata.output_schema is not None:
         tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-GroupBy = Literal["provider", "model", "tool", "ab_bucket"]
-GROUP_COLUMNS: tuple[str, ...] = ("provider", "model", "tool", "ab_bucket")
+from server.histogram import add_value, merge
+
+GroupBy = Literal["provider", "model", "tool", "ab_bucket", "workflow"]
+GROUP_COLUMNS: tuple[str, ...] = ("provider", "model", "tool", "ab_bucket", "workflow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,7 @@ class CallRecord:
         attempt: 1-based position of this attempt within its call.
         ab_bucket: ``experiment:variant`` / ``experiment:control`` when the call ran in an A/B bucket.
         cached: answered from the response cache (no provider was called).
+        workflow: the saved workflow whose step made the call, if any.
     """
 
     ts: float
@@ -50,6 +53,7 @@ class CallRecord:
     attempt: int = 1
     ab_bucket: str | None = None
     cached: bool = False
+    workflow: str | None = None
 
 
 @dataclass(slots=True)
@@ -75,6 +79,48 @@ class GroupTotals:
         self.output_tokens += output_tokens or 0
         self.cost_usd += cost_usd or 0.0
         self.latencies_ms.append(latency_ms)
+
+
+CallRow = tuple[str, float, str, float, int, int, float]
+
+
+@dataclass(slots=True)
+class Aggregate:
+    """Figures of many calls: counts, tokens, cost, and latencies as a :mod:`server.histogram` histogram
+    (bucket index -> count). Aggregates add up exactly."""
+
+    calls: int = 0
+    errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    histogram: dict[int, int] = field(default_factory=dict)
+
+    def add(self, record: CallRecord) -> None:
+        """Count one record."""
+        self.calls += 1
+        self.errors += record.status != "ok"
+        self.input_tokens += record.input_tokens or 0
+        self.output_tokens += record.output_tokens or 0
+        self.cost_usd += record.cost_usd or 0.0
+        add_value(self.histogram, record.latency_ms)
+
+    def absorb(self, other: Aggregate) -> None:
+        """Add ``other``'s figures to these."""
+        self.calls += other.calls
+        self.errors += other.errors
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_usd += other.cost_usd
+        merge(self.histogram, other.histogram)
+
+
+@dataclass(slots=True)
+class AggregateRow(Aggregate):
+    """The calls of one group (``key``) in one period (a minute or an hour) starting at ``start``, Unix seconds."""
+
+    start: float = 0.0
+    key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +256,39 @@ class Store(Protocol):
 
     async def list_workflows(self) -> list[WorkflowRecord]:
         """Every saved workflow, ordered by name."""
+        ...
+
+    # -- operations (server.operations, server.incidents) ---------------------------------------------------
+
+    async def call_rows(self, since_ts: float, until_ts: float, group_by: GroupBy) -> list[CallRow]:
+        """Raw records with ``since_ts <= ts < until_ts`` as (group key, ts, status, latency_ms, input_tokens,
+        output_tokens, cost_usd), in no particular order."""
+        ...
+
+    async def aggregate_rows(self, since_ts: float, until_ts: float, group_by: GroupBy, period_s: int = 60
+                             ) -> list[AggregateRow]:
+        """Per-minute (``period_s=60``) or per-hour (``3600``) aggregates with ``since_ts <= start < until_ts``,
+        one per (start, group key)."""
+        ...
+
+    async def roll_up(self, before_ts: float) -> int:
+        """Delete raw records older than ``before_ts`` (their per-minute aggregates stay); returns how many."""
+        ...
+
+    async def rolled_up_before(self) -> float:
+        """The latest ``before_ts`` a roll-up used (0 when none): raw records are complete from there on."""
+        ...
+
+    async def put_incident(self, incident: dict[str, Any]) -> None:
+        """Insert or replace an incident (a JSON-ready dict with an ``id``), atomically."""
+        ...
+
+    async def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        """One incident, or ``None``."""
+        ...
+
+    async def list_incidents(self, *, active_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        """Incidents, newest first; ``active_only``: open or acknowledged ones."""
         ...
 
     async def flush(self) -> None:

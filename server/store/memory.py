@@ -7,7 +7,18 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from server.store import GROUP_COLUMNS, CallRecord, GroupBy, GroupTotals, PatternRecord, WorkflowRecord
+from server.store import (
+    GROUP_COLUMNS,
+    Aggregate,
+    AggregateRow,
+    CallRecord,
+    CallRow,
+    GroupBy,
+    GroupTotals,
+    PatternRecord,
+    WorkflowRecord,
+)
+from server.store.minutes import PERIODS_S, MinuteKey, group_position, period_key
 
 _WORD = re.compile(r"[^\W_]+")
 # Field weights as in the SQLite store's bm25 (name, description, tags, template).
@@ -23,6 +34,9 @@ class MemoryStore:
         self.cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self.patterns: dict[str, list[PatternRecord]] = {}  # name -> every version, oldest first
         self.workflows: dict[str, WorkflowRecord] = {}
+        self.aggregates: dict[int, dict[MinuteKey, Aggregate]] = {period: {} for period in PERIODS_S}
+        self.incidents: dict[str, dict[str, Any]] = {}
+        self._rolled_up_before = 0.0
 
     async def put_workflow(self, name: str, definition: dict[str, Any], ts: float) -> tuple[WorkflowRecord, bool]:
         """Save a workflow definition (a new version when it changed)."""
@@ -41,8 +55,55 @@ class MemoryStore:
         return [self.workflows[name] for name in sorted(self.workflows)]
 
     def record_call(self, record: CallRecord) -> None:
-        """Store one record (in memory this is already off the hot path: an append)."""
+        """Store one record and count it into its minute and hour (in memory this is already off the hot path)."""
         self.calls.append(record)
+        for period_s, aggregates in self.aggregates.items():
+            key = period_key(record, period_s)
+            agg = aggregates.get(key)
+            if agg is None:
+                agg = aggregates[key] = Aggregate()
+            agg.add(record)
+
+    async def call_rows(self, since_ts: float, until_ts: float, group_by: GroupBy) -> list[CallRow]:
+        if group_by not in GROUP_COLUMNS:
+            raise ValueError(f"cannot group by {group_by!r}")
+        return [(getattr(r, group_by) or "", r.ts, r.status, r.latency_ms, r.input_tokens, r.output_tokens,
+                 r.cost_usd) for r in self.calls if since_ts <= r.ts < until_ts]
+
+    async def aggregate_rows(self, since_ts: float, until_ts: float, group_by: GroupBy, period_s: int = 60
+                             ) -> list[AggregateRow]:
+        position = group_position(group_by)
+        rows: dict[tuple[float, str], AggregateRow] = {}
+        for key, agg in self.aggregates[period_s].items():
+            if not since_ts <= key[0] < until_ts:
+                continue
+            row = rows.get((key[0], key[position]))
+            if row is None:
+                row = rows[(key[0], key[position])] = AggregateRow(start=key[0], key=key[position])
+            row.absorb(agg)
+        return list(rows.values())
+
+    async def roll_up(self, before_ts: float) -> int:
+        kept = [r for r in self.calls if r.ts >= before_ts]
+        deleted = len(self.calls) - len(kept)
+        self.calls = kept
+        self._rolled_up_before = max(self._rolled_up_before, before_ts)
+        return deleted
+
+    async def rolled_up_before(self) -> float:
+        return self._rolled_up_before
+
+    async def put_incident(self, incident: dict[str, Any]) -> None:
+        self.incidents[incident["id"]] = dict(incident)
+
+    async def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        found = self.incidents.get(incident_id)
+        return None if found is None else dict(found)
+
+    async def list_incidents(self, *, active_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        chosen = [dict(i) for i in self.incidents.values() if not active_only or i["status"] != "resolved"]
+        chosen.sort(key=lambda i: (-i["opened_at"], i["id"]))
+        return chosen[:limit]
 
     async def group_totals(self, since_ts: float, until_ts: float, group_by: GroupBy) -> list[GroupTotals]:
         """Totals per group over ``[since_ts, until_ts)``."""

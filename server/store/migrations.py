@@ -77,12 +77,34 @@ def _m005_workflows(db: sqlite_utils.Database) -> None:
                             "updated_at": float}, pk="name", not_null={"version", "definition"})
 
 
+def _m006_operations(db: sqlite_utils.Database) -> None:
+    # Per-minute and per-hour aggregates (server.store.minutes), written as records arrive; backfilled from
+    # existing records.
+    from server.store.sqlite_ops import backfill_aggregates
+
+    db["calls"].add_column("workflow", str)
+    for table in ("call_minutes", "call_hours"):
+        db[table].create(
+            {"start": float, "provider": str, "model": str, "tool": str, "ab_bucket": str, "workflow": str,
+             "calls": int, "errors": int, "input_tokens": int, "output_tokens": int, "cost_usd": float,
+             "histogram": bytes},
+            pk=("start", "provider", "model", "tool", "ab_bucket", "workflow"),
+            not_null={"start", "provider", "model", "tool", "ab_bucket", "workflow"},
+        )
+    db["rollups"].create({"id": int, "before_ts": float, "deleted": int, "at": float}, pk="id")
+    db["incidents"].create({"id": str, "opened_at": float, "status": str, "body": str}, pk="id",
+                           not_null={"opened_at", "status", "body"})
+    db["incidents"].create_index(["status"])
+    backfill_aggregates(db)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_calls", _m001_calls),
     ("002_ab_bucket_and_cache_flag", _m002_ab_bucket_and_cache_flag),
     ("003_conversations_and_cache", _m003_conversations_and_cache),
     ("004_patterns", _m004_patterns),
     ("005_workflows", _m005_workflows),
+    ("006_operations", _m006_operations),
 ]
 
 

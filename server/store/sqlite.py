@@ -13,15 +13,26 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlite_utils
 
-from server.store import GROUP_COLUMNS, CallRecord, GroupBy, GroupTotals, PatternRecord, WorkflowRecord
+from server.store import (
+    GROUP_COLUMNS,
+    AggregateRow,
+    CallRecord,
+    CallRow,
+    GroupBy,
+    GroupTotals,
+    PatternRecord,
+    WorkflowRecord,
+)
+from server.store import sqlite_ops as ops_sql
 from server.store import sqlite_patterns as patterns_sql
 from server.store.migrations import migrate
 
@@ -36,6 +47,8 @@ class _Write:
 
     fn: Callable[[sqlite_utils.Database], None]
 _CLOSE_TIMEOUT_S = 30.0
+_LINGER_S = 0.005
+_LINGER_BELOW = 500
 
 
 class SQLiteStore:
@@ -90,6 +103,7 @@ class SQLiteStore:
         while True:
             item = self._queue.get()
             batch: list[CallRecord | _Write] = []
+            lingered = False
             while True:
                 if isinstance(item, (CallRecord, _Write)):
                     batch.append(item)
@@ -102,7 +116,16 @@ class SQLiteStore:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    if lingered or not batch or len(batch) >= _LINGER_BELOW:
+                        break
+                    # A few records in: wait a moment (GIL released) so a burst lands in one transaction
+                    # instead of one commit per record. Reads queued meanwhile wait at most this long.
+                    lingered = True
+                    time.sleep(_LINGER_S)
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
             self._write(db, batch)
 
     @staticmethod
@@ -110,11 +133,11 @@ class SQLiteStore:
         """Everything queued since the last batch, in one transaction (call records as one bulk insert)."""
         if not batch:
             return
-        records = [asdict(item) for item in batch if isinstance(item, CallRecord)]
+        records = [item for item in batch if isinstance(item, CallRecord)]
         try:
             with db.conn:
                 if records:
-                    db["calls"].insert_all(records, batch_size=500)
+                    ops_sql.insert_calls(db, records)
                 for item in batch:
                     if isinstance(item, _Write):
                         item.fn(db)
@@ -270,6 +293,31 @@ class SQLiteStore:
         rows = await self._submit(lambda db: list(db.execute(
             "SELECT name, version, definition, created_at, updated_at FROM workflows ORDER BY name")))
         return [_workflow(row) for row in rows]
+
+    async def call_rows(self, since_ts: float, until_ts: float, group_by: GroupBy) -> list[CallRow]:
+        """Raw records in ``[since_ts, until_ts)`` (see :meth:`server.store.Store.call_rows`)."""
+        return await self._submit(lambda db: ops_sql.call_rows(db, since_ts, until_ts, group_by))
+
+    async def aggregate_rows(self, since_ts: float, until_ts: float, group_by: GroupBy, period_s: int = 60
+                             ) -> list[AggregateRow]:
+        """Per-minute or per-hour aggregates per group key."""
+        return await self._submit(lambda db: ops_sql.aggregate_rows(db, since_ts, until_ts, group_by, period_s))
+
+    async def roll_up(self, before_ts: float) -> int:
+        """Delete raw records older than ``before_ts`` in one transaction; their aggregates stay."""
+        return await self._submit(lambda db: ops_sql.roll_up(db, before_ts))
+
+    async def rolled_up_before(self) -> float:
+        return await self._submit(ops_sql.rolled_up_before)
+
+    async def put_incident(self, incident: dict[str, Any]) -> None:
+        await self._submit(lambda db: ops_sql.put_incident(db, incident))
+
+    async def get_incident(self, incident_id: str) -> dict[str, Any] | None:
+        return await self._submit(lambda db: ops_sql.get_incident(db, incident_id))
+
+    async def list_incidents(self, *, active_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        return await self._submit(lambda db: ops_sql.list_incidents(db, active_only, limit))
 
     def _put_write(self, fn: Callable[[sqlite_utils.Database], None]) -> None:
         if self._closed:

@@ -1,0 +1,65 @@
+"""Resource-updated notifications for both protocol eras from one publish.
+
+The 2026-07-28 era hears them on ``subscriptions/listen`` streams (the SDK's subscription bus). Handshake-era
+clients (the Inspector, Claude Desktop) subscribe with ``resources/subscribe``, which ``MCPServer`` does not
+serve; :class:`BridgedBus` remembers those subscriptions per session and forwards every ``ResourceUpdated``
+published on the bus to them, so a tool's ``ctx.notify_resource_updated`` and the server's own announcements
+(incidents) reach both kinds of client.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mcp.server import MCPServer
+from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.shared.subscriptions import ResourceUpdated, ServerEvent
+from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
+
+logger = logging.getLogger(__name__)
+
+
+class BridgedBus(InMemorySubscriptionBus):
+    """The SDK's in-process bus, plus handshake-era ``resources/subscribe`` subscribers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # connection -> (a session on it that can notify, subscribed URIs); pruned when a send fails.
+        self._legacy: dict[Any, tuple[Any, set[str]]] = {}
+
+    async def publish(self, event: ServerEvent) -> None:
+        await super().publish(event)
+        if not isinstance(event, ResourceUpdated):
+            return
+        for connection, (session, uris) in list(self._legacy.items()):
+            if event.uri not in uris:
+                continue
+            try:
+                await session.send_resource_updated(event.uri)
+            except Exception:  # the client went away: forget it
+                logger.debug("dropping a resource subscriber", exc_info=True)
+                self._legacy.pop(connection, None)
+
+    def register(self, mcp: MCPServer) -> None:
+        """Serve ``resources/subscribe`` and ``resources/unsubscribe`` on ``mcp`` (handshake era)."""
+
+        def connection(ctx: Any) -> Any:
+            # A ServerSession is made per request; the connection under it is what lasts.
+            return getattr(ctx.session, "_connection", ctx.session)
+
+        async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
+            self._legacy.setdefault(connection(ctx), (ctx.session, set()))[1].add(str(params.uri))
+            return EmptyResult()
+
+        async def unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
+            entry = self._legacy.get(connection(ctx))
+            if entry is not None:
+                entry[1].discard(str(params.uri))
+                if not entry[1]:
+                    del self._legacy[connection(ctx)]
+            return EmptyResult()
+
+        lowlevel = mcp._lowlevel_server  # noqa: SLF001 - MCPServer exposes no subscribe hook in SDK 2.3
+        lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+        lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
