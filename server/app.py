@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mcp.server import MCPServer, NotificationOptions
+from mcp.server.mcpserver.tools import Tool
 from mcp_types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
 
 from knowledge import Pattern, PatternRegistry
@@ -46,6 +47,9 @@ class Dependencies:
     consensus: ConsensusService
     patterns: PatternRegistry
     clock: Callable[[], float] = time.time
+    simple: bool = False
+    """Simple mode (``--simple``): wire-protocol providers, the JSON-file store, no tracing, in-memory runs.
+    Code that would import a full-mode dependency checks this and raises :class:`server.simple.FullModeRequired`."""
 
 
 def open_store(path: str | Path) -> Store:
@@ -62,12 +66,14 @@ async def open_dependencies(
     store_factory: Callable[[], Store],
     provider_factory: Callable[..., Provider] = build_provider,
     clock: Callable[[], float] = time.time,
+    simple: bool = False,
 ) -> AsyncIterator[Dependencies]:
     """Build the dependencies, and on exit close providers and flush the store (shielded from cancellation).
 
     Args:
         store_factory: called here; the store it returns is closed (flushed) on exit.
         provider_factory: ``ProviderConfig -> Provider`` (tests pass fakes).
+        simple: build simple mode's dependencies (sets :attr:`Dependencies.simple`; see :mod:`server.simple`).
     """
     store = store_factory()
     try:
@@ -80,7 +86,7 @@ async def open_dependencies(
         raise
     try:
         yield Dependencies(config=config, store=store, pool=pool, consensus=ConsensusService(pool), patterns=patterns,
-                           clock=clock)
+                           clock=clock, simple=simple)
     finally:
         import anyio
 
@@ -96,6 +102,8 @@ def build_server(
     provider_factory: Callable[..., Provider] = build_provider,
     shared: Dependencies | None = None,
     clock: Callable[[], float] = time.time,
+    tool_list: Sequence[Tool] | None = None,
+    simple: bool = False,
 ) -> MCPServer:
     """The MCP server with every tool, resource and prompt registered.
 
@@ -104,6 +112,8 @@ def build_server(
         store_factory: makes the store; the lifespan opens (and closes) one per lifespan.
         shared: dependencies built by the caller and kept open across lifespans (SSE runs one lifespan per
             connection; the CLI shares one set for the process).
+        tool_list: the tools to offer (default: every tool, ``tools.all_tools()``).
+        simple: passed to :func:`open_dependencies` (simple mode assembles through :mod:`server.simple`).
     """
     import prompts
     import resources
@@ -123,7 +133,7 @@ def build_server(
             yield shared
             return
         async with open_dependencies(
-            config, store_factory=store_factory, provider_factory=provider_factory, clock=clock
+            config, store_factory=store_factory, provider_factory=provider_factory, clock=clock, simple=simple
         ) as deps, _follow_patterns(deps, surfaces):
             current.append(deps)
             try:
@@ -132,7 +142,8 @@ def build_server(
                 current.remove(deps)
 
     mcp = MCPServer(
-        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(), tools=tools.all_tools()
+        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(),
+        tools=tools.all_tools() if tool_list is None else list(tool_list),
     )
     surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
 
