@@ -91,10 +91,10 @@ def build_simple_server(
     """:func:`server.app.build_server` for simple mode (arguments as there; providers default to the wire ones)."""
     import tools
 
+    every = tools.all_tools()  # built once: each tool's argument model costs milliseconds at start-up
     mcp = build_server(config, store_factory=store_factory, provider_factory=provider_factory, shared=shared,
-                       clock=clock, tool_list=tools.simple_tools(), simple=True)
-    offered = {tool.name for tool in tools.simple_tools()}
-    refuse_full_mode_tools(mcp, [tool.name for tool in tools.all_tools() if tool.name not in offered])
+                       clock=clock, tool_list=[t for t in every if t.name in tools.SIMPLE_MODE_TOOLS], simple=True)
+    refuse_full_mode_tools(mcp, [t.name for t in every if t.name not in tools.SIMPLE_MODE_TOOLS])
     return mcp
 
 
