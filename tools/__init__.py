@@ -13,12 +13,7 @@ SIMPLE_MODE_TOOLS: frozenset[str] = frozenset({
     # simple mode runs workflows on the in-memory runtime (Dependencies.simple tells the tool which runtime).
 })
 """The tools ``--simple`` offers: this set is the one place that decides. A tool of :func:`all_tools` left out
-of it answers "needs full mode" in simple mode (see :func:`server.simple.refuse_full_mode_tools`)."""
-
-
-def simple_tools() -> list[Tool]:
-    """The tools simple mode offers (:data:`SIMPLE_MODE_TOOLS`), in :func:`all_tools` order."""
-    return [tool for tool in all_tools() if tool.name in SIMPLE_MODE_TOOLS]
+of it answers "needs full mode" in simple mode (see :func:`server.simple.build_simple_server`)."""
 
 
 def all_tools() -> list[Tool]:

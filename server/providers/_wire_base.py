@@ -42,7 +42,7 @@ class WireProvider:
         # Built on first use, on the event loop (no await between the test and the assignment: no race).
         if self._client is None:
             self._client = httpx2.AsyncClient(
-                timeout=self.config.timeout_s, transport=self._transport, trust_env=False,
+                timeout=self.config.timeout_s, transport=self._transport,  # proxies from the environment, as the SDKs
                 headers={"accept": "application/json", **self._headers(self._secrets[0] if self._secrets else None)},
             )
         return self._client
