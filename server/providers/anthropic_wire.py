@@ -11,7 +11,7 @@ from typing import Any
 
 from server.errors import MalformedReply
 from server.providers import Completion, CompletionRequest, Usage
-from server.providers._sdk_base import JSON_INSTRUCTION
+from server.providers._bodies import anthropic_messages_body
 from server.providers._wire_base import WireProvider, number
 
 API_VERSION = "2023-06-01"
@@ -30,17 +30,7 @@ class AnthropicWireProvider(WireProvider):
         return "/v1/messages"
 
     def _body(self, request: CompletionRequest) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": request.max_tokens,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-        }
-        system = request.system
-        if request.response_format == "json":
-            system = f"{system}\n\n{JSON_INSTRUCTION}" if system else JSON_INSTRUCTION
-        if system:
-            body["system"] = system
-        return body
+        return anthropic_messages_body(self.model, request)
 
     def _completion(self, reply: dict[str, Any]) -> Completion:
         blocks = reply.get("content")

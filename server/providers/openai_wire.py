@@ -11,7 +11,7 @@ from typing import Any
 
 from server.errors import MalformedReply
 from server.providers import Completion, CompletionRequest, Usage
-from server.providers._sdk_base import JSON_INSTRUCTION
+from server.providers._bodies import openai_chat_body
 from server.providers._wire_base import WireProvider, number
 
 
@@ -27,19 +27,7 @@ class OpenAIWireProvider(WireProvider):
         return "/chat/completions"
 
     def _body(self, request: CompletionRequest) -> dict[str, Any]:
-        messages: list[dict[str, str]] = []
-        if request.system:
-            messages.append({"role": "system", "content": request.system})
-        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
-        body: dict[str, Any] = {"model": self.model, "messages": messages}
-        # As the SDK provider: OpenAI's own API wants max_completion_tokens, compatible servers max_tokens.
-        body["max_completion_tokens" if self.config.base_url is None else "max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.response_format == "json":
-            body["response_format"] = {"type": "json_object"}
-            messages.insert(0, {"role": "system", "content": JSON_INSTRUCTION})
-        return body
+        return openai_chat_body(self.model, request, vendor_endpoint=self.config.base_url is None)
 
     def _completion(self, reply: dict[str, Any]) -> Completion:
         choices = reply.get("choices")
