@@ -90,6 +90,14 @@ def test_simple_mode_comes_from_the_flag_or_the_environment(flag: bool, environ:
     assert simple_mode_requested(flag, environ) is expected
 
 
+def test_the_environment_variable_switches_the_command_to_simple_mode(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "server", "check", "--database", str(tmp_path / "s.db")],
+                          capture_output=True, text=True, timeout=60,
+                          env={**server_env(), "AI_ORCHESTRATION_SIMPLE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "mode: simple" in done.stdout and f"state file: {tmp_path / 's.json'}" in done.stdout
+
+
 def test_an_unclear_simple_variable_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="AI_ORCHESTRATION_SIMPLE: must be 1 or 0"):
         simple_mode_requested(False, {"AI_ORCHESTRATION_SIMPLE": "maybe"})
