@@ -61,7 +61,8 @@ def _common_options(*, for_subcommand: bool) -> argparse.ArgumentParser:
     common.add_argument("--config", default=default(None), help="TOML config file (default: "
                         "$AI_ORCHESTRATION_CONFIG, else discovery from OPENAI_API_KEY / ANTHROPIC_API_KEY / *_BASE_URL)")
     common.add_argument("--database", default=default(None), help="SQLite file (default: $AI_ORCHESTRATION_DB, "
-                        "[server].database, or the user data directory)")
+                        "[server].database, or the user data directory); --simple keeps its state beside it, "
+                        "in the same name with .json")
     common.add_argument("--log-level", default=default("INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     common.add_argument("--simple", action="store_true", default=default(False),
                         help="simple mode: needs only the mcp package (wire-protocol providers, patterns in "
@@ -112,6 +113,8 @@ def _configure_logging(level: str) -> None:
 
 
 def _simple_mode(args: argparse.Namespace) -> bool:
+    if not args.simple and not os.environ.get("AI_ORCHESTRATION_SIMPLE"):
+        return False  # without importing server.simple (and the MCP SDK with it): `check` stays quick
     from server.simple import simple_mode_requested
 
     return simple_mode_requested(args.simple, os.environ)
