@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mcp.server import MCPServer, NotificationOptions
+from mcp.server.mcpserver.tools import Tool
 from mcp_types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
 
 from knowledge import Pattern, PatternRegistry
@@ -57,6 +58,9 @@ class Dependencies:
     workflows: WorkflowService | None = None
     incidents: IncidentService | None = None
     telemetry: Telemetry | None = None
+    simple: bool = False
+    """Simple mode (``--simple``): wire-protocol providers, the JSON-file store, no tracing, in-memory runs.
+    Code that would import a full-mode dependency checks this and raises :class:`server.simple.FullModeRequired`."""
 
 
 def open_store(path: str | Path) -> Store:
@@ -76,6 +80,7 @@ async def open_dependencies(
     workflow_runtime: RuntimeFactory | None = None,
     run_workflow: WorkflowRunner | None = None,
     telemetry: Telemetry | None = None,
+    simple: bool = False,
 ) -> AsyncIterator[Dependencies]:
     """Build the dependencies, run the alert/roll-up schedule while they are open, and on exit close providers
     and flush the store (shielded from cancellation).
@@ -88,6 +93,7 @@ async def open_dependencies(
         run_workflow: the hook the ``run_workflow`` automated response calls (see :mod:`server.incidents`);
             default: start the named saved workflow on this server's workflow service.
         telemetry: OpenTelemetry spans and metrics (``None``: off); providers are wrapped to report to it.
+        simple: build simple mode's dependencies (sets :attr:`Dependencies.simple`; see :mod:`server.simple`).
     """
     if telemetry is not None:
         provider_factory = telemetry.instrument_factory(provider_factory)
@@ -113,7 +119,8 @@ async def open_dependencies(
             incidents = IncidentService(store, pool, config, clock=clock, run_workflow=run_workflow)
             async with _running(incidents.run):
                 yield Dependencies(config=config, store=store, pool=pool, consensus=consensus, patterns=patterns,
-                                   clock=clock, workflows=workflows, incidents=incidents, telemetry=telemetry)
+                                   clock=clock, workflows=workflows, incidents=incidents, telemetry=telemetry,
+                                   simple=simple)
     finally:
         with anyio.CancelScope(shield=True):
             await pool.aclose()
@@ -159,6 +166,8 @@ def build_server(
     clock: Callable[[], float] = time.time,
     workflow_runtime: RuntimeFactory | None = None,
     run_workflow: WorkflowRunner | None = None,
+    tool_list: Sequence[Tool] | None = None,
+    simple: bool = False,
 ) -> MCPServer:
     """The MCP server with every tool, resource and prompt registered.
 
@@ -167,6 +176,8 @@ def build_server(
         store_factory: makes the store; the lifespan opens (and closes) one per lifespan.
         shared: dependencies built by the caller and kept open across lifespans (SSE runs one lifespan per
             connection; the CLI shares one set for the process).
+        tool_list: the tools to offer (default: every tool, ``tools.all_tools()``).
+        simple: passed to :func:`open_dependencies` (simple mode assembles through :mod:`server.simple`).
     """
     import prompts
     import resources
@@ -201,7 +212,7 @@ def build_server(
             return
         async with open_dependencies(
             config, store_factory=store_factory, provider_factory=provider_factory, clock=clock,
-            workflow_runtime=workflow_runtime, run_workflow=run_workflow,
+            workflow_runtime=workflow_runtime, run_workflow=run_workflow, simple=simple,
         ) as deps, _follow_patterns(deps, surfaces):
             current.append(deps)
             if deps.incidents is not None:
@@ -212,8 +223,8 @@ def build_server(
                 current.remove(deps)
 
     mcp = MCPServer(
-        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(), tools=tools.all_tools(),
-        subscriptions=bus,
+        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(),
+        tools=tools.all_tools() if tool_list is None else list(tool_list), subscriptions=bus,
     )
     surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
     bus.register(mcp)

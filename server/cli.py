@@ -38,18 +38,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             _configure_logging("WARNING")
             return run_demo()
         config = load_config(args.config, os.environ)
+        simple = _simple_mode(args)
         if args.command == "check":
-            return _check(config, database_path(config, os.environ, args.database))
+            return _check(config, _state_location(config, args, simple), simple)
         if args.command == "patterns":
             _configure_logging("WARNING")
-            return _patterns(args, database_path(config, os.environ, args.database))
+            return _patterns(args, _state_location(config, args, simple), simple)
         if args.command == "metrics":
             from server.metrics_cli import print_metrics
 
             _configure_logging("WARNING")
             return print_metrics(config, database_path(config, os.environ, args.database), args.window,
                                  args.group_by)
-        return _serve(args, config)
+        return _serve(args, config, simple)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -67,8 +68,12 @@ def _common_options(*, for_subcommand: bool) -> argparse.ArgumentParser:
     common.add_argument("--config", default=default(None), help="TOML config file (default: "
                         "$AI_ORCHESTRATION_CONFIG, else discovery from OPENAI_API_KEY / ANTHROPIC_API_KEY / *_BASE_URL)")
     common.add_argument("--database", default=default(None), help="SQLite file (default: $AI_ORCHESTRATION_DB, "
-                        "[server].database, or the user data directory)")
+                        "[server].database, or the user data directory); --simple keeps its state beside it, "
+                        "in the same name with .json")
     common.add_argument("--log-level", default=default("INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    common.add_argument("--simple", action="store_true", default=default(False),
+                        help="simple mode: needs only the mcp package (wire-protocol providers, patterns in "
+                        "<data dir>/state.json, call records in memory); also AI_ORCHESTRATION_SIMPLE=1")
     return common
 
 
@@ -119,10 +124,29 @@ def _configure_logging(level: str) -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
-def _check(config: Config, db_path: os.PathLike | str) -> int:
+def _simple_mode(args: argparse.Namespace) -> bool:
+    if not args.simple and not os.environ.get("AI_ORCHESTRATION_SIMPLE"):
+        return False  # without importing server.simple (and the MCP SDK with it): `check` stays quick
+    from server.simple import simple_mode_requested
+
+    return simple_mode_requested(args.simple, os.environ)
+
+
+def _state_location(config: Config, args: argparse.Namespace, simple: bool) -> Path:
+    """The SQLite database (full mode) or the JSON state file (simple mode)."""
+    if simple:
+        from server.simple import state_path
+
+        return state_path(config, os.environ, args.database)
+    return database_path(config, os.environ, args.database)
+
+
+def _check(config: Config, db_path: os.PathLike | str, simple: bool = False) -> int:
     out = sys.stdout
     print(f"configuration: {config.source}", file=out)  # cli-output
-    print(f"database: {db_path}", file=out)  # cli-output
+    if simple:
+        print("mode: simple (wire-protocol providers; call records in memory)", file=out)  # cli-output
+    print(f"{'state file' if simple else 'database'}: {db_path}", file=out)  # cli-output
     print(f"routing strategy: {config.routing.strategy}", file=out)  # cli-output
     if not config.providers:
         print("providers: none configured (tools that need a model will say what to set)", file=out)  # cli-output
@@ -143,13 +167,16 @@ def _check(config: Config, db_path: os.PathLike | str) -> int:
     return 1 if not_ready else 0
 
 
-def _patterns(args: argparse.Namespace, db_path: os.PathLike | str) -> int:
+def _patterns(args: argparse.Namespace, db_path: os.PathLike | str, simple: bool = False) -> int:
     import anyio
 
     from knowledge import PatternError, PatternRegistry
     from knowledge.copilot import read_copilot_dir, write_export
     from knowledge.library import builtin_patterns
-    from server.app import open_store
+    if simple:
+        from server.simple import open_simple_store as open_store
+    else:
+        from server.app import open_store
 
     async def run() -> int:
         store = open_store(db_path)
@@ -182,27 +209,40 @@ def _patterns(args: argparse.Namespace, db_path: os.PathLike | str) -> int:
     return anyio.run(run)
 
 
-def _serve(args: argparse.Namespace, config: Config) -> int:
+def _serve(args: argparse.Namespace, config: Config, simple: bool = False) -> int:
     import anyio
 
     from server.app import build_server, open_dependencies, open_store
-    from server.telemetry import Telemetry, TelemetrySettings
+    from server.providers import build_provider, build_wire_provider
     from server.transports import check_bind_host, serve
 
     if args.transport != "stdio":
         check_bind_host(args.host)
-    db_path = database_path(config, os.environ, args.database)
+    db_path = _state_location(config, args, simple)
     allowed = [h for h in args.allowed_hosts.split(",") if h.strip()]
+    if simple:
+        from server.simple import build_simple_server as build, open_simple_store as open_state
 
-    workflow_runtime = _workflow_runtime(config, db_path)
-    telemetry = Telemetry.from_settings(TelemetrySettings.from_environ(os.environ))  # None unless OTEL_* ask
+        providers = build_wire_provider
+    else:
+        build, open_state, providers = build_server, open_store, build_provider
+
+    # Simple mode: runs in memory (the in-memory workflow runtime) and no tracing.
+    workflow_runtime = None if simple else _workflow_runtime(config, db_path)
+    telemetry = None
+    if not simple:
+        from server.telemetry import Telemetry, TelemetrySettings
+
+        telemetry = Telemetry.from_settings(TelemetrySettings.from_environ(os.environ))  # None unless OTEL_* ask
 
     async def run() -> None:
-        async with open_dependencies(config, store_factory=lambda: open_store(db_path),
-                                     workflow_runtime=workflow_runtime, telemetry=telemetry) as deps:
-            mcp = build_server(config, store_factory=lambda: deps.store, shared=deps)
+        async with open_dependencies(config, store_factory=lambda: open_state(db_path), provider_factory=providers,
+                                     workflow_runtime=workflow_runtime, telemetry=telemetry,
+                                     simple=simple) as deps:
+            mcp = build(config, store_factory=lambda: deps.store, provider_factory=providers, shared=deps)
             _configure_logging(args.log_level)  # after MCPServer(), which configures root logging itself
-            logger.info("serving %s; %d provider(s); database %s", args.transport, len(config.providers), db_path)
+            logger.info("serving %s%s; %d provider(s); %s %s", args.transport, " (simple mode)" if simple else "",
+                        len(config.providers), "state file" if simple else "database", db_path)
             await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed)
 
     _configure_logging(args.log_level)
@@ -215,15 +255,21 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def _workflow_runtime(config: Config, db_path: Path) -> Any:
-    """The DBOS runtime (system database beside the server's, unless configured), or ``None`` for the
-    in-memory one (``[workflows] runtime = "memory"``)."""
+    """The DBOS runtime (system database beside the server's, unless configured), opened in the background
+    once the server serves (:mod:`server.workflows.deferred`), or ``None`` for the in-memory one
+    (``[workflows] runtime = "memory"``)."""
     if config.workflows.runtime == "memory":
         return None
-    from server.workflows.dbos_runtime import APPLICATION_VERSION, dbos_config, dbos_runtime
+    from server.workflows.deferred import deferred
 
-    system = config.workflows.system_database or str(Path(db_path).with_suffix(".dbos.sqlite"))
-    return dbos_runtime(dbos_config(system, application_version=config.workflows.application_version
-                                    or APPLICATION_VERSION))
+    def dbos() -> Any:
+        from server.workflows.dbos_runtime import APPLICATION_VERSION, dbos_config, dbos_runtime
+
+        system = config.workflows.system_database or str(Path(db_path).with_suffix(".dbos.sqlite"))
+        return dbos_runtime(dbos_config(system, application_version=config.workflows.application_version
+                                        or APPLICATION_VERSION))
+
+    return deferred(dbos, "dbos")
 
 
 def _version() -> str:

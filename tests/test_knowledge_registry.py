@@ -11,6 +11,7 @@ import pytest
 from knowledge import InvalidPattern, Pattern, PatternNotFound, PatternRegistry, TemplateSyntaxError, validate_spec
 from knowledge.library import builtin_patterns
 from server.store import Store
+from server.store.jsonfile import JSONFileStore
 from server.store.memory import MemoryStore
 from server.store.sqlite import SQLiteStore
 from server.store.sqlite_patterns import BROAD_MATCHES
@@ -27,9 +28,11 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "json"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    the_store: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "k.db")
+    factories = {"memory": MemoryStore, "sqlite": lambda: SQLiteStore(tmp_path / "k.db"),
+                 "json": lambda: JSONFileStore(tmp_path / "k.json")}  # simple mode's store
+    the_store: Store = factories[request.param]()
     yield the_store
     await the_store.aclose()
 

@@ -1,6 +1,6 @@
 """The provider contract: every Provider implementation, against the local upstream over real HTTP.
 
-Simple mode's wire-protocol providers join PROVIDERS and must pass the same suite.
+Simple mode's wire-protocol providers (``*-wire``) pass the same suite as the SDK providers.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from server.errors import (
     RateLimited,
     ServerError,
 )
-from server.providers import CompletionRequest, Message, Provider, build_provider
+from server.providers import CompletionRequest, Message, Provider, build_provider, build_wire_provider
 from server.simulator import Behaviour, Upstream
 from tests.conftest import provider_entry
 
@@ -29,6 +29,8 @@ pytestmark = pytest.mark.anyio
 PROVIDERS: dict[str, tuple[str, Callable[[ProviderConfig], Provider]]] = {
     "openai-sdk": ("openai", build_provider),
     "anthropic-sdk": ("anthropic", build_provider),
+    "openai-wire": ("openai", build_wire_provider),
+    "anthropic-wire": ("anthropic", build_wire_provider),
 }
 CANARY_KEY = "sk-canary-provider-0123456789abcdef"
 
@@ -111,7 +113,7 @@ async def test_sdk_retries_are_off(provider: Provider, upstream: Upstream) -> No
 
 async def test_client_is_created_once_and_reused(provider: Provider, upstream: Upstream) -> None:
     await provider.complete(ask())
-    client = provider._client  # the SDK client, built on first use
+    client = provider._client  # the SDK (or httpx2) client, built on first use
     await provider.complete(ask())
     assert provider._client is client
 

@@ -100,6 +100,11 @@ _REGISTRY: dict[str, str] = {
     "openai": "server.providers.openai_sdk:OpenAIProvider",
     "anthropic": "server.providers.anthropic_sdk:AnthropicProvider",
 }
+# Simple mode: the same kinds, spoken over httpx2 without the vendor SDKs.
+WIRE_REGISTRY: dict[str, str] = {
+    "openai": "server.providers.openai_wire:OpenAIWireProvider",
+    "anthropic": "server.providers.anthropic_wire:AnthropicWireProvider",
+}
 
 
 def provider_kinds() -> list[str]:
@@ -119,3 +124,12 @@ def build_provider(config: ProviderConfig, registry: dict[str, str] | None = Non
     module_name, _, attribute = target.partition(":")
     factory: ProviderFactory = getattr(importlib.import_module(module_name), attribute)
     return factory(config)
+
+
+def build_wire_provider(config: ProviderConfig) -> Provider:
+    """Simple mode's :func:`build_provider`: the wire-protocol provider of the config's kind (no vendor SDK).
+
+    Raises:
+        ConfigError: the kind is not registered.
+    """
+    return build_provider(config, WIRE_REGISTRY)

@@ -15,7 +15,7 @@ from server.providers._errors import error_for_status
 
 # OpenAI reports a filtered completion as "content_filter", Anthropic a declined one as "refusal".
 REFUSAL_REASONS = frozenset({"content_filter", "refusal"})
-JSON_INSTRUCTION = "Respond with a single valid JSON value and nothing else: no prose, no code fences."
+from server.providers._bodies import JSON_INSTRUCTION  # noqa: F401 - re-exported (was defined here)
 
 
 class SDKProvider:

@@ -13,7 +13,8 @@ from typing import Any
 
 from server.errors import MalformedReply
 from server.providers import Completion, CompletionRequest, Usage
-from server.providers._sdk_base import JSON_INSTRUCTION, SDKProvider
+from server.providers._bodies import anthropic_messages_body
+from server.providers._sdk_base import SDKProvider
 
 
 class AnthropicProvider(SDKProvider):
@@ -30,19 +31,7 @@ class AnthropicProvider(SDKProvider):
         )
 
     async def _call(self, client: Any, request: CompletionRequest) -> Any:
-        params: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": request.max_tokens,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "timeout": request.timeout_s,
-        }
-        system = request.system
-        if request.response_format == "json":
-            # The Messages API has no plain JSON mode (structured outputs need a schema): instruct instead.
-            system = f"{system}\n\n{JSON_INSTRUCTION}" if system else JSON_INSTRUCTION
-        if system:
-            params["system"] = system
-        return await client.messages.create(**params)
+        return await client.messages.create(**anthropic_messages_body(self.model, request), timeout=request.timeout_s)
 
     def _completion(self, response: Any) -> Completion:
         blocks = getattr(response, "content", None)

@@ -11,7 +11,8 @@ from typing import Any
 
 from server.errors import MalformedReply
 from server.providers import Completion, CompletionRequest, Usage
-from server.providers._sdk_base import JSON_INSTRUCTION, SDKProvider
+from server.providers._bodies import openai_chat_body
+from server.providers._sdk_base import SDKProvider
 
 
 class OpenAIProvider(SDKProvider):
@@ -26,21 +27,8 @@ class OpenAIProvider(SDKProvider):
         return openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=self.config.timeout_s)
 
     async def _call(self, client: Any, request: CompletionRequest) -> Any:
-        messages: list[dict[str, str]] = []
-        if request.system:
-            messages.append({"role": "system", "content": request.system})
-        messages.extend({"role": m.role, "content": m.content} for m in request.messages)
-        params: dict[str, Any] = {"model": self.model, "messages": messages, "timeout": request.timeout_s}
-        # OpenAI's own API wants max_completion_tokens (reasoning models refuse max_tokens); compatible
-        # servers (Ollama, vLLM, LM Studio) know only max_tokens.
-        params["max_completion_tokens" if self.config.base_url is None else "max_tokens"] = request.max_tokens
-        if request.temperature is not None:
-            params["temperature"] = request.temperature
-        if request.response_format == "json":
-            # JSON mode needs the word "JSON" in the messages; the instruction also helps compatible servers.
-            params["response_format"] = {"type": "json_object"}
-            messages.insert(0, {"role": "system", "content": JSON_INSTRUCTION})
-        return await client.chat.completions.create(**params)
+        body = openai_chat_body(self.model, request, vendor_endpoint=self.config.base_url is None)
+        return await client.chat.completions.create(**body, timeout=request.timeout_s)
 
     def _completion(self, response: Any) -> Completion:
         choices = getattr(response, "choices", None)
