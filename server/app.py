@@ -22,6 +22,7 @@ from server.config import Config
 from server.consensus import ConsensusService
 from server.pool import ProviderPool
 from server.providers import Provider, build_provider
+from server.security.guardrails import Guardrails, permitted_providers
 from server.store import Store
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Dependencies:
     consensus: ConsensusService
     patterns: PatternRegistry
     clock: Callable[[], float] = time.time
+    guardrails: Guardrails | None = None
 
 
 def open_store(path: str | Path) -> Store:
@@ -71,7 +73,8 @@ async def open_dependencies(
     """
     store = store_factory()
     try:
-        pool = ProviderPool([(p, provider_factory(p)) for p in config.providers], store, config=config, clock=clock)
+        permitted = permitted_providers(config.guardrails, config.providers)  # [guardrails].allowed_models
+        pool = ProviderPool([(p, provider_factory(p)) for p in permitted], store, config=config, clock=clock)
         await pool.load_spend()
         patterns = PatternRegistry(store, clock=clock)
         await patterns.load_library(builtin_patterns())
@@ -79,8 +82,9 @@ async def open_dependencies(
         await store.aclose()
         raise
     try:
+        guardrails = Guardrails(config.guardrails, store, config.providers, clock) if config.guardrails.active else None
         yield Dependencies(config=config, store=store, pool=pool, consensus=ConsensusService(pool), patterns=patterns,
-                           clock=clock)
+                           clock=clock, guardrails=guardrails)
     finally:
         import anyio
 

@@ -18,7 +18,7 @@ from server.errors import ConfigError
 
 logger = logging.getLogger("server")
 _QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "anthropic", "mcp", "uvicorn.access")
-SUBCOMMANDS = ("check", "simulate-upstream", "demo", "patterns")
+SUBCOMMANDS = ("check", "simulate-upstream", "demo", "patterns", "keys")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "patterns":
             _configure_logging("WARNING")
             return _patterns(args, database_path(config, os.environ, args.database))
+        if args.command == "keys":
+            from server.security import keys_cli
+
+            _configure_logging("WARNING")
+            return keys_cli.run(args, database_path(config, os.environ, args.database))
         return _serve(args, config)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -74,11 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--transport", choices=["stdio", "sse", "http"], default="stdio")
-    parser.add_argument("--host", default="127.0.0.1", help="bind address for sse/http (loopback only)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address for sse/http (non-loopback needs auth)")
     parser.add_argument("--port", type=int, default=8000, help="port for sse/http (default 8000)")
     parser.add_argument("--allowed-hosts", default="", help="comma-separated extra Host names the HTTP "
                         "transports answer to (DNS-rebinding protection)")
-    sub = parser.add_subparsers(dest="command", metavar="{check,simulate-upstream,demo,patterns}")
+    sub = parser.add_subparsers(dest="command", metavar="{check,simulate-upstream,demo,patterns,keys}")
     sub.add_parser("check", parents=[common], help="validate the configuration and list providers")
     simulate = sub.add_parser("simulate-upstream", parents=[common],
                               help="serve a local OpenAI/Anthropic-compatible upstream for trying and testing")
@@ -97,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     imported = actions.add_parser("import", parents=[common], help="register the patterns of a repository's "
                                   ".github/instructions and .github/prompts files")
     imported.add_argument("folder", help="the repository root (or its .github folder)")
+    from server.security.keys_cli import add_parser as add_keys_parser
+
+    add_keys_parser(sub, common)
     return parser
 
 
@@ -174,10 +182,14 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     import anyio
 
     from server.app import build_server, open_dependencies, open_store
-    from server.transports import check_bind_host, serve
+    from server.security.startup import check_provider_addresses, http_verifier
+    from server.transports import check_bind_host, is_loopback, serve
 
+    auth_on = args.transport != "stdio" and (config.auth.enabled if config.auth.enabled is not None
+                                             else not is_loopback(args.host))
     if args.transport != "stdio":
-        check_bind_host(args.host)
+        check_bind_host(args.host, auth_on)
+    check_provider_addresses(config)
     db_path = database_path(config, os.environ, args.database)
     allowed = [h for h in args.allowed_hosts.split(",") if h.strip()]
 
@@ -185,8 +197,11 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
         async with open_dependencies(config, store_factory=lambda: open_store(db_path)) as deps:
             mcp = build_server(config, store_factory=lambda: deps.store, shared=deps)
             _configure_logging(args.log_level)  # after MCPServer(), which configures root logging itself
-            logger.info("serving %s; %d provider(s); database %s", args.transport, len(config.providers), db_path)
-            await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed)
+            logger.info("serving %s; %d provider(s); database %s; authentication %s", args.transport,
+                        len(config.providers), db_path, "on" if auth_on else "off")
+            verifier = http_verifier(config, deps.store) if auth_on else None
+            await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed,
+                        verifier=verifier, limits=config.limits, jwt=config.auth.jwt)
 
     _configure_logging(args.log_level)
     anyio.run(run)

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from server.errors import ConfigError
+from server.security.settings import AuthSettings, GuardrailSettings, LimitSettings, NetworkSettings
 
 APP_NAME = "ai-orchestration-mcp"
 ProviderKind = Literal["openai", "anthropic"]
@@ -160,6 +161,10 @@ class Config(_Strict):
     experiments: tuple[Experiment, ...] = ()
     cache: CacheConfig = CacheConfig()
     conversations: ConversationConfig = ConversationConfig()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitSettings = LimitSettings()
+    guardrails: GuardrailSettings = GuardrailSettings()
+    network: NetworkSettings = NetworkSettings()
     source: str = Field(default="defaults", exclude=True)
     """Where the providers came from: a file path, ``environment`` or ``defaults``."""
 
@@ -183,6 +188,13 @@ class Config(_Strict):
             unknown = [n for n in (*experiment.variant, *experiment.control) if n not in names]
             if unknown:
                 raise ValueError(f"experiments[{index}] names unknown provider(s): {', '.join(unknown)}")
+        from server.security.addresses import AddressRefused, check_url
+
+        for index, provider in enumerate(self.providers):
+            try:
+                check_url(provider.base_url or "https://vendor.invalid", self.network.allow_addresses)
+            except AddressRefused as exc:
+                raise ValueError(f"providers[{index}].base_url: {exc}") from None
         if self.routing.backoff_max_s < self.routing.backoff_base_s:
             raise ValueError("routing.backoff_max_s must be at least routing.backoff_base_s")
         return self

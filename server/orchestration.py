@@ -82,6 +82,11 @@ class OrchestrateRequest:
     cache: bool | None = None
     pattern: str | None = None
     variables: Mapping[str, Any] | None = None
+    owner: str | None = None
+    """The caller's principal id, recorded on a new conversation (``None``: unauthenticated)."""
+    owner_filter: str | None = None
+    """Only a conversation owned by this id may be continued; another's ``continuation_id`` is unknown.
+    ``None``: any (no authentication, or an admin)."""
 
 
 class UnknownConversation(ValueError):
@@ -150,7 +155,7 @@ async def orchestrate(
                          f"pattern '{resolved.pattern}' rendered to empty text: pass values for its variables")
     history: list[tuple[str, str]] = []
     if ask.continuation_id:
-        turns = await store.load_turns(ask.continuation_id)
+        turns = await store.load_turns(ask.continuation_id, owner=ask.owner_filter)
         if turns is None:
             raise UnknownConversation(f"unknown continuation_id {ask.continuation_id!r}: start without one, "
                                       "and pass back the continuation_id a result returns")
@@ -175,7 +180,8 @@ async def orchestrate(
                                   "text": result.completion.text, "input_tokens": usage.input_tokens,
                                   "output_tokens": usage.output_tokens}, clock())
     continuation_id = ask.continuation_id or uuid.uuid4().hex
-    store.append_turns(continuation_id, [("user", prompt), ("assistant", result.completion.text)], clock())
+    store.append_turns(continuation_id, [("user", prompt), ("assistant", result.completion.text)], clock(),
+                       owner=ask.owner)
     report = _report(result, continuation_id, (timer() - started) * 1000)
     if resolved.pattern is not None:
         report.pattern, report.pattern_version = resolved.pattern, resolved.version

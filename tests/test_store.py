@@ -10,6 +10,7 @@ import pytest
 
 from server.store import CallRecord, Store
 from server.store.memory import MemoryStore
+from server.store.migrations import MIGRATIONS
 from server.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
@@ -64,7 +65,7 @@ async def test_database_survives_reopen_and_migrates_once(tmp_path: Path) -> Non
     assert await second.count_calls() == 1
     await second.aclose()
     with sqlite3.connect(path) as conn:
-        assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == ["001_calls", "002_ab_bucket_and_cache_flag", "003_conversations_and_cache", "004_patterns"]
+        assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == [name for name, _ in MIGRATIONS]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
