@@ -23,6 +23,7 @@ from server.consensus import ConsensusService
 from server.pool import ProviderPool
 from server.providers import Provider, build_provider
 from server.security.guardrails import Guardrails, permitted_providers
+from server.security.hygiene import redact_tool_errors
 from server.store import Store
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ def build_server(
                 current.remove(deps)
 
     mcp = MCPServer(
-        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(), tools=tools.all_tools()
+        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(), tools=tools.all_tools(),
+        middleware=[redact_tool_errors(config.secrets)],  # secret hygiene on every error a client sees
     )
     surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
 

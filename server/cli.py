@@ -108,9 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=level, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _configure_logging(level: str, secrets: Sequence[str] = ()) -> None:
+    from server.security.hygiene import RedactingFormatter
+
+    logging.basicConfig(stream=sys.stderr, level=level, force=True)
+    for handler in logging.getLogger().handlers:  # every line passes the secret filter
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
@@ -196,14 +199,14 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     async def run() -> None:
         async with open_dependencies(config, store_factory=lambda: open_store(db_path)) as deps:
             mcp = build_server(config, store_factory=lambda: deps.store, shared=deps)
-            _configure_logging(args.log_level)  # after MCPServer(), which configures root logging itself
+            _configure_logging(args.log_level, config.secrets())  # after MCPServer(), which configures logging
             logger.info("serving %s; %d provider(s); database %s; authentication %s", args.transport,
                         len(config.providers), db_path, "on" if auth_on else "off")
             verifier = http_verifier(config, deps.store) if auth_on else None
             await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed,
                         verifier=verifier, limits=config.limits, jwt=config.auth.jwt)
 
-    _configure_logging(args.log_level)
+    _configure_logging(args.log_level, config.secrets())
     anyio.run(run)
     return 0
 

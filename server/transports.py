@@ -121,7 +121,8 @@ def http_app(mcp: MCPServer, transport: Transport, *, host: str, port: int, allo
 async def _run_uvicorn(app: Any, host: str, port: int, log_level: str) -> None:  # the SDK's run_*_async, own app
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower()))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(),
+                                            log_config=None))  # uvicorn logs through our (redacting) handler
     await server.serve()
 
 
