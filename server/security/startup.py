@@ -30,5 +30,10 @@ def http_verifier(config: Config, store: Store) -> Any:
     from server.security.verifiers import ApiKeyVerifier, ChainVerifier, JwtVerifier
 
     jwt = config.auth.jwt
+    if jwt is not None:
+        try:
+            import jwt as _pyjwt  # noqa: F401 - checked now so a missing extra fails at start, not per request
+        except ImportError:
+            raise ConfigError("[auth.jwt] needs PyJWT: pip install 'ai-orchestration-mcp[jwt]'", key="auth.jwt") from None
     keys = ApiKeyVerifier(store, cache_s=config.auth.key_cache_s, extra_scopes=jwt.required_scopes if jwt else ())
     return keys if jwt is None else ChainVerifier(keys, JwtVerifier(jwt))
