@@ -99,7 +99,7 @@ async def serve(
         else:
             app = http_app(mcp, transport, host=host, port=port, allowed_hosts=allowed_hosts, verifier=verifier,
                            limits=limits, jwt=jwt)
-            await _run_uvicorn(app, host, port, mcp.settings.log_level)
+            await _run_uvicorn(app, host, port)
         group.cancel_scope.cancel()
 
 
@@ -118,11 +118,11 @@ def http_app(mcp: MCPServer, transport: Transport, *, host: str, port: int, allo
     return secure_app(inner, security=security, verifier=verifier, limits=limits, jwt=jwt)
 
 
-async def _run_uvicorn(app: Any, host: str, port: int, log_level: str) -> None:  # the SDK's run_*_async, own app
+async def _run_uvicorn(app: Any, host: str, port: int) -> None:  # the SDK's run_*_async, own app
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(),
-                                            log_config=None))  # uvicorn logs through our (redacting) handler
+    # log_config=None, log_level=None: uvicorn logs through the entry point's (redacting) handler at its levels.
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=None, log_config=None))
     await server.serve()
 
 

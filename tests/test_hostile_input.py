@@ -33,6 +33,7 @@ settings.register_profile("ci", max_examples=300, deadline=None, derandomize=Tru
                                                  HealthCheck.function_scoped_fixture])
 settings.register_profile("full", parent=settings.get_profile("ci"), max_examples=10_000)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+pytestmark = pytest.mark.timeout(0 if PROFILE == "full" else 300)  # full: minutes per tool (see the README)
 
 TOOLS = ["orchestrate", "consensus", "register_pattern", "search_patterns", "monitor_operations", "list_providers"]
 SENTINEL = PatternRecord(name="zz-sentinel-pattern", version=1, description="kept intact",
