@@ -185,3 +185,23 @@ def test_foreign_host_or_origin_refused_before_authentication(tmp_path: Path, up
         assert post(server.url, key, headers={"Host": "mcp.example.com"}).status_code == 200
         assert post(server.url, "aiom_000000000000_" + "C" * 43).status_code == 401
     assert "refused an API key: unknown" in server.log.read_text()
+
+
+def test_sse_transport_is_authenticated_too(tmp_path: Path, upstream: Upstream) -> None:
+    from tests.secure_serving import ServerProcess
+
+    config = write_toml(tmp_path / "c.toml", [provider_entry(upstream, "primary", model="gpt-sim")],
+                        auth={"enabled": True})
+    database = tmp_path / "s.db"
+    key = make_key(config, database, "sse")
+    server = ServerProcess(config, database, tmp_path / "server.log", extra=("--transport", "sse"))
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        assert httpx2.get(f"{base}/sse", timeout=10).status_code == 401
+        assert httpx2.post(f"{base}/messages/?session_id=x", json={}, timeout=10).status_code == 401
+        assert httpx2.get(f"{base}/sse", headers={"Host": "evil.example"}, timeout=10).status_code == 421
+        with httpx2.stream("GET", f"{base}/sse", headers={"Authorization": f"Bearer {key}"}, timeout=10) as stream:
+            assert stream.status_code == 200
+            assert next(stream.iter_lines()).startswith("event: endpoint")
+    finally:
+        server.stop()
