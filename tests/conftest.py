@@ -103,7 +103,7 @@ def canary_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     yield
     root.removeHandler(keep)
     secrets = [CANARY.encode(), *(key.encode() for key in CREATED_KEYS),
-               *(key.split("_")[-1].encode() for key in CREATED_KEYS)]
+               *(key.split("_", 2)[-1].encode() for key in CREATED_KEYS)]
     hits = []
     scanned = 0
     for path in tmp_path_factory.getbasetemp().rglob("*"):

@@ -17,6 +17,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.conftest import _toml as toml_value
 from tests.serving import SERVER_COMMAND, free_port, server_env, wait_for_port
 
 # A recognisable secret planted as a provider key and inside presented tokens; after the whole run it must
@@ -24,16 +25,6 @@ from tests.serving import SERVER_COMMAND, free_port, server_env, wait_for_port
 CANARY = "sk-canary-7f3a9c1e5b2d4f60a8e1c3b5d7f9a2c4"
 # Every API key the tests create, for the same sweep.
 CREATED_KEYS: list[str] = []
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))
 
 
 def write_toml(path: Path, providers: list[dict], **tables: dict) -> Path:

@@ -197,7 +197,7 @@ async def test_keys_are_stored_as_sha256_only_and_verified_by_hash(tmp_path: Pat
     with sqlite3.connect(tmp_path / "k.db") as conn:
         row = conn.execute("SELECT * FROM api_keys").fetchone()
     assert hashlib.sha256(created.key.encode()).hexdigest() in row
-    assert not any(isinstance(v, str) and created.key.split("_")[-1] in v for v in row)
+    assert not any(isinstance(v, str) and created.key.split("_", 2)[-1] in v for v in row)
 
 
 def test_rate_limiter_refills_continuously_and_says_when_to_retry() -> None:
