@@ -203,6 +203,9 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
             logger.info("serving %s; %d provider(s); database %s; authentication %s", args.transport,
                         len(config.providers), db_path, "on" if auth_on else "off")
             verifier = http_verifier(config, deps.store) if auth_on else None
+            if auth_on and config.auth.jwt is None and not await deps.store.list_api_keys():
+                logger.warning("authentication is on and no API key exists, so every request will get 401: "
+                               "create one with `ai-orchestration-mcp keys create NAME`")
             await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed,
                         verifier=verifier, limits=config.limits, jwt=config.auth.jwt)
 

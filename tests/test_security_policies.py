@@ -108,6 +108,7 @@ async def test_blocked_output_is_withheld_and_recorded(upstream: Upstream) -> No
         result = await client.call_tool("orchestrate", {"prompt": "show me a key", "providers": ["alpha"]})
         assert result.is_error and "blocked_output_patterns[0]" in result.content[0].text
         assert "PRIVATE" not in result.content[0].text
+    assert store.conversations == {}  # the withheld answer is not kept as conversation history
     assert ("output", "block") in [(d.stage, d.action) for d in store.guardrail_decisions]
 
 

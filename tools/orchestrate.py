@@ -101,10 +101,10 @@ async def orchestrate_tool(
             response_format=response_format, cache=cache, pattern=screened.pattern, variables=screened.variables,
             owner=who.owner_id, owner_filter=who.owner_filter,
         )
-        result = await orchestrate(deps.pool, deps.store, deps.config, ask, started=started, clock=deps.clock,
-                                   patterns=deps.patterns)
-        if deps.guardrails is not None:
-            deps.guardrails.screen_output("orchestrate", who, [result.text])
+        guard = deps.guardrails
+        result = await orchestrate(
+            deps.pool, deps.store, deps.config, ask, started=started, clock=deps.clock, patterns=deps.patterns,
+            screen_output=None if guard is None else lambda text: guard.screen_output("orchestrate", who, [text]))
     if screened.resolved is not None:
         result.pattern, result.pattern_version = screened.resolved.pattern, screened.resolved.version
     return result
