@@ -24,6 +24,8 @@ from server.consensus import ConsensusService
 from server.incidents import IncidentService, WorkflowRunner
 from server.pool import ProviderPool
 from server.providers import Provider, build_provider
+from server.security.guardrails import Guardrails, permitted_providers
+from server.security.hygiene import redact_tool_errors
 from server.store import Store
 from server.telemetry import Telemetry
 
@@ -61,6 +63,7 @@ class Dependencies:
     simple: bool = False
     """Simple mode (``--simple``): wire-protocol providers, the JSON-file store, no tracing, in-memory runs.
     Code that would import a full-mode dependency checks this and raises :class:`server.simple.FullModeRequired`."""
+    guardrails: Guardrails | None = None
 
 
 def open_store(path: str | Path) -> Store:
@@ -99,7 +102,8 @@ async def open_dependencies(
         provider_factory = telemetry.instrument_factory(provider_factory)
     store = store_factory()
     try:
-        pool = ProviderPool([(p, provider_factory(p)) for p in config.providers], store, config=config, clock=clock)
+        permitted = permitted_providers(config.guardrails, config.providers)  # [guardrails].allowed_models
+        pool = ProviderPool([(p, provider_factory(p)) for p in permitted], store, config=config, clock=clock)
         await pool.load_spend()
         patterns = PatternRegistry(store, clock=clock)
         await patterns.load_library(builtin_patterns())
@@ -110,6 +114,7 @@ async def open_dependencies(
 
     try:
         consensus = ConsensusService(pool, telemetry=telemetry)
+        guardrails = Guardrails(config.guardrails, store, config.providers, clock) if config.guardrails.active else None
         async with _open_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime) as workflows:
             if run_workflow is None:
                 async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
@@ -120,7 +125,7 @@ async def open_dependencies(
             async with _running(incidents.run):
                 yield Dependencies(config=config, store=store, pool=pool, consensus=consensus, patterns=patterns,
                                    clock=clock, workflows=workflows, incidents=incidents, telemetry=telemetry,
-                                   simple=simple)
+                                   simple=simple, guardrails=guardrails)
     finally:
         with anyio.CancelScope(shield=True):
             await pool.aclose()
@@ -225,6 +230,7 @@ def build_server(
     mcp = MCPServer(
         SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(),
         tools=tools.all_tools() if tool_list is None else list(tool_list), subscriptions=bus,
+        middleware=[redact_tool_errors(config.secrets)],  # secret hygiene on every error a client sees
     )
     surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
     bus.register(mcp)

@@ -19,7 +19,7 @@ from server.errors import ConfigError
 
 logger = logging.getLogger("server")
 _QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "anthropic", "mcp", "uvicorn.access")
-SUBCOMMANDS = ("check", "simulate-upstream", "demo", "patterns", "metrics")
+SUBCOMMANDS = ("check", "simulate-upstream", "demo", "patterns", "metrics", "keys")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _configure_logging("WARNING")
             return print_metrics(config, database_path(config, os.environ, args.database), args.window,
                                  args.group_by)
+        if args.command == "keys":
+            from server.security import keys_cli
+
+            _configure_logging("WARNING")
+            return keys_cli.run(args, database_path(config, os.environ, args.database))
         return _serve(args, config, simple)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -86,11 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--transport", choices=["stdio", "sse", "http"], default="stdio")
-    parser.add_argument("--host", default="127.0.0.1", help="bind address for sse/http (loopback only)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address for sse/http (non-loopback needs auth)")
     parser.add_argument("--port", type=int, default=8000, help="port for sse/http (default 8000)")
     parser.add_argument("--allowed-hosts", default="", help="comma-separated extra Host names the HTTP "
                         "transports answer to (DNS-rebinding protection)")
-    sub = parser.add_subparsers(dest="command", metavar="{check,simulate-upstream,demo,patterns,metrics}")
+    sub = parser.add_subparsers(dest="command", metavar="{check,simulate-upstream,demo,patterns,metrics,keys}")
     sub.add_parser("check", parents=[common], help="validate the configuration and list providers")
     simulate = sub.add_parser("simulate-upstream", parents=[common],
                               help="serve a local OpenAI/Anthropic-compatible upstream for trying and testing")
@@ -114,12 +119,18 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("--window", default="1h", help="how far back: 15m, 1h, 24h, 7d … (default 1h)")
     metrics.add_argument("--group-by", default="provider",
                          choices=["provider", "model", "tool", "ab_bucket", "workflow"])
+    from server.security.keys_cli import add_parser as add_keys_parser
+
+    add_keys_parser(sub, common)
     return parser
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=level, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _configure_logging(level: str, secrets: Sequence[str] = ()) -> None:
+    from server.security.hygiene import RedactingFormatter
+
+    logging.basicConfig(stream=sys.stderr, level=level, force=True)
+    for handler in logging.getLogger().handlers:  # every line passes the secret filter
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
@@ -214,10 +225,14 @@ def _serve(args: argparse.Namespace, config: Config, simple: bool = False) -> in
 
     from server.app import build_server, open_dependencies, open_store
     from server.providers import build_provider, build_wire_provider
-    from server.transports import check_bind_host, serve
+    from server.security.startup import check_provider_addresses, http_verifier
+    from server.transports import check_bind_host, is_loopback, serve
 
+    auth_on = args.transport != "stdio" and (config.auth.enabled if config.auth.enabled is not None
+                                             else not is_loopback(args.host))
     if args.transport != "stdio":
-        check_bind_host(args.host)
+        check_bind_host(args.host, auth_on)
+    check_provider_addresses(config)
     db_path = _state_location(config, args, simple)
     allowed = [h for h in args.allowed_hosts.split(",") if h.strip()]
     if simple:
@@ -240,12 +255,18 @@ def _serve(args: argparse.Namespace, config: Config, simple: bool = False) -> in
                                      workflow_runtime=workflow_runtime, telemetry=telemetry,
                                      simple=simple) as deps:
             mcp = build(config, store_factory=lambda: deps.store, provider_factory=providers, shared=deps)
-            _configure_logging(args.log_level)  # after MCPServer(), which configures root logging itself
-            logger.info("serving %s%s; %d provider(s); %s %s", args.transport, " (simple mode)" if simple else "",
-                        len(config.providers), "state file" if simple else "database", db_path)
-            await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed)
+            _configure_logging(args.log_level, config.secrets())  # after MCPServer(), which configures logging
+            logger.info("serving %s%s; %d provider(s); %s %s; authentication %s", args.transport,
+                        " (simple mode)" if simple else "", len(config.providers),
+                        "state file" if simple else "database", db_path, "on" if auth_on else "off")
+            verifier = http_verifier(config, deps.store) if auth_on else None
+            if auth_on and config.auth.jwt is None and not await deps.store.list_api_keys():
+                logger.warning("authentication is on and no API key exists, so every request will get 401: "
+                               "create one with `ai-orchestration-mcp keys create NAME`")
+            await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed,
+                        verifier=verifier, limits=config.limits, jwt=config.auth.jwt)
 
-    _configure_logging(args.log_level)
+    _configure_logging(args.log_level, config.secrets())
     try:
         anyio.run(run)
     finally:

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from server.errors import ConfigError
+from server.security.settings import AuthSettings, GuardrailSettings, LimitSettings, NetworkSettings
 
 APP_NAME = "ai-orchestration-mcp"
 ProviderKind = Literal["openai", "anthropic"]
@@ -251,6 +252,10 @@ class Config(_Strict):
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
     workflows: WorkflowSettings = WorkflowSettings()
     operations: OperationsConfig = OperationsConfig()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitSettings = LimitSettings()
+    guardrails: GuardrailSettings = GuardrailSettings()
+    network: NetworkSettings = NetworkSettings()
     source: str = Field(default="defaults", exclude=True)
     """Where the providers came from: a file path, ``environment`` or ``defaults``."""
 
@@ -277,6 +282,13 @@ class Config(_Strict):
         unknown = [n for n in self.alerts.providers if n not in names]
         if unknown:
             raise ValueError(f"alerts.providers names unknown provider(s): {', '.join(unknown)}")
+        from server.security.addresses import AddressRefused, check_url
+
+        for index, provider in enumerate(self.providers):
+            try:
+                check_url(provider.base_url or "https://vendor.invalid", self.network.allow_addresses)
+            except AddressRefused as exc:
+                raise ValueError(f"providers[{index}].base_url: {exc}") from None
         if self.routing.backoff_max_s < self.routing.backoff_base_s:
             raise ValueError("routing.backoff_max_s must be at least routing.backoff_base_s")
         return self

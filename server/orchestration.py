@@ -82,6 +82,11 @@ class OrchestrateRequest:
     cache: bool | None = None
     pattern: str | None = None
     variables: Mapping[str, Any] | None = None
+    owner: str | None = None
+    """The caller's principal id, recorded on a new conversation (``None``: unauthenticated)."""
+    owner_filter: str | None = None
+    """Only a conversation owned by this id may be continued; another's ``continuation_id`` is unknown.
+    ``None``: any (no authentication, or an admin)."""
 
 
 class UnknownConversation(ValueError):
@@ -129,12 +134,15 @@ async def orchestrate(
     timer: Callable[[], float] = time.perf_counter,
     clock: Callable[[], float] = time.time,
     patterns: PatternRegistry | None = None,
+    screen_output: Callable[[str], None] | None = None,
 ) -> OrchestrateResult:
     """Send one prompt through the pool and report the answer with its attempts, usage, cost and timings.
 
     Args:
         started: ``timer()`` value when the tool call began (defaults to now); ``overhead_ms`` counts from it.
         patterns: the pattern registry, for ``ask.pattern`` (rendered with ``ask.variables`` into the prompt).
+        screen_output: called with the answer before anything is stored (the output guardrail); what it raises
+            propagates, and then the answer is neither cached nor added to the conversation.
 
     Raises:
         ValueError: an empty prompt, both or neither of prompt and pattern, or an unknown ``continuation_id``
@@ -150,7 +158,7 @@ async def orchestrate(
                          f"pattern '{resolved.pattern}' rendered to empty text: pass values for its variables")
     history: list[tuple[str, str]] = []
     if ask.continuation_id:
-        turns = await store.load_turns(ask.continuation_id)
+        turns = await store.load_turns(ask.continuation_id, owner=ask.owner_filter)
         if turns is None:
             raise UnknownConversation(f"unknown continuation_id {ask.continuation_id!r}: start without one, "
                                       "and pass back the continuation_id a result returns")
@@ -169,13 +177,18 @@ async def orchestrate(
     result = await _cached(store, key, config.cache.ttl_s, options, clock) if key else None
     if result is None:
         result = await pool.complete(request, options=options, tool="orchestrate", call_id=uuid.uuid4().hex)
+        if screen_output is not None:
+            screen_output(result.completion.text)
         if key:
             usage = result.completion.usage
             store.cache_put(key, {"provider": result.attempts[-1].provider, "model": result.completion.model,
                                   "text": result.completion.text, "input_tokens": usage.input_tokens,
                                   "output_tokens": usage.output_tokens}, clock())
+    elif screen_output is not None:
+        screen_output(result.completion.text)
     continuation_id = ask.continuation_id or uuid.uuid4().hex
-    store.append_turns(continuation_id, [("user", prompt), ("assistant", result.completion.text)], clock())
+    store.append_turns(continuation_id, [("user", prompt), ("assistant", result.completion.text)], clock(),
+                       owner=ask.owner)
     report = _report(result, continuation_id, (timer() - started) * 1000)
     if resolved.pattern is not None:
         report.pattern, report.pattern_version = resolved.pattern, resolved.version

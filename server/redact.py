@@ -6,8 +6,10 @@ import re
 from collections.abc import Iterable
 
 # Shapes of well-known API keys and bearer tokens; a provider's own error text sometimes quotes part of one.
+# Our own API keys (aiom_<id>_<secret>) and JWTs (three base64url parts, the first two JSON objects) too.
 _KEY_SHAPES = re.compile(
-    r"(sk-[A-Za-z0-9_\-*]{6,}|sk-ant-[A-Za-z0-9_\-*]{6,}|Bearer\s+[A-Za-z0-9._\-~+/=]{8,}|AIza[0-9A-Za-z_\-]{20,})"
+    r"(sk-[A-Za-z0-9_\-*]{6,}|sk-ant-[A-Za-z0-9_\-*]{6,}|Bearer\s+[A-Za-z0-9._\-~+/=]{8,}|AIza[0-9A-Za-z_\-]{20,}"
+    r"|aiom_[A-Za-z0-9_\-]{8,}|eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*)"
 )
 _MAX_DETAIL_CHARS = 300
 

@@ -1,6 +1,7 @@
 """Serving the MCP server over stdio, SSE or Streamable HTTP, with DNS-rebinding protection and clean shutdown.
 
-HTTP transports bind to loopback only until authentication exists. Host and Origin are validated on every
+HTTP transports bind to a non-loopback address only with authentication on (:mod:`server.security.http`
+puts Host/Origin checks, bearer authentication and per-key limits in front of the SDK's transport). Host and Origin are validated on every
 listening transport: the SDK does that by itself only for loopback binds, so the settings are always passed
 explicitly. SIGTERM and Ctrl-C end the server through cancellation, so the dependencies' shutdown (which
 flushes queued call records) always runs.
@@ -12,13 +13,14 @@ import ipaddress
 import logging
 import signal
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 from mcp.server import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 
 from server.errors import ConfigError
+from server.security.settings import JwtSettings, LimitSettings
 
 logger = logging.getLogger(__name__)
 Transport = Literal["stdio", "sse", "http"]
@@ -35,16 +37,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind_host(host: str) -> None:
-    """Refuse a non-loopback bind address.
+def check_bind_host(host: str, auth_enabled: bool = False) -> None:
+    """Refuse a non-loopback bind address unless authentication is on.
 
     Raises:
-        ConfigError: ``host`` is not a loopback address.
+        ConfigError: ``host`` is not a loopback address and authentication is off.
     """
-    if not is_loopback(host):
+    if not is_loopback(host) and not auth_enabled:
         raise ConfigError(
-            f"refusing to listen on {host}: authentication is required before the server may listen on a "
-            "non-loopback address, and it is not available in this version; use 127.0.0.1 (the default)",
+            f"refusing to listen on {host}: a non-loopback address needs authentication; create a key "
+            "(ai-orchestration-mcp keys create NAME) and leave [auth].enabled unset or true, or use 127.0.0.1",
             key="--host",
         )
 
@@ -77,21 +79,51 @@ async def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     allowed_hosts: Sequence[str] = (),
+    verifier: Any | None = None,
+    limits: LimitSettings | None = None,
+    jwt: JwtSettings | None = None,
 ) -> None:
-    """Serve until the transport ends (stdin closed, server stopped) or SIGTERM/SIGINT arrives."""
+    """Serve until the transport ends (stdin closed, server stopped) or SIGTERM/SIGINT arrives.
+
+    Args:
+        verifier: a ``TokenVerifier`` (:mod:`server.security.verifiers`): HTTP requests need a bearer token.
+        limits: body size and per-key limits (defaults: :class:`LimitSettings`).
+        jwt: JWT settings, for the protected-resource metadata and required scopes.
+    """
     if transport != "stdio":
-        check_bind_host(host)
+        check_bind_host(host, verifier is not None)
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signal, group.cancel_scope)
         if transport == "stdio":
             await mcp.run_stdio_async()
-        elif transport == "sse":
-            security = security_settings(host, port, allowed_hosts)
-            await mcp.run_sse_async(host=host, port=port, transport_security=security)
         else:
-            security = security_settings(host, port, allowed_hosts)
-            await mcp.run_streamable_http_async(host=host, port=port, transport_security=security)
+            app = http_app(mcp, transport, host=host, port=port, allowed_hosts=allowed_hosts, verifier=verifier,
+                           limits=limits, jwt=jwt)
+            await _run_uvicorn(app, host, port)
         group.cancel_scope.cancel()
+
+
+def http_app(mcp: MCPServer, transport: Transport, *, host: str, port: int, allowed_hosts: Sequence[str] = (),
+             verifier: Any | None = None, limits: LimitSettings | None = None, jwt: JwtSettings | None = None) -> Any:
+    """The ASGI app for ``sse`` or ``http``: the SDK's transport app inside :func:`server.security.http.secure_app`."""
+    from server.security.http import secure_app
+
+    limits = limits or LimitSettings()
+    security = security_settings(host, port, allowed_hosts)
+    if transport == "sse":
+        inner = mcp.sse_app(transport_security=security, host=host, max_request_body_size=limits.max_body_bytes)
+    else:
+        inner = mcp.streamable_http_app(transport_security=security, host=host,
+                                        max_request_body_size=limits.max_body_bytes)
+    return secure_app(inner, security=security, verifier=verifier, limits=limits, jwt=jwt)
+
+
+async def _run_uvicorn(app: Any, host: str, port: int) -> None:  # the SDK's run_*_async, own app
+    import uvicorn
+
+    # log_config=None, log_level=None: uvicorn logs through the entry point's (redacting) handler at its levels.
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=None, log_config=None))
+    await server.serve()
 
 
 async def _stop_on_signal(scope: anyio.CancelScope) -> None:

@@ -111,3 +111,39 @@ def downstream_url() -> Iterator[str]:
         process.terminate()
         process.wait(10)
         process.stderr.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def canary_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole run: the planted canary secret and every API key the tests made appear in no file the
+    run wrote (server logs, SQLite databases and their WAL files, dumped tool results) and in no log record
+    emitted in-process (any logger, any level)."""
+    import logging
+
+    from tests.secure_serving import CANARY, CREATED_KEYS
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                records.append(record.getMessage())
+            except Exception:  # noqa: BLE001 - a record that cannot format has nothing to leak
+                pass
+
+    keep = Keep(level=logging.DEBUG)
+    root = logging.getLogger()
+    root.addHandler(keep)
+    yield
+    root.removeHandler(keep)
+    secrets = [CANARY.encode(), *(key.encode() for key in CREATED_KEYS),
+               *(key.split("_", 2)[-1].encode() for key in CREATED_KEYS)]
+    hits = []
+    scanned = 0
+    for path in tmp_path_factory.getbasetemp().rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            scanned += 1
+            data = path.read_bytes()
+            hits += [f"{path}: {s[:12].decode()}…" for s in secrets if s in data]
+    hits += [f"log record: {s[:12].decode()}…" for line in records for s in secrets if s.decode() in line]
+    assert not hits, f"secrets found after the run ({scanned} files scanned): {hits[:20]}"

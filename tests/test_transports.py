@@ -133,9 +133,12 @@ def test_sse_validates_host(http_server: int) -> None:
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "example.com"])
-def test_non_loopback_bind_is_refused_until_authentication_exists(host: str, tmp_path: Path) -> None:
-    out = subprocess.run([*SERVER_COMMAND, "--transport", "http", "--host", host, "--database",
-                          str(tmp_path / "x.db")], env=server_env(), capture_output=True, text=True, timeout=60)
+def test_non_loopback_bind_is_refused_with_authentication_off(host: str, tmp_path: Path) -> None:
+    config = tmp_path / "noauth.toml"
+    config.write_text("[auth]\nenabled = false\n")
+    out = subprocess.run([*SERVER_COMMAND, "--transport", "http", "--host", host, "--config", str(config),
+                          "--database", str(tmp_path / "x.db")], env=server_env(), capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 2
-    assert "authentication is required" in out.stderr
+    assert "a non-loopback address needs authentication" in out.stderr
     assert out.stdout == ""

@@ -15,6 +15,8 @@ from server.app import Dependencies
 from server.errors import OrchestrationError
 from server.pool import pool_error_message
 from server.telemetry import SPAN_TOOL, span
+from server.security import Forbidden, Principal, Role, caller
+from server.security import require_role as check_role
 from tools._schema import compact_schema
 
 
@@ -30,8 +32,20 @@ def core_errors() -> Iterator[None]:
         yield
     except OrchestrationError as exc:
         raise ToolError(pool_error_message(exc)) from exc
+    except PermissionError as exc:  # server.security.Forbidden: a role the caller lacks
+        raise ToolError(str(exc)) from exc
     except ValueError as exc:
         raise ToolError(str(exc)) from exc
+
+
+def require_role(ctx: Context, role: Role, action: str) -> Principal:
+    """The caller, if it has ``role``; else ``ToolError`` naming the role (see :mod:`server.security`)."""
+    principal = caller(ctx)
+    try:
+        check_role(principal, role, action)
+    except Forbidden as exc:
+        raise ToolError(str(exc)) from exc
+    return principal
 
 
 def make_tool(fn: Callable[..., Any], *, name: str, description: str, annotations: ToolAnnotations) -> Tool:

@@ -12,6 +12,7 @@ from pydantic import Field
 from knowledge import resolve_prompt
 from server.consensus import ConsensusRequest, ConsensusResult, Method
 from tools._context import core_errors, dependencies, make_tool
+from tools._guard import screen_call
 from tools.orchestrate import MAX_PROMPT_CHARS, Name, PatternName, Variables, check_variables_size
 
 DESCRIPTION = """Ask several LLMs the same question in parallel and aggregate their answers into a consensus.
@@ -68,7 +69,12 @@ async def consensus_tool(
     deps = dependencies(ctx)
     check_variables_size(variables)
     with core_errors():
-        resolved = await resolve_prompt(deps.patterns, prompt, pattern, variables)
+        answers = samples_per_provider * (len(providers) if providers else max_providers) + (1 if judge else 0)
+        screened = await screen_call(ctx, deps, "consensus", prompt=prompt, system=system, pattern=pattern,
+                                     variables=variables, names=[*(providers or ()), *([judge] if judge else [])],
+                                     model=None, max_tokens=max_tokens, answers=answers * (1 + rounds))
+        prompt, system, pattern, variables = screened.prompt, screened.system, screened.pattern, screened.variables
+        resolved = screened.resolved or await resolve_prompt(deps.patterns, prompt, pattern, variables)
     ask = ConsensusRequest(
         prompt=resolved.text, system=system, providers=providers, max_providers=max_providers, method=method,
         threshold=threshold, choices=tuple(choices or ()), answer_path=answer_path, judge=judge, rounds=rounds,
@@ -81,6 +87,9 @@ async def consensus_tool(
 
     with core_errors():
         result = await deps.consensus.run(ask, progress)
+        if deps.guardrails is not None:
+            deps.guardrails.screen_output("consensus", screened.principal,
+                                          [result.answer, *(r.answer for r in result.responses)])
     result.pattern, result.pattern_version = resolved.pattern, resolved.version
     return result
 

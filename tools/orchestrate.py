@@ -15,6 +15,7 @@ from pydantic import Field, JsonValue
 from server.config import Strategy
 from server.orchestration import OrchestrateRequest, OrchestrateResult, orchestrate
 from tools._context import core_errors, dependencies, make_tool
+from tools._guard import screen_call
 
 MAX_PROMPT_CHARS = 1_000_000
 
@@ -87,15 +88,26 @@ async def orchestrate_tool(
     started = time.perf_counter()
     deps = dependencies(ctx)
     check_variables_size(variables)
-    ask = OrchestrateRequest(
-        prompt=prompt, system=system, providers=providers, strategy=strategy, capabilities=capabilities or (),
-        model=model, max_tokens=max_tokens, temperature=temperature, timeout_s=timeout_s,
-        max_fallbacks=max_fallbacks, user_id=user_id, continuation_id=continuation_id,
-        response_format=response_format, cache=cache, pattern=pattern, variables=variables,
-    )
     with core_errors():
-        return await orchestrate(deps.pool, deps.store, deps.config, ask, started=started, clock=deps.clock,
-                                 patterns=deps.patterns)
+        history = deps.config.conversations.history_token_budget if continuation_id else 0
+        screened = await screen_call(ctx, deps, "orchestrate", prompt=prompt, system=system, pattern=pattern,
+                                     variables=variables, names=providers or (), model=model,
+                                     max_tokens=max_tokens, history_tokens=history)
+        who = screened.principal
+        ask = OrchestrateRequest(
+            prompt=screened.prompt, system=screened.system, providers=providers, strategy=strategy,
+            capabilities=capabilities or (), model=model, max_tokens=max_tokens, temperature=temperature,
+            timeout_s=timeout_s, max_fallbacks=max_fallbacks, user_id=user_id, continuation_id=continuation_id,
+            response_format=response_format, cache=cache, pattern=screened.pattern, variables=screened.variables,
+            owner=who.owner_id, owner_filter=who.owner_filter,
+        )
+        guard = deps.guardrails
+        result = await orchestrate(
+            deps.pool, deps.store, deps.config, ask, started=started, clock=deps.clock, patterns=deps.patterns,
+            screen_output=None if guard is None else lambda text: guard.screen_output("orchestrate", who, [text]))
+    if screened.resolved is not None:
+        result.pattern, result.pattern_version = screened.resolved.pattern, screened.resolved.version
+    return result
 
 
 def tool() -> Tool:

@@ -15,12 +15,13 @@ from knowledge import Pattern, validate_spec
 from knowledge.copilot import copilot_path
 from knowledge.model import MAX_DESCRIPTION_CHARS, NAME_PATTERN
 from knowledge.template import MAX_TEMPLATE_CHARS
-from tools._context import core_errors, dependencies, make_tool
+from tools._context import core_errors, dependencies, make_tool, require_role
 
 logger = logging.getLogger(__name__)
 INDEX_URI = "knowledge://patterns"
 
-REGISTER_DESCRIPTION = """Save a reusable prompt pattern (create it, or update it as a new version).
+REGISTER_DESCRIPTION = """Save a reusable prompt pattern (create it, or update it as a new version). Needs role admin
+on a server with authentication.
 
 A pattern is a template with {{ variable }} placeholders ({{ user.email }} reads a key of a JSON object);
 no logic, filters or expressions; write \\{{ for a literal "{{". Pass `variables` to describe each one
@@ -109,6 +110,7 @@ async def register_pattern(
     apply_to: Annotated[list[Annotated[str, Field(max_length=256)]] | None, Field(
         description='Globs for Copilot instructions, e.g. ["**/*.py", "src/**"].', max_length=20)] = None,
 ) -> RegisterResult:
+    require_role(ctx, "admin", "register_pattern")
     deps = dependencies(ctx)
     with core_errors():
         spec = validate_spec({

@@ -176,6 +176,42 @@ class WorkflowRecord:
     updated_at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """One API key as stored: never the key itself, only its SHA-256 (see :mod:`server.security.keys`).
+
+    Attributes:
+        id: the key's public id (also its owner id for ``run_id`` s and ``continuation_id`` s).
+        name: a label chosen at creation.
+        role: ``user`` or ``admin``.
+        key_hash: hex SHA-256 of the whole key.
+        prefix: the first characters of the key, to recognise it in listings.
+        created_at / expires_at / revoked_at: Unix seconds (``None`` when not set).
+    """
+
+    id: str
+    name: str
+    role: str
+    key_hash: str
+    prefix: str
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailDecision:
+    """One guardrail decision on one call: the rule and what it did, never the text it looked at."""
+
+    ts: float
+    tool: str
+    principal: str
+    stage: Literal["input", "output", "models"]
+    action: Literal["allow", "block", "redact"]
+    rule: str
+    detail: str = ""
+
+
 class Store(Protocol):
     """What the core needs from persistence."""
 
@@ -191,12 +227,35 @@ class Store(Protocol):
         """USD recorded per provider since ``since_ts`` (budgets survive restarts through this)."""
         ...
 
-    async def load_turns(self, conversation_id: str) -> list[tuple[str, str]] | None:
-        """A conversation's (role, content) turns, oldest first; ``None`` when the id is unknown."""
+    async def load_turns(self, conversation_id: str, *, owner: str | None = None
+                         ) -> list[tuple[str, str]] | None:
+        """A conversation's (role, content) turns, oldest first; ``None`` when the id is unknown, or when
+        ``owner`` is given and the conversation belongs to someone else (indistinguishable on purpose)."""
         ...
 
-    def append_turns(self, conversation_id: str, turns: list[tuple[str, str]], ts: float) -> None:
-        """Queue turns (the conversation is created if new); later reads see them."""
+    def append_turns(self, conversation_id: str, turns: list[tuple[str, str]], ts: float, *,
+                     owner: str | None = None) -> None:
+        """Queue turns (the conversation is created if new, owned by ``owner``); later reads see them."""
+        ...
+
+    async def put_api_key(self, record: ApiKeyRecord) -> None:
+        """Store a new key record (written when this returns)."""
+        ...
+
+    async def api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key record with this hash, revoked or not; ``None`` when there is none."""
+        ...
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every key record, oldest first."""
+        ...
+
+    async def revoke_api_key(self, key_id: str, ts: float) -> bool:
+        """Mark a key revoked; ``False`` when no unrevoked key has this id."""
+        ...
+
+    def record_guardrail(self, decision: GuardrailDecision) -> None:
+        """Queue one guardrail decision; returns at once."""
         ...
 
     async def cache_get(self, key: str, since_ts: float) -> dict[str, Any] | None:

@@ -11,10 +11,12 @@ from server.store import (
     GROUP_COLUMNS,
     Aggregate,
     AggregateRow,
+    ApiKeyRecord,
     CallRecord,
     CallRow,
     GroupBy,
     GroupTotals,
+    GuardrailDecision,
     PatternRecord,
     WorkflowRecord,
 )
@@ -37,6 +39,9 @@ class MemoryStore:
         self.aggregates: dict[int, dict[MinuteKey, Aggregate]] = {period: {} for period in PERIODS_S}
         self.incidents: dict[str, dict[str, Any]] = {}
         self._rolled_up_before = 0.0
+        self.owners: dict[str, str | None] = {}  # conversation id -> owner
+        self.api_keys: dict[str, ApiKeyRecord] = {}
+        self.guardrail_decisions: list[GuardrailDecision] = []
 
     async def put_workflow(self, name: str, definition: dict[str, Any], ts: float) -> tuple[WorkflowRecord, bool]:
         """Save a workflow definition (a new version when it changed)."""
@@ -128,12 +133,38 @@ class MemoryStore:
                 spent[record.provider] = spent.get(record.provider, 0.0) + record.cost_usd
         return spent
 
-    async def load_turns(self, conversation_id: str) -> list[tuple[str, str]] | None:
+    async def load_turns(self, conversation_id: str, *, owner: str | None = None
+                         ) -> list[tuple[str, str]] | None:
         turns = self.conversations.get(conversation_id)
-        return None if turns is None else list(turns)
+        if turns is None or (owner is not None and self.owners.get(conversation_id) != owner):
+            return None
+        return list(turns)
 
-    def append_turns(self, conversation_id: str, turns: list[tuple[str, str]], ts: float) -> None:
+    def append_turns(self, conversation_id: str, turns: list[tuple[str, str]], ts: float, *,
+                     owner: str | None = None) -> None:
+        self.owners.setdefault(conversation_id, owner)
         self.conversations.setdefault(conversation_id, []).extend(turns)
+
+    async def put_api_key(self, record: ApiKeyRecord) -> None:
+        if record.id in self.api_keys or any(k.key_hash == record.key_hash for k in self.api_keys.values()):
+            raise ValueError(f"API key {record.id} exists")
+        self.api_keys[record.id] = record
+
+    async def api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        return next((k for k in self.api_keys.values() if k.key_hash == key_hash), None)
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        return sorted(self.api_keys.values(), key=lambda k: (k.created_at, k.id))
+
+    async def revoke_api_key(self, key_id: str, ts: float) -> bool:
+        record = self.api_keys.get(key_id)
+        if record is None or record.revoked_at is not None:
+            return False
+        self.api_keys[key_id] = dataclasses.replace(record, revoked_at=ts)
+        return True
+
+    def record_guardrail(self, decision: GuardrailDecision) -> None:
+        self.guardrail_decisions.append(decision)
 
     async def cache_get(self, key: str, since_ts: float) -> dict[str, Any] | None:
         hit = self.cache.get(key)

@@ -99,6 +99,22 @@ def _m006_operations(db: sqlite_utils.Database) -> None:
     backfill_aggregates(db)
 
 
+def _m007_security(db: sqlite_utils.Database) -> None:
+    # API keys: only a SHA-256 of each key is stored (see server.security.keys); `prefix` is its public part.
+    db["api_keys"].create({"id": str, "name": str, "role": str, "key_hash": str, "prefix": str,
+                           "created_at": float, "expires_at": float, "revoked_at": float},
+                          pk="id", not_null={"name", "role", "key_hash", "created_at"}, if_not_exists=True)
+    db["api_keys"].create_index(["key_hash"], unique=True, if_not_exists=True)
+    # Ownership: the principal that created a conversation (NULL: created without authentication).
+    if "owner" not in db["conversations"].columns_dict:
+        db["conversations"].add_column("owner", str)
+    # Guardrail decisions: which rule did what to which call; never prompt or answer text.
+    db["guardrail_decisions"].create({"id": int, "ts": float, "tool": str, "principal": str, "stage": str,
+                                      "action": str, "rule": str, "detail": str},
+                                     pk="id", if_not_exists=True)
+    db["guardrail_decisions"].create_index(["ts"], if_not_exists=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_calls", _m001_calls),
     ("002_ab_bucket_and_cache_flag", _m002_ab_bucket_and_cache_flag),
@@ -106,6 +122,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("004_patterns", _m004_patterns),
     ("005_workflows", _m005_workflows),
     ("006_operations", _m006_operations),
+    ("007_security", _m007_security),
 ]
 
 

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,10 +26,12 @@ import sqlite_utils
 from server.store import (
     GROUP_COLUMNS,
     AggregateRow,
+    ApiKeyRecord,
     CallRecord,
     CallRow,
     GroupBy,
     GroupTotals,
+    GuardrailDecision,
     PatternRecord,
     WorkflowRecord,
 )
@@ -198,23 +200,27 @@ class SQLiteStore:
         sql = "SELECT provider, SUM(cost_usd) FROM calls WHERE ts >= ? AND cost_usd > 0 GROUP BY provider"
         return await self._submit(lambda db: {name: cost for name, cost in db.execute(sql, [since_ts])})
 
-    async def load_turns(self, conversation_id: str) -> list[tuple[str, str]] | None:
-        """A conversation's turns, oldest first; ``None`` when the id is unknown."""
+    async def load_turns(self, conversation_id: str, *, owner: str | None = None
+                         ) -> list[tuple[str, str]] | None:
+        """A conversation's turns, oldest first; ``None`` when the id is unknown or (``owner`` given) not theirs."""
 
         def query(db: sqlite_utils.Database) -> list[tuple[str, str]] | None:
-            if not list(db.execute("SELECT 1 FROM conversations WHERE id = ?", [conversation_id])):
+            found = db.execute("SELECT owner FROM conversations WHERE id = ?", [conversation_id]).fetchone()
+            if found is None or (owner is not None and found[0] != owner):
                 return None
             return [(role, content) for role, content in db.execute(
                 "SELECT role, content FROM turns WHERE conversation_id = ? ORDER BY seq", [conversation_id])]
 
         return await self._submit(query)
 
-    def append_turns(self, conversation_id: str, turns: list[tuple[str, str]], ts: float) -> None:
-        """Queue turns for a conversation (created if new); reads queued later see them."""
+    def append_turns(self, conversation_id: str, turns: list[tuple[str, str]], ts: float, *,
+                     owner: str | None = None) -> None:
+        """Queue turns for a conversation (created if new, owned by ``owner``); reads queued later see them."""
 
         def write(db: sqlite_utils.Database) -> None:
-            db.execute("INSERT INTO conversations (id, created_at, updated_at) VALUES (?, ?, ?) "
-                       "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at", [conversation_id, ts, ts])
+            db.execute("INSERT INTO conversations (id, created_at, updated_at, owner) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at",
+                       [conversation_id, ts, ts, owner])
             start = db.execute("SELECT COALESCE(MAX(seq), 0) FROM turns WHERE conversation_id = ?",
                                [conversation_id]).fetchone()[0]
             db["turns"].insert_all({"conversation_id": conversation_id, "seq": start + i, "role": role,
@@ -319,6 +325,45 @@ class SQLiteStore:
 
     async def list_incidents(self, *, active_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
         return await self._submit(lambda db: ops_sql.list_incidents(db, active_only, limit))
+
+    async def put_api_key(self, record: ApiKeyRecord) -> None:
+        """Insert a key record in its own transaction."""
+
+        def write(db: sqlite_utils.Database) -> None:
+            with db.conn:
+                db["api_keys"].insert(asdict(record))
+
+        await self._submit(write)
+
+    async def api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key record with this hash (an indexed lookup), or ``None``."""
+
+        def query(db: sqlite_utils.Database) -> ApiKeyRecord | None:
+            rows = list(db.query("SELECT * FROM api_keys WHERE key_hash = ?", [key_hash]))
+            return ApiKeyRecord(**rows[0]) if rows else None
+
+        return await self._submit(query)
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        """Every key record, oldest first."""
+        return await self._submit(lambda db: [ApiKeyRecord(**row) for row in
+                                              db.query("SELECT * FROM api_keys ORDER BY created_at, id")])
+
+    async def revoke_api_key(self, key_id: str, ts: float) -> bool:
+        """Mark a key revoked (in its own transaction)."""
+
+        def write(db: sqlite_utils.Database) -> bool:
+            with db.conn:
+                cursor = db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                                    [ts, key_id])
+            return cursor.rowcount > 0
+
+        return await self._submit(write)
+
+    def record_guardrail(self, decision: GuardrailDecision) -> None:
+        """Queue one guardrail decision."""
+        row = asdict(decision)
+        self._put_write(lambda db: db["guardrail_decisions"].insert(row))
 
     def _put_write(self, fn: Callable[[sqlite_utils.Database], None]) -> None:
         if self._closed:

@@ -1,0 +1,149 @@
+"""Hostile input: property-based tests over every tool's arguments (hypothesis).
+
+Each tool gets arbitrary argument objects: schema-shaped (every property, any JSON value) and free-form
+(unknown keys, deep nesting, huge and odd strings). Properties: the call returns a result (never a protocol
+error or a dropped connection), an error result is one we meant (never the SDK's bare "Error executing tool
+X", which is what an unhandled exception becomes), and the stored state is intact afterwards (SQLite
+integrity check, a sentinel pattern and conversation unchanged, the built-in library complete).
+
+Cases per tool: ``HYPOTHESIS_PROFILE=full`` runs 10,000 (the issue's bar); the default profile runs 300 so the
+suite stays fast in CI. The README gives the measured times of both.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mcp import Client
+
+from knowledge.library import builtin_patterns
+from server.app import build_server
+from server.config import Config
+from server.providers import Completion, CompletionRequest, Usage
+from server.store import PatternRecord
+from server.store.sqlite import SQLiteStore
+
+settings.register_profile("ci", max_examples=300, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                 HealthCheck.function_scoped_fixture])
+settings.register_profile("full", parent=settings.get_profile("ci"), max_examples=10_000)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+pytestmark = pytest.mark.timeout(0 if PROFILE == "full" else 300)  # full: minutes per tool (see the README)
+
+TOOLS = ["orchestrate", "consensus", "register_pattern", "search_patterns", "monitor_operations", "list_providers"]
+SENTINEL = PatternRecord(name="zz-sentinel-pattern", version=1, description="kept intact",
+                         template="Keep {{ this }} as it is.", variables=({"name": "this", "description": "",
+                                                                           "required": True, "default": None},))
+
+
+class EchoProvider:
+    """A provider that answers at once (no network: the properties are about the server, not the upstream)."""
+
+    def __init__(self, config) -> None:
+        self.name, self.model = config.name, config.model
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        last = request.messages[-1].content
+        return Completion(text=f"[{self.model}] {last[:200]}", model=self.model, usage=Usage(3, 5))
+
+    async def aclose(self) -> None:
+        pass
+
+
+def hostile_config() -> Config:
+    providers = [{"name": n, "kind": "openai", "model": f"{n}-model", "base_url": "http://127.0.0.1:9/v1",
+                  "input_cost_per_mtok": 1.0, "output_cost_per_mtok": 2.0} for n in ("alpha", "beta", "gamma")]
+    return Config.model_validate({"providers": providers, "cache": {"enabled": True},
+                                  "guardrails": {"blocked_input_patterns": ["(?i)forbidden"], "redact_pii": True,
+                                                 "blocked_output_patterns": ["NEVER-SAY-THIS"]}})
+
+
+odd_text = st.one_of(
+    st.text(max_size=60),
+    st.sampled_from(["", " ", "{{", "}}", "{{ x }}", "\\{{", "{{ a.b.c }}", "\x00", "\ud7ff", "../../etc/passwd",
+                     "' OR 1=1 --", "%s%n", "a" * 5000, "🙂" * 300, "forbidden", "NEVER-SAY-THIS",
+                     "me@example.com 4111 1111 1111 1111", "alpha", "beta", "priority", "vote", "1h", "15m",
+                     "code-review", "zz-sentinel-pattern", "similarity", "json", "\u202e"]),
+)
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+              st.floats(allow_nan=False, allow_infinity=False), odd_text),
+    lambda children: st.one_of(st.lists(children, max_size=5),
+                               st.dictionaries(odd_text, children, max_size=5)),
+    max_leaves=20,
+)
+
+
+def arguments_for(schema: dict) -> st.SearchStrategy[dict]:
+    properties = list(schema.get("properties", {}))
+    shaped = st.fixed_dictionaries({}, optional={name: json_values for name in properties})
+    free = st.dictionaries(st.one_of(st.sampled_from(properties or ["x"]), odd_text), json_values, max_size=6)
+    return st.one_of(shaped, shaped, free)
+
+
+@pytest.fixture
+def hostile_store(tmp_path: Path):
+    return tmp_path / "hostile.db"
+
+
+async def _seed(path: Path) -> None:
+    store = SQLiteStore(path)
+    try:
+        await store.put_pattern(SENTINEL)
+        store.append_turns("sentinel-conversation", [("user", "hi"), ("assistant", "hello")], 1.0)
+        await store.flush()
+    finally:
+        await store.aclose()
+
+
+async def _check_intact(path: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store = SQLiteStore(path)
+    try:
+        kept = await store.get_pattern(SENTINEL.name)
+        assert kept is not None and (kept.template, kept.description) == (SENTINEL.template, SENTINEL.description)
+        assert await store.load_turns("sentinel-conversation") == [("user", "hi"), ("assistant", "hello")]
+        names = {p.name for p in await store.list_patterns()}
+        assert {p.name for p in builtin_patterns()} <= names
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_no_argument_crashes_a_tool_or_damages_state(tool: str, hostile_store: Path) -> None:
+    anyio.run(_seed, hostile_store)
+    config = hostile_config()
+    mcp = build_server(config, store_factory=lambda: SQLiteStore(hostile_store), provider_factory=EchoProvider)
+    schema = next(t for t in anyio.run(mcp.list_tools) if t.name == tool).input_schema
+    failures: list[tuple[dict, str]] = []
+
+    async def run_all() -> int:
+        calls = 0
+        async with Client(mcp, raise_exceptions=False) as client:
+
+            @settings(settings.get_profile(PROFILE))
+            @given(arguments=arguments_for(schema))
+            def one_case(arguments: dict) -> None:
+                nonlocal calls
+                calls += 1
+                result = anyio.from_thread.run(client.call_tool, tool, arguments)
+                text = result.content[0].text if result.is_error and result.content else ""
+                if result.is_error and text.strip() in (f"Error executing tool {tool}", ""):
+                    failures.append((arguments, text))
+                assert not (result.is_error and text.strip() == f"Error executing tool {tool}"), arguments
+
+            await anyio.to_thread.run_sync(one_case)
+        return calls
+
+    calls = anyio.run(run_all)
+    assert not failures, failures[:3]
+    assert calls >= settings.get_profile(PROFILE).max_examples
+    anyio.run(_check_intact, hostile_store)
