@@ -115,7 +115,8 @@ async def open_dependencies(
     try:
         consensus = ConsensusService(pool, telemetry=telemetry)
         guardrails = Guardrails(config.guardrails, store, config.providers, clock) if config.guardrails.active else None
-        async with _open_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime) as workflows:
+        async with _open_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime,
+                                   telemetry) as workflows:
             if run_workflow is None:
                 async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
                     run_id, _ = await workflows.start(name, inputs)
@@ -133,14 +134,15 @@ async def open_dependencies(
 
 
 def _open_workflows(config: Config, store: Store, pool: ProviderPool, consensus: ConsensusService,
-                    patterns: PatternRegistry, clock: Callable[[], float], runtime: RuntimeFactory | None
-                    ) -> Any:
+                    patterns: PatternRegistry, clock: Callable[[], float], runtime: RuntimeFactory | None,
+                    telemetry: Telemetry | None) -> Any:
     from server.workflows import StepServices, open_workflows
     from server.workflows.downstream import DownstreamServers
 
     servers = DownstreamServers(config.mcp_servers, config.secrets()) if config.mcp_servers else None
     services = StepServices(pool=pool, store=store, config=config, consensus=consensus, patterns=patterns,
-                            tool_caller=servers.call if servers else None, clock=clock)
+                            tool_caller=servers.call if servers else None, clock=clock,
+                            telemetry=telemetry)
     return open_workflows(services, store, runtime_factory=runtime, clock=clock)
 
 

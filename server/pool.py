@@ -26,6 +26,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
 import anyio
@@ -137,6 +138,11 @@ class CallOptions:
     max_fallbacks: int | None = None
     ab_bucket: str | None = None
     bucket_providers: Sequence[str] = ()
+
+
+current_workflow: ContextVar[str | None] = ContextVar("ai_orchestration_workflow", default=None)
+"""The workflow a call is made for (set by the workflow interpreter for a run's steps); recorded with each call,
+so ``monitor_operations(group_by="workflow")`` can group by it."""
 
 
 @dataclass(slots=True)
@@ -460,6 +466,7 @@ class ProviderPool:
                 cost_usd=cost_usd,
                 attempt=attempt,
                 ab_bucket=state.ab_bucket,
+                workflow=current_workflow.get(),
             )
         )
 

@@ -40,6 +40,12 @@ def config(upstream: Upstream) -> Config:
                       provider_entry(upstream, "claude", kind="anthropic", model="claude-sim", priority=2))
 
 
+WORKFLOW = {"name": "welcome", "steps": [
+    {"id": "greet", "kind": "pattern", "with": {"pattern": "greet", "variables": {"who": "{{ inputs.who }}"}}},
+    {"id": "say", "kind": "orchestrate", "depends_on": ["greet"], "with": {"prompt": "{{ steps.greet.output.text }}"}}],
+    "outputs": {"said": "{{ steps.say.output.text }}"}}
+
+
 async def call(client: Client, tool: str, **arguments: Any) -> dict:
     result = await client.call_tool(tool, arguments)
     assert not result.is_error, result.content[0].text
@@ -61,6 +67,9 @@ async def test_simple_server_orchestrates_and_keeps_patterns_across_restarts(
         assert {r["provider"] for r in agreed["responses"]} == {"gpt", "claude"}
         assert (await call(c, "register_pattern", **GREET))["version"] == 1
         assert (await call(c, "monitor_operations", window="15m"))["groups"]
+        chart = await c.call_tool("monitor_operations", {"include_chart": True})
+        assert chart.is_error and "needs full mode" in chart.content[0].text
+        assert (await call(c, "save_workflow", definition=WORKFLOW))["version"] == 1
     assert {r.wire for r in upstream.requests} == {"openai", "anthropic"}
     # httpx2's own user agent: the wire-protocol providers, not the vendor SDKs, made the calls
     assert all(r.headers["user-agent"].startswith("python-httpx") for r in upstream.requests)
@@ -69,6 +78,8 @@ async def test_simple_server_orchestrates_and_keeps_patterns_across_restarts(
         assert prompt.messages[0].content.text == "Hello Ada!"
         out = await call(c, "orchestrate", pattern="greet", variables={"who": "Bob"})
         assert out["text"] == "[gpt-sim] Hello Bob!"
+        run = await call(c, "run_workflow", workflow="welcome", inputs={"who": "Cy"})  # saved before the restart
+        assert (run["status"], run["outputs"]) == ("completed", {"said": "[gpt-sim] Hello Cy!"})
 
 
 async def test_a_tool_left_out_of_simple_mode_says_it_needs_full_mode(config: Config, tmp_path: Path) -> None:
@@ -137,9 +148,13 @@ async def test_simple_stdio_server_imports_nothing_outside_the_mcp_dependency_se
             assert (await call(client, "consensus", prompt="y", method="similarity"))["responses"]
             assert (await call(client, "register_pattern", **GREET))["version"] == 1
             assert (await client.read_resource("knowledge://patterns/greet")).contents
+            run = await call(client, "run_workflow", workflow=WORKFLOW, inputs={"who": "Di"})
+            assert run["status"] == "completed"
+            assert (await call(client, "monitor_operations", group_by="workflow"))["groups"]
     assert audit.exists()  # the client waits for the process to exit; the process writes the audit at exit
     modules = read_audit(audit)
     assert "server.providers.openai_wire" in modules and "server.store.jsonfile" in modules
+    assert "server.workflows.interpreter" in modules  # the workflow path was audited too
     allowed = requirement_closure("mcp") | {"ai-orchestration-mcp"} | set(OPTIONAL_IMPORTS)
     assert {"httpx2", "pydantic", "anyio"} <= allowed and "openai" not in allowed
     assert foreign_modules(modules, allowed) == {}

@@ -103,6 +103,24 @@ async def test_consensus_fan_out_span_holds_every_attempt(upstream: Upstream) ->
     assert all(a.parent.span_id == fan_out.context.span_id for a in attempts)
 
 
+async def test_workflow_run_and_step_spans_hold_the_provider_attempts(upstream: Upstream) -> None:
+    config = config_for(provider_entry(upstream, "one", model="m1"))
+    recorded = Recorded()
+    out = await call(config, recorded, "run_workflow", {"workflow": {"name": "brief", "steps": [
+        {"id": "draft", "kind": "orchestrate", "with": {"prompt": "Draft"}},
+        {"id": "polish", "kind": "orchestrate", "depends_on": ["draft"],
+         "with": {"prompt": "Polish {{ steps.draft.output.text }}"}}]}})
+    assert out["status"] == "completed"
+    spans = recorded.by_name()
+    (run,) = spans["ai_orchestration.workflow.run"]
+    assert (run.attributes["ai_orchestration.workflow.name"], run.attributes["ai_orchestration.workflow.run_id"]) \
+        == ("brief", out["run_id"])
+    steps = {s.attributes["ai_orchestration.workflow.step"]: s for s in spans["ai_orchestration.workflow.step"]}
+    assert set(steps) == {"draft", "polish"} and all(s.parent.span_id == run.context.span_id for s in steps.values())
+    attempts = spans["ai_orchestration.provider.attempt"]
+    assert sorted(a.parent.span_id for a in attempts) == sorted(s.context.span_id for s in steps.values())
+
+
 async def test_prompt_and_completion_are_recorded_only_when_opted_in(upstream: Upstream) -> None:
     config = config_for(provider_entry(upstream, "only", model="gpt-sim"))
     recorded = Recorded(capture_content=True)

@@ -209,6 +209,8 @@ async def test_orchestrate_step_calls_the_provider_pool(client: Client) -> None:
         "outputs": {"text": "{{ steps.ask.output.text }}", "provider": "{{ steps.ask.output.provider }}"}},
         inputs={"n": 1})
     assert out["outputs"] == {"text": "[gpt-sim] Hi 1", "provider": "primary"}
+    by_workflow = await call(client, "monitor_operations", group_by="workflow")
+    assert {g["key"]: g["calls"] for g in by_workflow["groups"]}.get("ask") == 1  # calls carry the workflow
 
 
 async def test_validation_errors_list_every_problem_and_start_nothing(client: Client) -> None:

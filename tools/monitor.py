@@ -44,11 +44,15 @@ async def monitor_operations(
         summary = await summarize(deps, window=window, group_by=group_by, metrics=metrics)
     content: list = [TextContent(type="text", text=summary.model_dump_json())]
     if include_chart:
+        if deps.simple:
+            raise ToolError("include_chart needs full mode (charts use matplotlib): start the server without "
+                            "--simple, with the full install (pip install ai-orchestration-mcp)")
+        from server.charts import render_chart
+
         try:
-            from server.charts import render_chart
+            png = render_chart(summary)
         except ImportError as exc:
-            raise ToolError("charts need matplotlib (full install)") from exc
-        png = render_chart(summary)
+            raise ToolError("include_chart needs matplotlib (pip install ai-orchestration-mcp)") from exc
         content.append(ImageContent(type="image", data=base64.b64encode(png).decode(), mime_type="image/png"))
     return CallToolResult(content=content, structured_content=summary.model_dump(mode="json"))
 

@@ -41,6 +41,8 @@ from server.workflows.model import (
     topological_order,
     validate,
 )
+from server.pool import current_workflow
+from server.telemetry import SPAN_WORKFLOW_RUN, SPAN_WORKFLOW_STEP, span
 from server.workflows.runtime import Execution, MessageSlot, StepSlot
 from server.workflows.steps import EXECUTORS, StepFailed, StepServices, error_class, run_tool
 
@@ -159,27 +161,36 @@ class Interpreter:
         library = {name: validate(d) for name, d in (arguments.get("library") or {}).items()}
         run_id = execution.run_id
         self.tracker.run(run_id)
+        # Calls made by this run's steps are recorded with the workflow's name (tasks started below inherit it).
+        label = current_workflow.set(definition.name)
         try:
-            failed: list[RunFailed] = []
-            async with anyio.create_task_group() as receivers:
-                plan = await self._plan(definition, library, execution, "", receivers)
-                try:
-                    context = await self._run_dag(plan, library, run_id, dict(arguments.get("inputs") or {}))
-                except RunFailed as exc:
-                    failed.append(exc)
-                receivers.cancel_scope.cancel()
-            if failed:
-                raise RunFailed(str(failed[0])) from None
-            try:
-                outputs = render_value(definition.outputs, context)
-            except Exception as exc:  # noqa: BLE001 - a render failure fails the run with its message
-                raise RunFailed(f"outputs could not be rendered: {exc}") from None
-            return {"outputs": outputs}
+            with span(self.services.telemetry, SPAN_WORKFLOW_RUN,
+                      {"ai_orchestration.workflow.name": definition.name, "ai_orchestration.workflow.run_id": run_id}):
+                return await self._execute(definition, library, execution, arguments)
         finally:
+            current_workflow.reset(label)
             # Everything a finished run shows is in the runtime's records from here: drop the live state.
             state = self.tracker.run(run_id)
             state.finished = True
             self.tracker.forget(run_id)
+
+    async def _execute(self, definition: Definition, library: Mapping[str, Definition], execution: Execution,
+                       arguments: Mapping[str, Any]) -> dict[str, Any]:
+        failed: list[RunFailed] = []
+        async with anyio.create_task_group() as receivers:
+            plan = await self._plan(definition, library, execution, "", receivers)
+            try:
+                context = await self._run_dag(plan, library, execution.run_id, dict(arguments.get("inputs") or {}))
+            except RunFailed as exc:
+                failed.append(exc)
+            receivers.cancel_scope.cancel()
+        if failed:
+            raise RunFailed(str(failed[0])) from None
+        try:
+            outputs = render_value(definition.outputs, context)
+        except Exception as exc:  # noqa: BLE001 - a render failure fails the run with its message
+            raise RunFailed(f"outputs could not be rendered: {exc}") from None
+        return {"outputs": outputs}
 
     async def _plan(self, definition: Definition, library: Mapping[str, Definition], execution: Execution,
                     prefix: str, receivers: TaskGroup, depth: int = 0) -> _Plan:
@@ -267,7 +278,9 @@ class Interpreter:
                 try:
                     params = render_value(step.with_, context)
                     scope = anyio.fail_after(step.timeout_s) if step.timeout_s else nullcontext()
-                    with scope:
+                    with scope, span(self.services.telemetry, SPAN_WORKFLOW_STEP,
+                                     {"ai_orchestration.workflow.step": name, "ai_orchestration.workflow.kind": step.kind,
+                                      "ai_orchestration.workflow.attempt": attempt}):
                         output = await self._execute_kind(step.kind, params, step.timeout_s)
                     return {"status": "completed", "output": output, "attempts": attempt, "started_at": started,
                             "ended_at": clock()}

@@ -53,6 +53,8 @@ class StepServices:
     patterns: PatternRegistry | None = None
     tool_caller: ToolCaller | None = None
     clock: Callable[[], float] = time.time
+    telemetry: Any = None
+    """A :class:`server.telemetry.Telemetry` for run and step spans, or ``None`` (off)."""
 
 
 def error_class(exc: BaseException) -> str:
