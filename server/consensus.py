@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from server.aggregation import (
     Ballot,
@@ -32,6 +32,7 @@ from server.aggregation import (
     vote_is_settled,
 )
 from server.errors import OrchestrationError, ProviderError
+from server.models import DeferredModel
 from server.pool import CallOptions, PoolResult, ProviderPool
 from server.providers import CompletionRequest, Message
 from server.telemetry import SPAN_FAN_OUT, Telemetry, span
@@ -59,7 +60,7 @@ class NotEnoughAnswers(OrchestrationError):
     """Fewer than two usable answers came back."""
 
 
-class ResponseReport(BaseModel):
+class ResponseReport(DeferredModel):
     """One answerer's outcome. Times in milliseconds, cost in USD."""
 
     provider: str
@@ -78,7 +79,7 @@ class ResponseReport(BaseModel):
     error_class: str | None = None
 
 
-class ConsensusResult(BaseModel):
+class ConsensusResult(DeferredModel):
     """The ``consensus`` result."""
 
     status: str = Field(description="consensus, no_consensus, or partial (answers missing at the deadline)")

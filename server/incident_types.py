@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from server.models import DeferredModel
 
 
-class IncidentAction(BaseModel):
+class IncidentAction(DeferredModel):
     """An automated response taken (or attempted) for an incident."""
 
     action: str = Field(description="open_circuit, demote, run_workflow")
@@ -16,7 +18,7 @@ class IncidentAction(BaseModel):
     detail: str
 
 
-class Incident(BaseModel):
+class Incident(DeferredModel):
     """A threshold crossing, from opening to resolution. Times are Unix seconds."""
 
     id: str

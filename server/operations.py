@@ -22,11 +22,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from server.config import AlertsConfig, OperationsConfig, Thresholds
 from server.histogram import RELATIVE_ERROR, add_value, merge, quantiles
 from server.incident_types import Incident
+from server.models import DeferredModel
 from server.pool_status import ProviderState
 from server.store import GROUP_COLUMNS, AggregateRow, CallRow, GroupBy, Store
 
@@ -84,7 +85,7 @@ def series_step_s(window_s: float, *, minimum_s: float = 1) -> int:
     return _STEPS_S[-1]
 
 
-class SeriesPoint(BaseModel):
+class SeriesPoint(DeferredModel):
     """One time bucket: ``t`` is its start (Unix seconds); latencies in milliseconds."""
 
     t: float
@@ -96,7 +97,7 @@ class SeriesPoint(BaseModel):
     latency_p99_ms: float | None
 
 
-class Figures(BaseModel):
+class Figures(DeferredModel):
     """Figures of one group over a window. Latencies in milliseconds, cost in USD; ``None`` when not asked for."""
 
     calls: int | None = None
@@ -120,7 +121,7 @@ class GroupSummary(Figures):
     previous: Figures | None = None
 
 
-class Alert(BaseModel):
+class Alert(DeferredModel):
     """A threshold crossed by a group in the window."""
 
     group: str
@@ -129,7 +130,7 @@ class Alert(BaseModel):
     threshold: float
 
 
-class OperationsSummary(BaseModel):
+class OperationsSummary(DeferredModel):
     """The ``monitor_operations`` result."""
 
     window: str

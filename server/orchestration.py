@@ -11,10 +11,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from knowledge import PatternRegistry, resolve_prompt
 from server.config import Config, Strategy
+from server.models import DeferredModel
 from server.pool import Attempt, CallOptions, PoolResult, ProviderPool
 from server.providers import Completion, CompletionRequest, Message, Usage
 from server.routing import assign_bucket
@@ -22,7 +23,7 @@ from server.store import CallRecord, Store
 from server.text import estimate_tokens
 
 
-class AttemptReport(BaseModel):
+class AttemptReport(DeferredModel):
     """One provider attempt (see :class:`server.pool.Attempt`)."""
 
     provider: str
@@ -35,7 +36,7 @@ class AttemptReport(BaseModel):
     latency_ms: float
 
 
-class UsageReport(BaseModel):
+class UsageReport(DeferredModel):
     """Token usage of the answer that was returned."""
 
     input_tokens: int
@@ -43,7 +44,7 @@ class UsageReport(BaseModel):
     total_tokens: int
 
 
-class OrchestrateResult(BaseModel):
+class OrchestrateResult(DeferredModel):
     """The ``orchestrate`` result. Times in milliseconds, cost in USD."""
 
     text: str

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from server.models import DeferredModel
 from server.pool import ProviderPool
 
 
-class ProviderState(BaseModel):
+class ProviderState(DeferredModel):
     """One provider's configuration summary and runtime state. Times in seconds and milliseconds."""
 
     name: str
@@ -32,7 +33,7 @@ class ProviderState(BaseModel):
     daily_budget_usd: float | None
 
 
-class PoolState(BaseModel):
+class PoolState(DeferredModel):
     """The ``list_providers`` result."""
 
     strategy: str

@@ -9,12 +9,13 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import Field, JsonValue
 
 from knowledge import Pattern, validate_spec
 from knowledge.copilot import copilot_path
 from knowledge.model import MAX_DESCRIPTION_CHARS, NAME_PATTERN
 from knowledge.template import MAX_TEMPLATE_CHARS
+from server.models import DeferredModel
 from tools._context import core_errors, dependencies, make_tool, require_role
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ orchestrate(pattern=name, variables={...}), read it in full at knowledge://patte
 MCP prompt of that name."""
 
 
-class VariableInput(BaseModel):
+class VariableInput(DeferredModel):
     """A variable declaration as a caller passes it."""
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$", description="As used in {{ name }}.")
@@ -56,14 +57,14 @@ class VariableInput(BaseModel):
         default=None, max_length=100, description="Known good values (offered as completions).")
 
 
-class VariableOutput(BaseModel):
+class VariableOutput(DeferredModel):
     name: str
     description: str
     required: bool
     default: JsonValue = None
 
 
-class RegisterResult(BaseModel):
+class RegisterResult(DeferredModel):
     """The pattern as stored."""
 
     name: str
@@ -77,7 +78,7 @@ class RegisterResult(BaseModel):
     copilot_file: str = Field(description="where the GitHub Copilot export puts it")
 
 
-class SearchResult(BaseModel):
+class SearchResult(DeferredModel):
     """A summary: enough to choose a pattern and call it (the full pattern is at knowledge://patterns/{name})."""
 
     name: str
@@ -87,7 +88,7 @@ class SearchResult(BaseModel):
     score: float = Field(description="higher is better; 0 without a query")
 
 
-class SearchResults(BaseModel):
+class SearchResults(DeferredModel):
     query: str
     tags: list[str]
     results: list[SearchResult]

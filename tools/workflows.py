@@ -8,8 +8,9 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import Field, JsonValue
 
+from server.models import DeferredModel
 from server.workflows.service import (
     RUN_ID_PATTERN,
     RunProgress,
@@ -50,7 +51,7 @@ JSON object, or JSON/YAML text. Sub-workflows it names must be saved first."""
 DEFAULT_WAIT_S = 45.0
 
 
-class WorkflowRunResult(BaseModel):
+class WorkflowRunResult(DeferredModel):
     """One run's status (with `run_id`), or a page of recent runs (without)."""
 
     run_id: str | None = None

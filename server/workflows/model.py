@@ -61,7 +61,7 @@ class InvalidWorkflow(WorkflowError, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)  # built at first use
 
 
 class Condition(_Strict):

@@ -11,8 +11,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from server.models import DeferredModel
 from server.store import Store, WorkflowRecord
 from server.workflows.interpreter import RunTracker, approval_topic, step_name
 from server.workflows.model import (
@@ -45,7 +46,7 @@ class RunConflict(WorkflowError, ValueError):
     """The run id exists with other arguments, or the action does not fit the run's state."""
 
 
-class StepReport(BaseModel):
+class StepReport(DeferredModel):
     """One step of a run. Times: Unix seconds and milliseconds."""
 
     id: str = Field(description="the step's DAG id (parent.child inside sub-workflows)")
@@ -61,13 +62,13 @@ class StepReport(BaseModel):
     reason: str | None = Field(default=None, description="why a step was skipped")
 
 
-class RunProgress(BaseModel):
+class RunProgress(DeferredModel):
     done: int = Field(description="steps finished (completed, failed or skipped)")
     total: int
     message: str = ""
 
 
-class RunStatus(BaseModel):
+class RunStatus(DeferredModel):
     """A run: status, outputs, every step, progress."""
 
     run_id: str
@@ -82,7 +83,7 @@ class RunStatus(BaseModel):
     runtime: str = ""
 
 
-class SavedWorkflow(BaseModel):
+class SavedWorkflow(DeferredModel):
     name: str
     version: int
     changed: bool

@@ -1,0 +1,135 @@
+"""Tools whose SDK metadata is built at their first call, with their schemas cached on disk.
+
+Building a tool with the SDK's ``Tool.from_function`` (a pydantic argument model, an output model, two JSON
+schemas) costs about 12 ms per tool: for the ten tools, most of what this server adds to start-up over a bare
+``MCPServer`` (``bench/startup.py``). ``tools/list`` needs only the two schemas, so they are cached in a file
+under the user's cache directory, keyed by a digest of this project's source and the Python, ``mcp`` and
+``pydantic`` versions (anything that could change a schema); a cached tool builds its argument model at its
+first call. A missing, stale or unreadable cache costs one ordinary build, after which the file is rewritten.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mcp.server.mcpserver.tools import Tool
+from pydantic import PrivateAttr
+
+logger = logging.getLogger(__name__)
+_PACKAGES = ("server", "tools", "knowledge")  # where tool signatures and their result models are defined
+_cache: dict[str, dict[str, Any]] | None = None
+_cache_path: Path | None = None
+
+
+class LazyTool(Tool):
+    """A tool listed from cached schemas; the real one (same function, same schemas) is built at first call."""
+
+    _build: Callable[[], Tool] = PrivateAttr()
+    _real: Tool | None = PrivateAttr(default=None)
+    _output_schema: dict[str, Any] | None = PrivateAttr(default=None)
+
+    @property  # type: ignore[override]  # Tool's is a cached_property over fn_metadata, which is built later
+    def output_schema(self) -> dict[str, Any] | None:
+        return self._output_schema
+
+    def real(self) -> Tool:
+        """The fully built tool (built now if it was not yet)."""
+        if self._real is None:
+            self._real = self._build()
+        return self._real
+
+    async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+        return await self.real().run(arguments, context, convert_result=convert_result)
+
+
+def cached_tool(name: str, description: str, annotations: Any, build: Callable[[], Tool]) -> Tool:
+    """``build()``'s tool, or a :class:`LazyTool` with the same name, schemas and annotations when the cache
+    holds this tool's schemas for the current source."""
+    entry = _load().get(name)
+    if entry is None:
+        tool = build()
+        _store(name, {"parameters": tool.parameters, "output_schema": tool.output_schema,
+                      "context_kwarg": tool.context_kwarg, "is_async": tool.is_async})
+        return tool
+    tool = LazyTool.model_construct(
+        fn=_not_built, name=name, title=None, description=description, parameters=entry["parameters"],
+        fn_metadata=None, is_async=entry["is_async"], context_kwarg=entry["context_kwarg"], resolved_params={},
+        resolver_plans={}, annotations=annotations, icons=None, meta=None)
+    tool._build = build
+    tool._output_schema = entry["output_schema"]
+    return tool
+
+
+def _not_built(**_: Any) -> Any:  # pragma: no cover - LazyTool.run always runs the real tool
+    raise RuntimeError("a lazily built tool was called before it was built")
+
+
+def cache_file() -> Path:
+    """Where the schemas for the current source live (``$XDG_CACHE_HOME`` or ``~/.cache``)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ai-orchestration-mcp"
+    return root / f"tool-schemas-{_digest()}.json"
+
+
+@functools.cache
+def _digest() -> str:
+    digest = hashlib.sha256()
+    for name in ("mcp", "pydantic", "pydantic-core"):
+        try:
+            digest.update(f"{name}={metadata.version(name)};".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{name}=?;".encode())
+    digest.update(sys.version.encode())
+    root = Path(__file__).resolve().parent.parent
+    for package in _PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def _load() -> dict[str, dict[str, Any]]:
+    global _cache, _cache_path
+    path = cache_file()
+    if _cache is None or path != _cache_path:
+        _cache_path, _cache = path, {}
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(loaded, dict) and all(
+                    isinstance(v, dict) and {"parameters", "output_schema", "context_kwarg", "is_async"} <= v.keys()
+                    for v in loaded.values()):
+                _cache = loaded
+        except (OSError, ValueError):
+            pass  # no cache yet, or an unreadable one: tools are built as usual and the file rewritten
+    return _cache
+
+
+def _store(name: str, entry: dict[str, Any]) -> None:
+    cache = _load()
+    cache[name] = entry
+    path = _cache_path
+    assert path is not None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tool-schemas.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                json.dump(cache, file)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        for stale in path.parent.glob("tool-schemas-*.json"):  # files for older source
+            if stale != path:
+                stale.unlink(missing_ok=True)
+    except OSError as exc:  # a read-only home: start-up just stays at the uncached speed
+        logger.debug("tool schema cache not written: %s", exc)
