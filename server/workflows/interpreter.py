@@ -158,16 +158,24 @@ class Interpreter:
         definition = validate(arguments["definition"])
         library = {name: validate(d) for name, d in (arguments.get("library") or {}).items()}
         run_id = execution.run_id
+        deadline_at = arguments.get("deadline_at")
         self.tracker.run(run_id)
         try:
             failed: list[RunFailed] = []
-            async with anyio.create_task_group() as receivers:
-                plan = await self._plan(definition, library, execution, "", receivers)
-                try:
-                    context = await self._run_dag(plan, library, run_id, dict(arguments.get("inputs") or {}))
-                except RunFailed as exc:
-                    failed.append(exc)
-                receivers.cancel_scope.cancel()
+            # The duration ceiling ([limits] workflow_max_duration_s), as a wall-clock deadline recorded at
+            # start: a run recovered after a restart keeps the deadline it started with.
+            with anyio.move_on_after(None if deadline_at is None
+                                     else max(0.0, deadline_at - self.services.clock())) as ceiling:
+                async with anyio.create_task_group() as receivers:
+                    plan = await self._plan(definition, library, execution, "", receivers)
+                    try:
+                        context = await self._run_dag(plan, library, run_id, dict(arguments.get("inputs") or {}))
+                    except RunFailed as exc:
+                        failed.append(exc)
+                    receivers.cancel_scope.cancel()
+            if ceiling.cancelled_caught:
+                raise RunFailed("the run went over this server's duration ceiling ([limits] "
+                                "workflow_max_duration_s); steps still running were stopped")
             if failed:
                 raise RunFailed(str(failed[0])) from None
             try:
