@@ -176,11 +176,36 @@ steps = st.fixed_dictionaries({"id": step_ids, "kind": step_kinds}, optional={
         "max_attempts": json_values, "backoff": json_values, "retry_on": json_values})),
     "timeout_s": json_values, "on_error": st.one_of(st.sampled_from(["fail", "skip", "continue"]), odd_text),
     "x-unknown": json_values})
-definitions = st.fixed_dictionaries({"name": st.one_of(st.sampled_from(["ok-name", "Bad Name", ""]), odd_text)},
-                                    optional={"steps": st.lists(steps, max_size=6), "inputs": json_values,
-                                              "outputs": json_values, "max_parallel": json_values,
-                                              "description": odd_text, "unknown": json_values})
-
+# Steps close to valid, so that many cases pass the schema and reach the semantic checks (cycles, references,
+# templates, conditions) and, when they pass those too, the Mermaid diagram and the step order.
+near_ids = st.sampled_from(["a", "b", "c", "d"])
+templates = st.sampled_from(["hi", "{{ inputs.x }}", "{{ steps.a.output.text }}", "{{ steps.b.output }}", "{{",
+                             "{{ steps.zz.output }}", "{{ inputs }}", "{{ a.b }}", "}}{{"])
+near_params = st.one_of(
+    st.fixed_dictionaries({"prompt": templates}),
+    st.fixed_dictionaries({"pattern": st.sampled_from(["say", "{{ inputs.p }}"]), "variables": json_values}),
+    st.fixed_dictionaries({"server": odd_text, "tool": odd_text}, optional={"arguments": json_values}),
+    st.fixed_dictionaries({}, optional={"timeout_s": st.one_of(st.floats(0, 10), odd_text)}),
+    st.fixed_dictionaries({"workflow": st.sampled_from(["child", "{{ inputs.w }}"])}),
+)
+near_steps = st.fixed_dictionaries(
+    {"id": near_ids, "kind": st.sampled_from(["orchestrate", "consensus", "pattern", "tool", "workflow",
+                                              "approval"]), "with": near_params},
+    optional={"depends_on": st.lists(near_ids, max_size=3), "when": conditions,
+              "on_error": st.sampled_from(["fail", "skip", "continue"]),
+              "retry": st.fixed_dictionaries({"max_attempts": st.integers(0, 12)}),
+              "timeout_s": st.one_of(st.floats(-1, 100), st.none())})
+hostile_definitions = st.fixed_dictionaries(
+    {"name": st.one_of(st.sampled_from(["ok-name", "Bad Name", ""]), odd_text)},
+    optional={"steps": st.one_of(st.lists(steps, max_size=6), st.lists(near_steps, min_size=1, max_size=6)),
+              "inputs": json_values, "outputs": json_values, "max_parallel": json_values, "description": odd_text,
+              "unknown": json_values})
+near_definitions = st.fixed_dictionaries(
+    {"name": st.sampled_from(["near", "near-2"]), "steps": st.lists(near_steps, min_size=1, max_size=6)},
+    optional={"inputs": st.just({"type": "object", "properties": {"x": {"type": "string"}}}),
+              "outputs": st.dictionaries(st.sampled_from(["o", "p"]), templates),
+              "max_parallel": st.integers(0, 300)})
+definitions = st.one_of(hostile_definitions, near_definitions)
 
 @settings(settings.get_profile(PROFILE))
 @given(source=st.one_of(definitions, definitions, json_values, odd_text,

@@ -148,6 +148,14 @@ async def test_tool_step_urls_pass_the_address_policy_before_connecting() -> Non
     assert "metadata.test" in resolved
 
 
+def test_a_metadata_address_as_a_tool_server_url_is_refused_when_the_config_loads() -> None:
+    with pytest.raises(ValueError, match=r"mcp_servers\.meta\.url: address 169\.254\.169\.254"):
+        Config.model_validate({"mcp_servers": {"meta": {"url": "http://169.254.169.254/mcp"}}})
+    allowed = Config.model_validate({"mcp_servers": {"meta": {"url": "http://169.254.169.254/mcp"}},
+                                     "network": {"allow_addresses": ["169.254.169.254/32"]}})
+    assert allowed.mcp_servers["meta"].url == "http://169.254.169.254/mcp"
+
+
 async def test_incident_text_is_redacted() -> None:
     from tests.test_incidents import Clock, calls, config, service
 
@@ -164,3 +172,21 @@ async def test_incident_text_is_redacted() -> None:
     seen = await incidents.acknowledge(opened.id, by=f"ops {CANARY}", note=f"rotated {CANARY} and aiom_0a_b")
     assert CANARY not in (seen.note or "") and CANARY not in (seen.acknowledged_by or "")
     assert CANARY not in json.dumps(await store.get_incident(opened.id))
+
+
+async def test_run_listing_pages_over_the_callers_own_runs_only() -> None:
+    from server.workflows import StepServices, open_workflows
+
+    gate = {"name": "gate", "steps": [{"id": "g", "kind": "approval"}]}
+    clock = iter(range(1, 1000))
+    async with open_workflows(StepServices(), MemoryStore(), clock=lambda: float(next(clock))) as workflows:
+        started = {"alice": [], "bob": []}
+        for i in range(10):
+            owner = "alice" if i % 3 else "bob"
+            run_id, _ = await workflows.start(gate, {}, f"r{i}", owner=owner, owner_filter=owner)
+            started[owner].append(run_id)
+        pages = [await workflows.list(None, 2, offset, "alice") for offset in range(0, 8, 2)]
+        assert [s.run_id for page in pages for s in page] == started["alice"][::-1]
+        assert [s.run_id for s in await workflows.list(None, 20, 0, None)] == [f"r{i}" for i in range(9, -1, -1)]
+        with pytest.raises(ValueError, match="no run 'r0'"):
+            await workflows.status("r0", "alice")

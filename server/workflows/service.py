@@ -284,8 +284,7 @@ class WorkflowService:
         if owner_filter is None:
             runs = await self.runtime.list(wanted, limit if status != "waiting" else 1000, offset)
         else:
-            runs = await self._owned(wanted, owner_filter, limit + offset if status != "waiting" else 1000)
-            runs = runs[offset:] if status != "waiting" else runs
+            runs = (await self._owned(wanted, owner_filter, offset + (limit if status != "waiting" else 1000)))[offset:]
         out = [build_status(r, {}, self.tracker, self.runtime.name, brief=True) for r in runs]
         return [s for s in out if status is None or s.status == status][:limit]
 
