@@ -14,9 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 
 from server.app import Dependencies
+from server.security import caller
 from server.workflows import RunNotFound, WorkflowNotFound, WorkflowService, mermaid
 from server.workflows.service import definition_uri, run_uri
 
@@ -55,9 +57,9 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> None:
     @mcp.resource("workflows://runs/{run_id}", name="workflow-run", mime_type="application/json",
                   description="A workflow run: status, outputs, and every step's status, attempts, output, error "
                               "and timings.")
-    async def run(run_id: str) -> str:
-        try:
-            status = await service().status(run_id)
+    async def run(run_id: str, ctx: Context) -> str:
+        try:  # another owner's run is "not found", like an unknown id
+            status = await service().status(run_id, caller(ctx).owner_filter)
         except RunNotFound as exc:
             raise ResourceNotFoundError(str(exc)) from exc
         return _json({**status.model_dump(mode="json"), "uri": run_uri(run_id)})

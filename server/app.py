@@ -139,7 +139,8 @@ def _open_workflows(config: Config, store: Store, pool: ProviderPool, consensus:
     from server.workflows import StepServices, open_workflows
     from server.workflows.downstream import DownstreamServers
 
-    servers = DownstreamServers(config.mcp_servers, config.secrets()) if config.mcp_servers else None
+    servers = DownstreamServers(config.mcp_servers, config.secrets(), allow_addresses=config.network.allow_addresses
+                                ) if config.mcp_servers else None
     services = StepServices(pool=pool, store=store, config=config, consensus=consensus, patterns=patterns,
                             tool_caller=servers.call if servers else None, clock=clock,
                             telemetry=telemetry)

@@ -235,6 +235,10 @@ class IncidentService:
             UnknownIncident: no such id.
             ValueError: the incident is already resolved.
         """
+        # Free text kept and shown to every reader: secrets (configured keys, key shapes) are masked first.
+        secrets = self.config.secrets()
+        by = None if by is None else redact(by, secrets)
+        note = None if note is None else redact(note, secrets)
         async with self._lock:
             found = await self.store.get_incident(incident_id)
             if found is None:

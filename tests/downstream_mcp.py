@@ -1,7 +1,8 @@
 """A small downstream MCP server for workflow `tool` steps: `python tests/downstream_mcp.py [--http PORT]`.
 
 Tools: `echo` (returns its text), `add` (structured sum), `fail_times` (fails the first N calls per key, then
-answers), `sleep` (waits), `boom` (always an error result), `count` (how often a key was called).
+answers), `sleep` (waits), `boom` (always an error result), `count` (how often a key was called), `headers`
+(the HTTP headers a call arrived with).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 
 import anyio
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel
 
@@ -69,6 +71,12 @@ def work_log(run: str) -> str:
 @mcp.tool(description="Always fails.")
 def boom() -> str:
     raise ToolError("boom")
+
+
+@mcp.tool(description="The HTTP request headers this call arrived with (name: value), empty over stdio.")
+def headers(ctx: Context) -> str:
+    request = getattr(ctx.request_context, "request", None)
+    return json.dumps(dict(request.headers) if request is not None else {})
 
 
 @mcp.tool(description="How many times fail_times was called for `key`.")

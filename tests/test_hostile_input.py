@@ -1,4 +1,5 @@
-"""Hostile input: property-based tests over every tool's arguments (hypothesis).
+"""Hostile input: property-based tests over every tool's arguments and the workflow definition validator
+(hypothesis).
 
 Each tool gets arbitrary argument objects: schema-shaped (every property, any JSON value) and free-form
 (unknown keys, deep nesting, huge and odd strings). Properties: the call returns a result (never a protocol
@@ -6,12 +7,17 @@ error or a dropped connection), an error result is one we meant (never the SDK's
 X", which is what an unhandled exception becomes), and the stored state is intact afterwards (SQLite
 integrity check, a sentinel pattern and conversation unchanged, the built-in library complete).
 
-Cases per tool: ``HYPOTHESIS_PROFILE=full`` runs 10,000 (the issue's bar); the default profile runs 300 so the
+The validator property: whatever the definition (schema-shaped, free-form JSON, JSON or YAML text), parsing
+either returns a definition (whose Mermaid diagram and step order can be drawn) or raises ``InvalidWorkflow``;
+nothing else.
+
+Cases per tool (and for the validator): ``HYPOTHESIS_PROFILE=full`` runs 10,000 (the issue's bar); the default profile runs 300 so the
 suite stays fast in CI. The README gives the measured times of both.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -35,7 +41,8 @@ settings.register_profile("full", parent=settings.get_profile("ci"), max_example
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 pytestmark = pytest.mark.timeout(0 if PROFILE == "full" else 300)  # full: minutes per tool (see the README)
 
-TOOLS = ["orchestrate", "consensus", "register_pattern", "search_patterns", "monitor_operations", "list_providers"]
+TOOLS = ["orchestrate", "consensus", "register_pattern", "search_patterns", "monitor_operations", "list_providers",
+         "run_workflow", "workflow_run", "save_workflow", "acknowledge_incident"]
 SENTINEL = PatternRecord(name="zz-sentinel-pattern", version=1, description="kept intact",
                          template="Keep {{ this }} as it is.", variables=({"name": "this", "description": "",
                                                                            "required": True, "default": None},))
@@ -147,3 +154,76 @@ def test_no_argument_crashes_a_tool_or_damages_state(tool: str, hostile_store: P
     assert not failures, failures[:3]
     assert calls >= settings.get_profile(PROFILE).max_examples
     anyio.run(_check_intact, hostile_store)
+
+
+step_ids = st.one_of(st.sampled_from(["a", "b", "c", "a.b", "", "1x"]), odd_text)
+step_kinds = st.one_of(st.sampled_from(["orchestrate", "consensus", "pattern", "tool", "workflow", "approval"]),
+                       odd_text)
+step_params = st.one_of(
+    json_values,
+    st.fixed_dictionaries({}, optional={
+        "prompt": st.sampled_from(["{{ inputs.x }}", "{{ steps.a.output.text }}", "{{ steps.zz.output }}", "{{",
+                                   "hi"]),
+        "pattern": odd_text, "variables": json_values, "server": odd_text, "tool": odd_text,
+        "arguments": json_values, "workflow": odd_text, "timeout_s": json_values, "question": odd_text}),
+)
+conditions = st.one_of(json_values, st.fixed_dictionaries({"path": st.sampled_from(
+    ["steps.a.output.text", "inputs.x", "nowhere", ""]), "op": st.one_of(st.sampled_from(
+        ["eq", "ne", "contains", "gt", "lt", "exists", "matches", "in"]), odd_text)}, optional={"value": json_values}))
+steps = st.fixed_dictionaries({"id": step_ids, "kind": step_kinds}, optional={
+    "depends_on": st.lists(step_ids, max_size=3), "with": step_params, "when": conditions,
+    "retry": st.one_of(json_values, st.fixed_dictionaries({}, optional={
+        "max_attempts": json_values, "backoff": json_values, "retry_on": json_values})),
+    "timeout_s": json_values, "on_error": st.one_of(st.sampled_from(["fail", "skip", "continue"]), odd_text),
+    "x-unknown": json_values})
+# Steps close to valid, so that many cases pass the schema and reach the semantic checks (cycles, references,
+# templates, conditions) and, when they pass those too, the Mermaid diagram and the step order.
+near_ids = st.sampled_from(["a", "b", "c", "d"])
+templates = st.sampled_from(["hi", "{{ inputs.x }}", "{{ steps.a.output.text }}", "{{ steps.b.output }}", "{{",
+                             "{{ steps.zz.output }}", "{{ inputs }}", "{{ a.b }}", "}}{{"])
+near_params = st.one_of(
+    st.fixed_dictionaries({"prompt": templates}),
+    st.fixed_dictionaries({"pattern": st.sampled_from(["say", "{{ inputs.p }}"]), "variables": json_values}),
+    st.fixed_dictionaries({"server": odd_text, "tool": odd_text}, optional={"arguments": json_values}),
+    st.fixed_dictionaries({}, optional={"timeout_s": st.one_of(st.floats(0, 10), odd_text)}),
+    st.fixed_dictionaries({"workflow": st.sampled_from(["child", "{{ inputs.w }}"])}),
+)
+near_steps = st.fixed_dictionaries(
+    {"id": near_ids, "kind": st.sampled_from(["orchestrate", "consensus", "pattern", "tool", "workflow",
+                                              "approval"]), "with": near_params},
+    optional={"depends_on": st.lists(near_ids, max_size=3), "when": conditions,
+              "on_error": st.sampled_from(["fail", "skip", "continue"]),
+              "retry": st.fixed_dictionaries({"max_attempts": st.integers(0, 12)}),
+              "timeout_s": st.one_of(st.floats(-1, 100), st.none())})
+hostile_definitions = st.fixed_dictionaries(
+    {"name": st.one_of(st.sampled_from(["ok-name", "Bad Name", ""]), odd_text)},
+    optional={"steps": st.one_of(st.lists(steps, max_size=6), st.lists(near_steps, min_size=1, max_size=6)),
+              "inputs": json_values, "outputs": json_values, "max_parallel": json_values, "description": odd_text,
+              "unknown": json_values})
+near_definitions = st.fixed_dictionaries(
+    {"name": st.sampled_from(["near", "near-2"]), "steps": st.lists(near_steps, min_size=1, max_size=6)},
+    optional={"inputs": st.just({"type": "object", "properties": {"x": {"type": "string"}}}),
+              "outputs": st.dictionaries(st.sampled_from(["o", "p"]), templates),
+              "max_parallel": st.integers(0, 300)})
+definitions = st.one_of(hostile_definitions, near_definitions)
+
+@settings(settings.get_profile(PROFILE))
+@given(source=st.one_of(definitions, definitions, json_values, odd_text,
+                        definitions.map(lambda d: json.dumps(d, ensure_ascii=False)),
+                        definitions.map(lambda d: yaml_text(d))))
+def test_the_workflow_validator_only_ever_raises_invalid_workflow(source: object) -> None:
+    from server.workflows.model import InvalidWorkflow, mermaid, parse_definition, topological_order
+
+    try:
+        definition = parse_definition(source)  # type: ignore[arg-type]
+    except InvalidWorkflow as exc:
+        assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
+        return
+    assert set(topological_order(definition)) == {s.id for s in definition.steps}
+    assert mermaid(definition).startswith("flowchart")
+
+
+def yaml_text(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, allow_unicode=True)

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from server.incident_types import Incident
 from server.operations import Metric, OperationsSummary
-from tools._context import core_errors, dependencies, make_tool
+from tools._context import core_errors, dependencies, make_tool, require_role
 
 DESCRIPTION = """Report how the provider calls went over a recent time window, per provider (or model, tool,
 A/B bucket, workflow): calls, errors and error rate, latency p50/p95/p99 in milliseconds, throughput per
@@ -23,7 +23,8 @@ for comparison; thresholds crossed; open incidents; and each provider's health (
 Example: window="24h", group_by="model"."""
 
 ACK_DESCRIPTION = """Acknowledge an operations incident (from monitor_operations or operations://incidents) so
-others know it is being handled; it still resolves itself once its metric stays normal for the cooldown."""
+others know it is being handled; it still resolves itself once its metric stays normal for the cooldown. Needs
+role admin on an authenticated server."""
 
 
 async def monitor_operations(
@@ -63,6 +64,7 @@ async def acknowledge_incident(
     note: Annotated[str | None, Field(description="What is being done about it.", max_length=2000)] = None,
     acknowledged_by: Annotated[str | None, Field(description="Who is handling it.", max_length=200)] = None,
 ) -> Incident:
+    require_role(ctx, "admin", "acknowledge_incident")
     deps = dependencies(ctx)
     if deps.incidents is None:
         raise ToolError("incidents are not available in this server")

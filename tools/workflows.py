@@ -11,15 +11,17 @@ from mcp_types import ToolAnnotations
 from pydantic import Field, JsonValue
 
 from server.models import DeferredModel
+from server.security import caller
 from server.workflows.service import (
     RUN_ID_PATTERN,
     RunProgress,
     RunStatus,
     SavedWorkflow,
     StepReport,
+    ToolStepsForbidden,
     WorkflowService,
 )
-from tools._context import core_errors, dependencies, make_tool
+from tools._context import core_errors, dependencies, make_tool, require_role
 
 RUN_DESCRIPTION = """Run a workflow: a DAG of steps (orchestrate, consensus, pattern, tool on a downstream MCP
 server, workflow = a saved sub-workflow, approval = wait for a human decision) with dependencies, parallel
@@ -35,7 +37,9 @@ branches, conditions, retries and timeouts. Runs are durable: they survive clien
 With `wait` (default) the call reports progress per step and returns when the run ends or after `wait_s`
 seconds; then `status` is running (or waiting for an approval) and the run goes on: follow it with
 workflow_run(run_id). Passing your own `run_id` makes the call idempotent: the same id and arguments never run
-twice. The result has run_id, status, outputs, every step (status, attempts, output, error, timings), progress."""
+twice. The result has run_id, status, outputs, every step (status, attempts, output, error, timings), progress.
+On an authenticated server, an inline definition with `tool` steps needs role admin; a saved one runs for any
+user, and a run is visible only to the key that started it (and to admins)."""
 
 RUN_ACTION_DESCRIPTION = """Follow or steer workflow runs. With `run_id`: action `status` (default) returns the
 run's status, outputs and steps; `cancel` stops it; `approve` / `reject` decide its waiting approval step
@@ -46,7 +50,8 @@ SAVE_DESCRIPTION = """Save a workflow definition under its `name` (create, or up
 validating it: every problem is listed (cycles, unknown dependencies or kinds, duplicate ids, references to
 steps that are not upstream, bad templates, missing step parameters). It becomes runnable by name with
 run_workflow and readable with its Mermaid diagram at workflows://definitions/{name}. `definition` is the
-JSON object, or JSON/YAML text. Sub-workflows it names must be saved first."""
+JSON object, or JSON/YAML text. Sub-workflows it names must be saved first. Needs role admin on an
+authenticated server."""
 
 DEFAULT_WAIT_S = 45.0
 
@@ -91,15 +96,23 @@ async def run_workflow(
                                         pattern=RUN_ID_PATTERN)] = None,
 ) -> RunStatus:
     service = _service(ctx)
+    principal = caller(ctx)
+    owner_filter = principal.owner_filter
     with core_errors():
-        started_id, _ = await service.start(workflow, inputs, run_id)
+        try:
+            started_id, _ = await service.start(workflow, inputs, run_id, owner=principal.owner_id,
+                                                owner_filter=owner_filter,
+                                                inline_tool_steps=principal.role == "admin")
+        except ToolStepsForbidden:
+            require_role(ctx, "admin", "run_workflow with tool steps")
+            raise
         if not wait:
-            return await service.status(started_id)
+            return await service.status(started_id, owner_filter)
 
         async def progress(done: float, total: float, message: str) -> None:
             await ctx.report_progress(done, total, message)
 
-        return await service.wait(started_id, wait_s, progress)
+        return await service.wait(started_id, wait_s, progress, owner_filter)
 
 
 async def workflow_run(
@@ -119,19 +132,21 @@ async def workflow_run(
     offset: Annotated[int, Field(description="Listing: runs to skip.", ge=0)] = 0,
 ) -> WorkflowRunResult:
     service = _service(ctx)
+    owner_filter = caller(ctx).owner_filter  # another owner's run is "not found", like an unknown id
     with core_errors():
         if run_id is None:
             if action != "status":
                 raise ToolError(f"action {action!r} needs a run_id")
-            runs = await service.list(status, limit + 1, offset)
+            runs = await service.list(status, limit + 1, offset, owner_filter)
             more = len(runs) > limit
             return WorkflowRunResult(runs=runs[:limit], next_offset=offset + limit if more else None)
         if action == "cancel":
-            return WorkflowRunResult.of(await service.cancel(run_id))
+            return WorkflowRunResult.of(await service.cancel(run_id, owner_filter))
         if action in ("approve", "reject"):
             return WorkflowRunResult.of(await service.decide(
-                run_id, "approved" if action == "approve" else "rejected", step=step, by=by, comment=comment))
-        return WorkflowRunResult.of(await service.status(run_id))
+                run_id, "approved" if action == "approve" else "rejected", step=step, by=by, comment=comment,
+                owner_filter=owner_filter))
+        return WorkflowRunResult.of(await service.status(run_id, owner_filter))
 
 
 async def save_workflow(
@@ -139,6 +154,7 @@ async def save_workflow(
     definition: Annotated[dict[str, JsonValue] | str, Field(
         description="The definition object (name, inputs, steps, outputs, max_parallel), or JSON/YAML text.")],
 ) -> SavedWorkflow:
+    require_role(ctx, "admin", "save_workflow")
     service = _service(ctx)
     with core_errors():
         saved = await service.save(definition)

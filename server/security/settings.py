@@ -77,8 +77,9 @@ class LimitSettings(_Strict):
     max_concurrent_calls: int | None = Field(default=16, ge=1)
     max_tokens_per_call: int | None = Field(default=None, ge=1)
     max_cost_usd_per_call: float | None = Field(default=None, ge=0)
-    workflow_max_steps: int = Field(default=200, ge=1, le=100_000)
-    workflow_max_duration_s: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+    workflow_max_steps: int = Field(default=1000, ge=1, le=100_000)  # the definition limit
+    # A week by default: runs may wait for human approvals (a day each by default).
+    workflow_max_duration_s: float = Field(default=7 * 86_400.0, gt=0, le=30 * 86_400)
 
 
 class GuardrailSettings(_Strict):

@@ -46,4 +46,4 @@ async def open_workflows(services: StepServices, store: Store, *, runtime_factor
     interpreter = Interpreter(services, tracker)
     factory = runtime_factory or memory_runtime(clock)
     async with factory(interpreter) as runtime:
-        yield WorkflowService(runtime, store, tracker, clock=clock)
+        yield WorkflowService(runtime, store, tracker, clock=clock, limits=getattr(services.config, "limits", None))

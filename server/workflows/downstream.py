@@ -9,7 +9,8 @@ imported on first use.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import socket
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -28,11 +29,20 @@ class DownstreamServers:
     Args:
         servers: name -> configuration.
         secrets: values redacted from any error text (env values, headers).
+        allow_addresses: ``[network].allow_addresses``: exceptions to the address policy a server's ``url`` is
+            checked against (after DNS resolution) before each connection (:mod:`server.security.addresses`).
+        resolve: ``socket.getaddrinfo``-shaped resolver (tests pass a fake one).
+
+    Only the configured ``headers`` are sent to a URL server: nothing of the MCP client's own request (its
+    ``Authorization`` header above all) is ever forwarded.
     """
 
-    def __init__(self, servers: Mapping[str, McpServerConfig], secrets: Iterable[str] = ()) -> None:
+    def __init__(self, servers: Mapping[str, McpServerConfig], secrets: Iterable[str] = (), *,
+                 allow_addresses: Sequence[str] = (), resolve: Callable[..., Any] = socket.getaddrinfo) -> None:
         self._servers = dict(servers)
         self._secrets = list(secrets)
+        self._allow = tuple(allow_addresses)
+        self._resolve = resolve
 
     async def call(self, server: str, tool: str, arguments: Mapping[str, Any], timeout_s: float | None
                    ) -> dict[str, Any]:
@@ -55,6 +65,13 @@ class DownstreamServers:
             target: Any = StdioServerParameters(command=config.command, args=list(config.args),
                                                 env=dict(config.env) or None, cwd=config.cwd)
         else:
+            from server.security.addresses import AddressRefused, check_url_resolved
+
+            try:
+                await anyio.to_thread.run_sync(lambda: check_url_resolved(config.url, self._allow,
+                                                                          resolve=self._resolve))
+            except AddressRefused as exc:
+                raise StepFailed(f"MCP server {server!r}: {exc}", error_class="address_refused") from None
             target = config.url if not config.headers else _http_transport(config)
         limit = min(timeout_s or config.timeout_s, config.timeout_s)
         try:

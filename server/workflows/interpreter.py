@@ -177,13 +177,22 @@ class Interpreter:
     async def _execute(self, definition: Definition, library: Mapping[str, Definition], execution: Execution,
                        arguments: Mapping[str, Any]) -> dict[str, Any]:
         failed: list[RunFailed] = []
-        async with anyio.create_task_group() as receivers:
-            plan = await self._plan(definition, library, execution, "", receivers)
-            try:
-                context = await self._run_dag(plan, library, execution.run_id, dict(arguments.get("inputs") or {}))
-            except RunFailed as exc:
-                failed.append(exc)
-            receivers.cancel_scope.cancel()
+        deadline_at = arguments.get("deadline_at")
+        # The duration ceiling ([limits] workflow_max_duration_s), as a wall-clock deadline recorded at
+        # start: a run recovered after a restart keeps the deadline it started with.
+        with anyio.move_on_after(None if deadline_at is None
+                                 else max(0.0, deadline_at - self.services.clock())) as ceiling:
+            async with anyio.create_task_group() as receivers:
+                plan = await self._plan(definition, library, execution, "", receivers)
+                try:
+                    context = await self._run_dag(plan, library, execution.run_id,
+                                                  dict(arguments.get("inputs") or {}))
+                except RunFailed as exc:
+                    failed.append(exc)
+                receivers.cancel_scope.cancel()
+        if ceiling.cancelled_caught:
+            raise RunFailed("the run went over this server's duration ceiling ([limits] "
+                            "workflow_max_duration_s); steps still running were stopped")
         if failed:
             raise RunFailed(str(failed[0])) from None
         try:

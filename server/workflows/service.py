@@ -14,6 +14,7 @@ import anyio
 from pydantic import Field
 
 from server.models import DeferredModel
+from server.security.limits import check_workflow_ceilings
 from server.store import Store, WorkflowRecord
 from server.workflows.interpreter import RunTracker, approval_topic, step_name
 from server.workflows.model import (
@@ -44,6 +45,10 @@ class RunNotFound(WorkflowError, ValueError):
 
 class RunConflict(WorkflowError, ValueError):
     """The run id exists with other arguments, or the action does not fit the run's state."""
+
+
+class ToolStepsForbidden(WorkflowError, PermissionError):
+    """An inline definition with ``tool`` steps, started by a caller who may not run them."""
 
 
 class StepReport(DeferredModel):
@@ -99,13 +104,21 @@ class WorkflowService:
         runtime: runs the runs (:class:`server.workflows.runtime.MemoryRuntime` or the DBOS runtime).
         store: keeps saved definitions.
         tracker: the interpreter's live step states (shared with the interpreter).
+        limits: ``[limits]`` (:class:`server.security.settings.LimitSettings`): the step-count and duration
+            ceilings every run is checked against; ``None``: no ceilings.
+
+    Ownership: a run belongs to the ``owner`` that started it (kept in the run's arguments, so it survives a
+    restart with the run; not part of its fingerprint). Lookups take ``owner_filter``
+    (:attr:`server.security.Principal.owner_filter`): another owner's run is "not found", like an unknown id;
+    ``None`` sees every run.
     """
 
     def __init__(self, runtime: WorkflowRuntime, store: Store, tracker: RunTracker, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, limits: Any = None) -> None:
         self.runtime = runtime
         self.store = store
         self.tracker = tracker
+        self.limits = limits
         self._clock = clock
 
     # -- definitions ------------------------------------------------------------------------------------
@@ -115,9 +128,12 @@ class WorkflowService:
 
         Raises:
             InvalidWorkflow: every problem found; nothing is saved.
+            CeilingExceeded: more steps than ``[limits] workflow_max_steps`` (sub-workflows included).
         """
         definition = parse_definition(source)
-        await self._library(definition, {definition.name})
+        library = await self._library(definition, {definition.name})
+        if self.limits is not None:
+            check_workflow_ceilings(self.limits, len(plan_steps({"definition": definition.dump(), "library": library})))
         record, changed = await self.store.put_workflow(definition.name, definition.dump(), self._clock())
         return SavedWorkflow(name=record.name, version=record.version, changed=changed,
                              steps=len(definition.steps), uri=definition_uri(record.name), mermaid=mermaid(definition))
@@ -166,37 +182,64 @@ class WorkflowService:
     # -- runs -------------------------------------------------------------------------------------------
 
     async def start(self, workflow: str | Mapping[str, Any], inputs: Mapping[str, Any] | None,
-                    run_id: str | None = None) -> tuple[str, bool]:
+                    run_id: str | None = None, *, owner: str | None = None, owner_filter: str | None = None,
+                    inline_tool_steps: bool = True) -> tuple[str, bool]:
         """Validate and start a run. Returns the run id and whether this call started it (``False``: the same
         id with the same arguments was started before; it is not run again).
 
+        Args:
+            owner: recorded as the run's owner (``None``: unauthenticated).
+            owner_filter: the caller's filter; an existing ``run_id`` of another owner is refused.
+            inline_tool_steps: ``False`` refuses an inline definition with a ``tool`` step anywhere (its
+                sub-workflows included); saved workflows run whatever their steps.
+
         Raises:
             InvalidWorkflow / WorkflowNotFound: bad definition or inputs; nothing started.
-            RunConflict: ``run_id`` exists with other arguments.
+            CeilingExceeded: more steps than ``[limits] workflow_max_steps``; nothing started.
+            ToolStepsForbidden: see ``inline_tool_steps``; nothing started.
+            RunConflict: ``run_id`` exists with other arguments (or another owner).
         """
         if isinstance(workflow, str) and not workflow.lstrip().startswith(("{", "name:", "steps:")) \
                 and "\n" not in workflow:
             definition, _ = await self.definition(workflow)
+            inline = False
         else:
             definition = parse_definition(workflow)
+            inline = True
         library = await self._library(definition, {definition.name})
         values = check_inputs(definition, inputs or {})
-        arguments = {"definition": definition.dump(), "library": library, "inputs": values}
+        arguments: dict[str, Any] = {"definition": definition.dump(), "library": library, "inputs": values}
+        planned = plan_steps(arguments)
+        if inline and not inline_tool_steps and any(kind == "tool" for _, kind in planned):
+            raise ToolStepsForbidden("run_workflow with tool steps needs role admin (inline definitions with "
+                                     "`tool` steps); run a saved workflow instead")
+        deadline_s = None if self.limits is None else check_workflow_ceilings(self.limits, len(planned))
         fingerprint = hashlib.sha256(json.dumps(arguments, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
         run_id = run_id or f"run-{uuid.uuid4().hex}"
+        conflict = f"run {run_id} exists with a different workflow or inputs; use a new run_id"
         existing = await self.runtime.get(run_id)
         if existing is not None:
-            if existing.fingerprint != fingerprint:
-                raise RunConflict(f"run {run_id} exists with a different workflow or inputs; use a new run_id")
+            if existing.fingerprint != fingerprint or not _visible(existing, owner_filter):
+                raise RunConflict(conflict)
             return run_id, False
+        arguments["owner"] = owner
+        if deadline_s is not None:
+            arguments["deadline_at"] = self._clock() + deadline_s
         started = await self.runtime.start(run_id, definition.name, arguments, fingerprint)
         if not started:
             existing = await self.runtime.get(run_id)
-            if existing is not None and existing.fingerprint != fingerprint:
-                raise RunConflict(f"run {run_id} exists with a different workflow or inputs; use a new run_id")
+            if existing is not None and (existing.fingerprint != fingerprint or not _visible(existing, owner_filter)):
+                raise RunConflict(conflict)
         return run_id, started
 
-    async def wait(self, run_id: str, wait_s: float, progress: Progress | None = None) -> RunStatus:
+    async def _get(self, run_id: str, owner_filter: str | None) -> RunRecord:
+        record = await self.runtime.get(run_id)
+        if record is None or not _visible(record, owner_filter):
+            raise RunNotFound(f"no run {run_id!r}")
+        return record
+
+    async def wait(self, run_id: str, wait_s: float, progress: Progress | None = None,
+                   owner_filter: str | None = None) -> RunStatus:
         """The run's status once it has finished, or when ``wait_s`` passes (then it is still running; the run
         goes on). Reports progress (steps done / total) on every step change. Cancelling the wait never
         cancels the run."""
@@ -205,11 +248,9 @@ class WorkflowService:
         with anyio.move_on_after(wait_s):
             while True:
                 state = self.tracker.get(run_id)
-                record = await self.runtime.get(run_id)
-                if record is None:
-                    raise RunNotFound(f"no run {run_id!r}")
+                record = await self._get(run_id, owner_filter)
                 if record.status in FINISHED:
-                    status = await self.status(run_id)
+                    status = await self.status(run_id, owner_filter)
                     if progress is not None:
                         await progress(status.progress.done, status.progress.total, status.progress.message)
                     return status
@@ -225,35 +266,47 @@ class WorkflowService:
                 with anyio.move_on_after(0.01 if record.status == "pending" else 0.5):
                     await state.changed.wait()
                 await anyio.sleep(0.02)  # at most ~50 status reads a second, however fast steps finish
-        return await self.status(run_id)
+        return await self.status(run_id, owner_filter)
 
-    async def status(self, run_id: str) -> RunStatus:
+    async def status(self, run_id: str, owner_filter: str | None = None) -> RunStatus:
         """The run's status with every step (recorded outcomes from the runtime, live ones from the tracker).
 
         Raises:
-            RunNotFound: no such run.
+            RunNotFound: no such run (or another owner's).
         """
-        record = await self.runtime.get(run_id)
-        if record is None:
-            raise RunNotFound(f"no run {run_id!r}")
+        record = await self._get(run_id, owner_filter)
         return build_status(record, await self.runtime.recorded(run_id), self.tracker, self.runtime.name)
 
-    async def list(self, status: str | None, limit: int, offset: int) -> list[RunStatus]:
-        """Recent runs, newest first (``status`` filters: ``waiting`` means running runs with an approval open)."""
+    async def list(self, status: str | None, limit: int, offset: int,
+                   owner_filter: str | None = None) -> list[RunStatus]:
+        """Recent runs, newest first (``status`` filters: ``waiting`` means running runs with an approval open;
+        ``owner_filter`` leaves out other owners' runs)."""
         wanted = "running" if status == "waiting" else status
-        runs = await self.runtime.list(wanted, limit if status != "waiting" else 1000, offset)
+        if owner_filter is None:
+            runs = await self.runtime.list(wanted, limit if status != "waiting" else 1000, offset)
+        else:
+            runs = (await self._owned(wanted, owner_filter, offset + (limit if status != "waiting" else 1000)))[offset:]
         out = [build_status(r, {}, self.tracker, self.runtime.name, brief=True) for r in runs]
         return [s for s in out if status is None or s.status == status][:limit]
 
-    async def cancel(self, run_id: str) -> RunStatus:
+    async def _owned(self, status: str | None, owner: str, wanted: int, page: int = 500,
+                     scan_limit: int = 20_000) -> list[RunRecord]:
+        """The newest ``wanted`` runs of ``owner`` (scanning at most ``scan_limit`` runs)."""
+        found: list[RunRecord] = []
+        for offset in range(0, scan_limit, page):
+            runs = await self.runtime.list(status, page, offset)
+            found.extend(r for r in runs if _visible(r, owner))
+            if len(found) >= wanted or len(runs) < page:
+                break
+        return found[:wanted]
+
+    async def cancel(self, run_id: str, owner_filter: str | None = None) -> RunStatus:
         """Cancel a run (steps running now are interrupted; recorded ones stay recorded).
 
         Raises:
-            RunNotFound / RunConflict: unknown or already finished.
+            RunNotFound / RunConflict: unknown (or another owner's) or already finished.
         """
-        record = await self.runtime.get(run_id)
-        if record is None:
-            raise RunNotFound(f"no run {run_id!r}")
+        record = await self._get(run_id, owner_filter)
         if record.status in FINISHED:
             raise RunConflict(f"run {run_id} is already {record.status}")
         await self.runtime.cancel(run_id)
@@ -263,13 +316,13 @@ class WorkflowService:
         return await self.status(run_id)
 
     async def decide(self, run_id: str, decision: str, *, step: str | None = None, by: str | None = None,
-                     comment: str | None = None) -> RunStatus:
+                     comment: str | None = None, owner_filter: str | None = None) -> RunStatus:
         """Approve or reject the run's waiting approval step (``step`` names it when several wait).
 
         Raises:
-            RunNotFound / RunConflict: unknown run, or no (such) approval waiting.
+            RunNotFound / RunConflict: unknown run (or another owner's), or no (such) approval waiting.
         """
-        status = await self.status(run_id)
+        status = await self.status(run_id, owner_filter)
         waiting = [s.id for s in status.steps if s.status == "waiting"]
         if step is not None and step not in waiting:
             raise RunConflict(f"step {step!r} of run {run_id} is not waiting for approval"
@@ -293,6 +346,11 @@ class WorkflowService:
                 with anyio.move_on_after(0.5):
                     await state.changed.wait()
         return await self.status(run_id)
+
+
+def _visible(record: RunRecord, owner_filter: str | None) -> bool:
+    """Whether a caller with ``owner_filter`` may see ``record`` (``None``: every run)."""
+    return owner_filter is None or record.arguments.get("owner") == owner_filter
 
 
 def definition_uri(name: str) -> str:
