@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return keys_cli.run(args, database_path(config, os.environ, args.database))
         return _serve(args, config, simple)
     except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        print(f"configuration error: {exc}", file=sys.stderr)  # cli-output (stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -198,7 +198,7 @@ def _patterns(args: argparse.Namespace, db_path: os.PathLike | str, simple: bool
                 patterns = [p.spec() for p in await registry.all()]
                 missing = sorted(set(args.pattern) - {p.name for p in patterns})
                 if missing:
-                    print(f"no pattern named {', '.join(missing)}", file=sys.stderr)
+                    print(f"no pattern named {', '.join(missing)}", file=sys.stderr)  # cli-output (stderr)
                     return 1
                 chosen = [p for p in patterns if not args.pattern or p.name in args.pattern]
                 for path in write_export(chosen, Path(args.out)):
@@ -212,7 +212,7 @@ def _patterns(args: argparse.Namespace, db_path: os.PathLike | str, simple: bool
                 print(f"{spec.name}: {state}", file=sys.stdout)  # cli-output
             return 0
         except PatternError as exc:
-            print(f"patterns {args.action}: {exc}", file=sys.stderr)
+            print(f"patterns {args.action}: {exc}", file=sys.stderr)  # cli-output (stderr)
             return 1
         finally:
             await store.aclose()

@@ -65,7 +65,7 @@ def print_metrics(config: Config, db_path: PathLike | str, window: str, group_by
     try:
         summary = anyio.run(run)
     except ValueError as exc:
-        print(f"metrics: {exc}", file=sys.stderr)
+        print(f"metrics: {exc}", file=sys.stderr)  # cli-output (stderr)
         return 2
     print(format_table(summary), file=out)  # cli-output
     return 0

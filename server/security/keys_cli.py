@@ -37,8 +37,8 @@ def run(args: argparse.Namespace, db_path: Path | str) -> int:
                 created = await create_key(store, args.name, args.role,
                                            expires_in_s=None if days is None else days * 86_400)
                 print(created.key, file=sys.stdout)  # cli-output
-                print(f"key {created.record.id} ({args.role}) created; store it now, it is not shown again",
-                      file=sys.stderr)
+                notice = f"key {created.record.id} ({args.role}) created; store it now, it is not shown again"
+                print(notice, file=sys.stderr)  # cli-output (stderr)
                 return 0
             if args.action == "list":
                 now = time.time()
@@ -50,10 +50,10 @@ def run(args: argparse.Namespace, db_path: Path | str) -> int:
             if await store.revoke_api_key(args.key_id, time.time()):
                 print(f"key {args.key_id} revoked", file=sys.stdout)  # cli-output
                 return 0
-            print(f"no active key with id {args.key_id}", file=sys.stderr)
+            print(f"no active key with id {args.key_id}", file=sys.stderr)  # cli-output (stderr)
             return 1
         except ValueError as exc:
-            print(f"keys {args.action}: {exc}", file=sys.stderr)
+            print(f"keys {args.action}: {exc}", file=sys.stderr)  # cli-output (stderr)
             return 2
         finally:
             await store.aclose()
