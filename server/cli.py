@@ -224,6 +224,7 @@ def _serve(args: argparse.Namespace, config: Config, simple: bool = False) -> in
     import anyio
 
     from server.app import build_server, open_dependencies, open_store
+    from server.gc_tuning import tune_for_serving
     from server.providers import build_provider, build_wire_provider
     from server.security.startup import check_provider_addresses, http_verifier
     from server.transports import check_bind_host, is_loopback, serve
@@ -260,6 +261,7 @@ def _serve(args: argparse.Namespace, config: Config, simple: bool = False) -> in
                         " (simple mode)" if simple else "", len(config.providers),
                         "state file" if simple else "database", db_path, "on" if auth_on else "off")
             verifier = http_verifier(config, deps.store) if auth_on else None
+            tune_for_serving()
             if auth_on and config.auth.jwt is None and not await deps.store.list_api_keys():
                 logger.warning("authentication is on and no API key exists, so every request will get 401: "
                                "create one with `ai-orchestration-mcp keys create NAME`")

@@ -165,6 +165,22 @@ async def test_limits_body_rate_concurrency_tokens_cost(tmp_path: Path, upstream
                     assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
 
 
+@pytest.mark.anyio
+async def test_a_call_at_the_concurrency_limit_frees_its_slot_with_its_reply(tmp_path: Path,
+                                                                              upstream: Upstream) -> None:
+    # One call at a time allowed: a client that sends each call as soon as it has the previous reply must never
+    # be refused, even while the server is still closing the previous response's stream.
+    config = write_toml(tmp_path / "c.toml", [provider_entry(upstream, "primary", model="gpt-sim")],
+                        auth={"enabled": True}, limits={"max_concurrent_calls": 1, "requests_per_minute": 100_000})
+    database = tmp_path / "s.db"
+    key = make_key(config, database, "sequential")
+    with running_server(config, database, tmp_path / "server.log") as server:
+        with anyio.fail_after(60):
+            async with mcp_client(server.url, key) as client:
+                results = [await client.call_tool("orchestrate", {"prompt": f"call {i}"}) for i in range(40)]
+    assert [r.is_error for r in results] == [False] * 40
+
+
 def test_foreign_host_or_origin_refused_before_authentication(tmp_path: Path, upstream: Upstream) -> None:
     config = write_toml(tmp_path / "c.toml", [provider_entry(upstream, "primary", model="gpt-sim")])
     database = tmp_path / "s.db"

@@ -9,6 +9,7 @@ from typing import Any
 
 from server.config import ProviderConfig
 from server.errors import ContentRefused, MalformedReply, ProviderConnectionError, ProviderError, ProviderTimeout
+from server.gc_tuning import freeze_long_lived
 from server.providers import Completion, CompletionRequest
 from server.providers._errors import error_for_status
 
@@ -55,6 +56,7 @@ class SDKProvider:
             import anyio
 
             await anyio.to_thread.run_sync(self._sdk)
+            freeze_long_lived()  # the SDK's modules stay for the process's life: keep the collector off them
 
     async def complete(self, request: CompletionRequest) -> Completion:
         """One completion. Raises the :mod:`server.errors` provider errors."""

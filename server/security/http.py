@@ -25,7 +25,7 @@ from typing import Any
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.security import principal_from_scope
 from server.security.settings import JwtSettings, LimitSettings
@@ -128,14 +128,28 @@ class KeyLimits:
         if wait_s is not None:
             await _too_many(scope, receive, send, wait_s, "request rate limit for this key exceeded")
             return
-        counted = scope.get("method") == "POST"
-        if counted and not self.limiter.enter(principal.id):
+        if scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        if not self.limiter.enter(principal.id):
             await _too_many(scope, receive, send, 1.0, "too many concurrent calls for this key")
             return
+        in_flight = True
+
+        async def send_then_release(message: Message) -> None:
+            # The call is over once its response's last byte goes out, though the app may still be winding down
+            # (an SSE stream closing): release the slot before that byte, so a client that sends its next call
+            # as soon as it has the reply is never refused for a call it has already finished.
+            nonlocal in_flight
+            if in_flight and message["type"] == "http.response.body" and not message.get("more_body", False):
+                in_flight = False
+                self.limiter.leave(principal.id)
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_then_release)
         finally:
-            if counted:
+            if in_flight:
                 self.limiter.leave(principal.id)
 
 

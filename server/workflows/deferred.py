@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from server.errors import OrchestrationError
+from server.gc_tuning import freeze_long_lived
 from server.workflows.interpreter import Interpreter
 from server.workflows.runtime import RunRecord, WorkflowRuntime
 
@@ -72,6 +73,7 @@ class DeferredRuntime:
             async with open_runtime() as runtime:
                 self._runtime = runtime
                 self._ready.set()
+                freeze_long_lived()  # the runtime's modules (DBOS, SQLAlchemy) live as long as the process
                 await anyio.sleep_forever()
         except Exception as exc:  # reported to every workflow call; the rest of the server goes on
             logger.exception("the %s workflow runtime failed to start", self.name)
