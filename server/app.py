@@ -299,10 +299,7 @@ def _advertise_list_changed(mcp: MCPServer) -> None:
 
 
 def server_version() -> str:
-    """The installed distribution's version."""
-    from importlib.metadata import PackageNotFoundError, version
+    """The distribution's version (:data:`server.__version__`)."""
+    from server import __version__
 
-    try:
-        return version("ai-orchestration-mcp")
-    except PackageNotFoundError:
-        return "0+unknown"
+    return __version__

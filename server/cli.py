@@ -296,6 +296,6 @@ def _workflow_runtime(config: Config, db_path: Path) -> Any:
 
 
 def _version() -> str:
-    from server.app import server_version
+    from server import __version__  # not server.app: `check` and the other subcommands stay quick
 
-    return server_version()
+    return __version__

@@ -56,6 +56,14 @@ async def test_tools_are_listed_with_descriptions_annotations_and_output_schemas
     assert "ctx" not in tools["orchestrate"].input_schema["properties"]
 
 
+async def test_the_server_reports_the_installed_distributions_version(client: Client, mode: str) -> None:
+    from importlib import metadata
+
+    info = client.server_info
+    assert info is not None or mode != "legacy"  # the 2026-era stamp is optional; the handshake always carries it
+    assert info is None or info.version == metadata.version("ai-orchestration-mcp")
+
+
 async def test_orchestrate_returns_the_upstream_answer_with_figures(client: Client) -> None:
     result = await client.call_tool("orchestrate", {"prompt": "what is MCP", "system": "short"})
     assert not result.is_error, result.content

@@ -4,6 +4,8 @@ at their first call, behave the same; a bad cache file is replaced."""
 from __future__ import annotations
 
 import json
+import os
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,16 @@ async def test_an_unreadable_or_stale_cache_is_rebuilt(upstream: Upstream, cache
     _, kinds, _, _ = await session(upstream)
     assert kinds == {"Tool"}
     assert "orchestrate" in json.loads(current.read_text()) and not stale.exists()
+
+
+def test_the_cache_key_follows_source_edits_and_package_versions(tmp_path: Path) -> None:
+    source = tmp_path / "tools" / "sub" / "a.py"
+    source.parent.mkdir(parents=True)
+    source.write_text("x = 1\n")
+    before = lazy._source_files(tmp_path, "tools")
+    stat = source.stat()
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000))  # saved again, same content
+    assert lazy._source_files(tmp_path, "tools") != before
+    assert [path for path, _, _ in before] == ["tools/sub/a.py"]
+    assert lazy._distributions(("mcp", "pydantic")) == [f"mcp-{metadata.version('mcp')}.dist-info",
+                                                         f"pydantic-{metadata.version('pydantic')}.dist-info"]

@@ -3,9 +3,15 @@
 Building a tool with the SDK's ``Tool.from_function`` (a pydantic argument model, an output model, two JSON
 schemas) costs about 12 ms per tool: for the ten tools, most of what this server adds to start-up over a bare
 ``MCPServer`` (``bench/startup.py``). ``tools/list`` needs only the two schemas, so they are cached in a file
-under the user's cache directory, keyed by a digest of this project's source and the Python, ``mcp`` and
+under the user's cache directory, keyed by a digest of this project's source files and the Python, ``mcp`` and
 ``pydantic`` versions (anything that could change a schema); a cached tool builds its argument model at its
 first call. A missing, stale or unreadable cache costs one ordinary build, after which the file is rewritten.
+
+The digest is computed at every start, so it reads no file contents and no package metadata: source files
+count by path, size and modification time (an edit changes the time; restoring an older file with its old
+time and size would go unnoticed, and costs at worst stale schemas until the next edit), and the versions
+come from the names of the ``*.dist-info`` folders next to the installed packages (``mcp-2.3.0.dist-info``),
+which is what ``importlib.metadata`` reads them from too, without parsing each ``METADATA`` file.
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ from pydantic import PrivateAttr
 
 logger = logging.getLogger(__name__)
 _PACKAGES = ("server", "tools", "knowledge")  # where tool signatures and their result models are defined
+_VERSIONED = ("mcp", "mcp_types", "pydantic", "pydantic_core")  # what builds the schemas from those signatures
 _cache: dict[str, dict[str, Any]] | None = None
 _cache_path: Path | None = None
 
@@ -83,18 +89,55 @@ def cache_file() -> Path:
 @functools.cache
 def _digest() -> str:
     digest = hashlib.sha256()
-    for name in ("mcp", "pydantic", "pydantic-core"):
-        try:
-            digest.update(f"{name}={metadata.version(name)};".encode())
-        except metadata.PackageNotFoundError:
-            digest.update(f"{name}=?;".encode())
     digest.update(sys.version.encode())
+    for dist_info in _distributions(_VERSIONED):
+        digest.update(f"{dist_info};".encode())
     root = Path(__file__).resolve().parent.parent
     for package in _PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(str(path.relative_to(root)).encode())
-            digest.update(path.read_bytes())
+        for relative, size, mtime_ns in _source_files(root, package):
+            digest.update(f"{relative}:{size}:{mtime_ns};".encode())
     return digest.hexdigest()[:32]
+
+
+def _distributions(modules: tuple[str, ...]) -> list[str]:
+    """The ``*.dist-info`` folder names (which carry the version) of the distributions installing ``modules``:
+    those in the folders the modules were imported from whose project name is a module's; ``name=?`` for a
+    module without one (then a version change goes unnoticed, as it would for a source checkout)."""
+    listings: dict[str, list[str]] = {}
+    found: list[str] = []
+    for name in modules:
+        module = sys.modules.get(name)
+        file = getattr(module, "__file__", None)
+        folder = os.path.dirname(os.path.dirname(file)) if file else ""
+        if folder not in listings:
+            try:
+                listings[folder] = [e for e in os.listdir(folder) if e.endswith(".dist-info")] if folder else []
+            except OSError:
+                listings[folder] = []
+        mine = sorted(e for e in listings[folder] if e.split("-", 1)[0].lower() == name)
+        found.extend(mine or [f"{name}=?"])
+    return found
+
+
+def _source_files(root: Path, package: str) -> list[tuple[str, int, int]]:
+    """(path relative to ``root``, size, mtime_ns) of every ``.py`` file under ``root / package``, sorted."""
+    files: list[tuple[str, int, int]] = []
+    pending = [package]
+    while pending:
+        relative = pending.pop()
+        try:
+            scan = os.scandir(root / relative)
+        except OSError:
+            continue
+        with scan:
+            for entry in scan:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__":
+                        pending.append(f"{relative}/{entry.name}")
+                elif entry.name.endswith(".py"):
+                    stat = entry.stat()
+                    files.append((f"{relative}/{entry.name}", stat.st_size, stat.st_mtime_ns))
+    return sorted(files)
 
 
 def _load() -> dict[str, dict[str, Any]]:
