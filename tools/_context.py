@@ -17,7 +17,6 @@ from server.pool import pool_error_message
 from server.telemetry import SPAN_TOOL, span
 from server.security import Forbidden, Principal, Role, caller
 from server.security import require_role as check_role
-from tools._lazy import cached_tool
 from tools._schema import compact_schema
 
 
@@ -51,13 +50,8 @@ def require_role(ctx: Context, role: Role, action: str) -> Principal:
 
 def make_tool(fn: Callable[..., Any], *, name: str, description: str, annotations: ToolAnnotations) -> Tool:
     """A tool from ``fn`` with compact input and output schemas (see :mod:`tools._schema`), traced as
-    ``ai_orchestration.tool.<name>`` when telemetry is on; listed from cached schemas and built at its first
-    call when the schema cache is current (see :mod:`tools._lazy`)."""
-    return cached_tool(name, description, annotations,
-                       lambda: _build_tool(fn, name=name, description=description, annotations=annotations))
-
-
-def _build_tool(fn: Callable[..., Any], *, name: str, description: str, annotations: ToolAnnotations) -> Tool:
+    ``ai_orchestration.tool.<name>`` when telemetry is on (:func:`tools.all_tools` lists it from the schema
+    cache of :mod:`tools._lazy` and builds it at its first call)."""
     tool = Tool.from_function(fn, name=name, description=description, annotations=annotations)
     if tool.context_kwarg is not None and tool.is_async:
         context_kwarg, body = tool.context_kwarg, tool.fn

@@ -1,11 +1,12 @@
-"""Tools whose SDK metadata is built at their first call, with their schemas cached on disk.
+"""Tools whose SDK metadata is built at their first call, with their listing cached on disk.
 
 Building a tool with the SDK's ``Tool.from_function`` (a pydantic argument model, an output model, two JSON
 schemas) costs about 12 ms per tool: for the ten tools, most of what this server adds to start-up over a bare
-``MCPServer`` (``bench/startup.py``). ``tools/list`` needs only the two schemas, so they are cached in a file
-under the user's cache directory, keyed by a digest of this project's source files and the Python, ``mcp`` and
+``MCPServer`` (``bench/startup.py``). ``tools/list`` needs only what a tool is listed with (name, description,
+annotations, the two schemas), so that is cached in a file under the user's cache directory, keyed by a digest of this project's source files and the Python, ``mcp`` and
 ``pydantic`` versions (anything that could change a schema); a cached tool builds its argument model at its
-first call. A missing, stale or unreadable cache costs one ordinary build, after which the file is rewritten.
+first call, and the module that defines it is imported only then (with the core modules it needs). A
+missing, stale or unreadable cache costs one ordinary build, after which the file is rewritten.
 
 The digest is computed at every start, so it reads no file contents and no package metadata: source files
 count by path, size and modification time (an edit changes the time; restoring an older file with its old
@@ -28,11 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver.tools import Tool
+from mcp_types import ToolAnnotations
 from pydantic import PrivateAttr
 
 logger = logging.getLogger(__name__)
 _PACKAGES = ("server", "tools", "knowledge")  # where tool signatures and their result models are defined
 _VERSIONED = ("mcp", "mcp_types", "pydantic", "pydantic_core")  # what builds the schemas from those signatures
+_ENTRY_KEYS = frozenset({"title", "description", "annotations", "meta", "parameters", "output_schema", "context_kwarg",
+                         "is_async"})
 _cache: dict[str, dict[str, Any]] | None = None
 _cache_path: Path | None = None
 
@@ -58,22 +62,34 @@ class LazyTool(Tool):
         return await self.real().run(arguments, context, convert_result=convert_result)
 
 
-def cached_tool(name: str, description: str, annotations: Any, build: Callable[[], Tool]) -> Tool:
-    """``build()``'s tool, or a :class:`LazyTool` with the same name, schemas and annotations when the cache
-    holds this tool's schemas for the current source."""
+def cached_tool(name: str, build: Callable[[], Tool]) -> Tool:
+    """``build()``'s tool, or a :class:`LazyTool` listed as it would be (same name, description, annotations and
+    schemas) when the cache holds this tool for the current source; ``build`` runs at its first call then."""
     entry = _load().get(name)
     if entry is None:
         tool = build()
-        _store(name, {"parameters": tool.parameters, "output_schema": tool.output_schema,
-                      "context_kwarg": tool.context_kwarg, "is_async": tool.is_async})
+        if tool.name != name:
+            raise ValueError(f"the tool built for {name!r} is named {tool.name!r}")
+        if not tool.icons:  # none of ours has icons; a tool with some is not cached (built at every start)
+            _store(name, _entry(tool))
         return tool
+    annotations = entry["annotations"]
     tool = LazyTool.model_construct(
-        fn=_not_built, name=name, title=None, description=description, parameters=entry["parameters"],
-        fn_metadata=None, is_async=entry["is_async"], context_kwarg=entry["context_kwarg"], resolved_params={},
-        resolver_plans={}, annotations=annotations, icons=None, meta=None)
+        fn=_not_built, name=name, title=entry["title"], description=entry["description"],
+        parameters=entry["parameters"], fn_metadata=None, is_async=entry["is_async"],
+        context_kwarg=entry["context_kwarg"], resolved_params={}, resolver_plans={},
+        annotations=None if annotations is None else ToolAnnotations.model_validate(annotations),
+        icons=None, meta=entry["meta"])
     tool._build = build
     tool._output_schema = entry["output_schema"]
     return tool
+
+
+def _entry(tool: Tool) -> dict[str, Any]:
+    annotations = tool.annotations.model_dump(mode="json", by_alias=True) if tool.annotations else None
+    return {"title": tool.title, "description": tool.description, "annotations": annotations, "meta": tool.meta,
+            "parameters": tool.parameters, "output_schema": tool.output_schema,
+            "context_kwarg": tool.context_kwarg, "is_async": tool.is_async}
 
 
 def _not_built(**_: Any) -> Any:  # pragma: no cover - LazyTool.run always runs the real tool
@@ -147,10 +163,8 @@ def _load() -> dict[str, dict[str, Any]]:
         _cache_path, _cache = path, {}
         try:
             loaded = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(loaded, dict) and all(
-                    isinstance(v, dict) and {"parameters", "output_schema", "context_kwarg", "is_async"} <= v.keys()
-                    for v in loaded.values()):
-                _cache = loaded
+            if isinstance(loaded, dict) and all(isinstance(v, dict) for v in loaded.values()):
+                _cache = {name: entry for name, entry in loaded.items() if _ENTRY_KEYS <= entry.keys()}
         except (OSError, ValueError):
             pass  # no cache yet, or an unreadable one: tools are built as usual and the file rewritten
     return _cache
