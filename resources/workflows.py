@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
@@ -19,8 +19,9 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 
 from server.app import Dependencies
 from server.security import caller
-from server.workflows import RunNotFound, WorkflowNotFound, WorkflowService, mermaid
-from server.workflows.service import definition_uri, run_uri
+
+if TYPE_CHECKING:
+    from server.workflows import WorkflowService
 
 
 def _json(data: Any) -> str:
@@ -39,6 +40,8 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> None:
     @mcp.resource("workflows://definitions", name="workflow-definitions", mime_type="application/json",
                   description="Every saved workflow: name, version, number of steps, description, resource URI.")
     async def definitions() -> str:
+        from server.workflows.service import definition_uri  # the workflow engine loads at first use
+
         records = await service().store.list_workflows()
         return _json({"count": len(records), "workflows": [{
             "name": r.name, "version": r.version, "steps": len(r.definition.get("steps", [])),
@@ -47,6 +50,8 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> None:
     @mcp.resource("workflows://definitions/{name}", name="workflow-definition", mime_type="application/json",
                   description="A saved workflow definition with a Mermaid diagram (flowchart) of its DAG.")
     async def definition(name: str) -> str:
+        from server.workflows import WorkflowNotFound, mermaid
+
         try:
             parsed, record = await service().definition(name)
         except WorkflowNotFound as exc:
@@ -58,6 +63,8 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> None:
                   description="A workflow run: status, outputs, and every step's status, attempts, output, error "
                               "and timings.")
     async def run(run_id: str, ctx: Context) -> str:
+        from server.workflows.service import RunNotFound, run_uri
+
         try:  # another owner's run is "not found", like an unknown id
             status = await service().status(run_id, caller(ctx).owner_filter)
         except RunNotFound as exc:

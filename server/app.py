@@ -6,6 +6,7 @@ This is the only module that imports the surface packages (``tools``, ``resource
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -30,7 +31,8 @@ from server.store import Store
 from server.telemetry import Telemetry
 
 if TYPE_CHECKING:
-    from server.workflows import RuntimeFactory, WorkflowService
+    from server.workflows import RuntimeFactory, StepServices, WorkflowService
+    from server.workflows.lazy import LazyWorkflows
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +59,19 @@ class Dependencies:
     consensus: ConsensusService
     patterns: PatternRegistry
     clock: Callable[[], float] = time.time
-    workflows: WorkflowService | None = None
+    lazy_workflows: LazyWorkflows | None = None
+    """The workflow service, built at first use (see :attr:`workflows`)."""
     incidents: IncidentService | None = None
     telemetry: Telemetry | None = None
     simple: bool = False
     """Simple mode (``--simple``): wire-protocol providers, the JSON-file store, no tracing, in-memory runs.
     Code that would import a full-mode dependency checks this and raises :class:`server.simple.FullModeRequired`."""
     guardrails: Guardrails | None = None
+
+    @property
+    def workflows(self) -> WorkflowService | None:
+        """The workflow service (built at the first use, importing the workflow engine then)."""
+        return self.lazy_workflows.service() if self.lazy_workflows is not None else None
 
 
 def open_store(path: str | Path) -> Store:
@@ -115,36 +123,42 @@ async def open_dependencies(
     try:
         consensus = ConsensusService(pool, telemetry=telemetry)
         guardrails = Guardrails(config.guardrails, store, config.providers, clock) if config.guardrails.active else None
-        async with _open_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime,
-                                   telemetry) as workflows:
-            if run_workflow is None:
-                async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
-                    run_id, _ = await workflows.start(name, inputs)
-                    return run_id
+        workflows = _lazy_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime, telemetry)
+        if run_workflow is None:
+            async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
+                run_id, _ = await workflows.service().start(name, inputs)
+                return run_id
 
-            incidents = IncidentService(store, pool, config, clock=clock, run_workflow=run_workflow)
-            async with _running(incidents.run):
-                yield Dependencies(config=config, store=store, pool=pool, consensus=consensus, patterns=patterns,
-                                   clock=clock, workflows=workflows, incidents=incidents, telemetry=telemetry,
-                                   simple=simple, guardrails=guardrails)
+        incidents = IncidentService(store, pool, config, clock=clock, run_workflow=run_workflow)
+        async with _running(workflows.serve), _running(incidents.run):
+            yield Dependencies(config=config, store=store, pool=pool, consensus=consensus, patterns=patterns,
+                               clock=clock, lazy_workflows=workflows, incidents=incidents, telemetry=telemetry,
+                               simple=simple, guardrails=guardrails)
     finally:
         with anyio.CancelScope(shield=True):
             await pool.aclose()
             await store.aclose()
 
 
-def _open_workflows(config: Config, store: Store, pool: ProviderPool, consensus: ConsensusService,
+def _lazy_workflows(config: Config, store: Store, pool: ProviderPool, consensus: ConsensusService,
                     patterns: PatternRegistry, clock: Callable[[], float], runtime: RuntimeFactory | None,
-                    telemetry: Telemetry | None) -> Any:
-    from server.workflows import StepServices, open_workflows
-    from server.workflows.downstream import DownstreamServers
+                    telemetry: Telemetry | None) -> LazyWorkflows:
+    """The workflow service, built at first use; a given (durable) runtime opens ``DEFAULT_DELAY_S`` after
+    start-up in any case, to recover interrupted runs."""
+    from server.workflows.deferred import DEFAULT_DELAY_S
+    from server.workflows.lazy import LazyWorkflows
 
-    servers = DownstreamServers(config.mcp_servers, config.secrets(), allow_addresses=config.network.allow_addresses
-                                ) if config.mcp_servers else None
-    services = StepServices(pool=pool, store=store, config=config, consensus=consensus, patterns=patterns,
-                            tool_caller=servers.call if servers else None, clock=clock,
-                            telemetry=telemetry)
-    return open_workflows(services, store, runtime_factory=runtime, clock=clock)
+    def services() -> StepServices:
+        from server.workflows.downstream import DownstreamServers
+        from server.workflows.steps import StepServices
+
+        servers = DownstreamServers(config.mcp_servers, config.secrets(),
+                                    allow_addresses=config.network.allow_addresses) if config.mcp_servers else None
+        return StepServices(pool=pool, store=store, config=config, consensus=consensus, patterns=patterns,
+                            tool_caller=servers.call if servers else None, clock=clock, telemetry=telemetry)
+
+    return LazyWorkflows(services, store, runtime_factory=runtime, clock=clock,
+                         delay_s=math.inf if runtime is None else DEFAULT_DELAY_S)
 
 
 @asynccontextmanager

@@ -279,7 +279,8 @@ def _serve(args: argparse.Namespace, config: Config, simple: bool = False) -> in
 
 def _workflow_runtime(config: Config, db_path: Path) -> Any:
     """The DBOS runtime (system database beside the server's, unless configured), opened in the background
-    once the server serves (:mod:`server.workflows.deferred`), or ``None`` for the in-memory one
+    (:mod:`server.workflows.deferred`) as soon as the workflow service exists: at its first use, or
+    ``DEFAULT_DELAY_S`` after start-up (:mod:`server.workflows.lazy`); or ``None`` for the in-memory one
     (``[workflows] runtime = "memory"``)."""
     if config.workflows.runtime == "memory":
         return None
@@ -292,7 +293,7 @@ def _workflow_runtime(config: Config, db_path: Path) -> Any:
         return dbos_runtime(dbos_config(system, application_version=config.workflows.application_version
                                         or APPLICATION_VERSION))
 
-    return deferred(dbos, "dbos")
+    return deferred(dbos, "dbos", delay_s=0)  # the service it serves is built late enough
 
 
 def _version() -> str:

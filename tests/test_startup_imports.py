@@ -1,5 +1,6 @@
 """Full mode keeps its heavy imports off the start-up path: up to the first ``tools/list`` reply a server
-imports no provider SDK, no OpenTelemetry SDK, no DBOS, no plotting library (they load on first use)."""
+imports no provider SDK, no OpenTelemetry SDK, no DBOS, no plotting library (they load on first use); and with a
+current tool schema cache, no tool module and not the workflow engine either."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from tests.import_audit import BOOTSTRAP, foreign_modules, read_audit
 from tests.serving import server_env
 
 HEAVY = {"openai", "anthropic", "opentelemetry-sdk", "dbos", "matplotlib", "numpy"}
+LOADED_AT_FIRST_USE = ("tools.orchestrate", "tools.consensus", "tools.monitor", "tools.patterns", "tools.providers",
+                       "tools.workflows", "server.workflows.service", "server.workflows.interpreter",
+                       "server.workflows.model", "server.orchestration")
+"""Modules a start-up with a current tool schema cache does without (see tools._lazy, server.workflows.lazy)."""
 MESSAGES = [
     {"jsonrpc": "2.0", "id": 1, "method": "initialize",
      "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}},
@@ -20,13 +25,14 @@ MESSAGES = [
 ]
 
 
-def test_full_mode_start_up_imports_no_sdk_tracing_workflow_engine_or_plotting(tmp_path: Path) -> None:
+def audited_start(tmp_path: Path, *args: str) -> dict[str, str | None]:
+    """The modules a server started with ``args`` imported up to its first ``tools/list`` reply (and its exit)."""
     config = tmp_path / "config.toml"
     config.write_text('[[providers]]\nname = "gpt"\nkind = "openai"\nmodel = "m"\nbase_url = "http://127.0.0.1:9/v1"\n'
                       '[[providers]]\nname = "claude"\nkind = "anthropic"\nmodel = "m"\nbase_url = "http://127.0.0.1:9"\n')
     audit = tmp_path / "imports.json"
     process = subprocess.Popen(
-        [sys.executable, "-c", BOOTSTRAP, "--config", str(config), "--database", str(tmp_path / "s.db")],
+        [sys.executable, "-c", BOOTSTRAP, "--config", str(config), "--database", str(tmp_path / "s.db"), *args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**server_env(), "IMPORT_AUDIT_FILE": str(audit)})
     try:
@@ -44,6 +50,20 @@ def test_full_mode_start_up_imports_no_sdk_tracing_workflow_engine_or_plotting(t
         for stream in (process.stdin, process.stdout):
             if not stream.closed:
                 stream.close()
-    owners = set(foreign_modules(read_audit(audit), allowed=set()).values())
+    return read_audit(audit)
+
+
+def test_full_mode_start_up_imports_no_sdk_tracing_workflow_engine_or_plotting(tmp_path: Path) -> None:
+    owners = set(foreign_modules(audited_start(tmp_path), allowed=set()).values())
     assert "sqlite-utils" in owners  # the full-mode store: it is imported (the audit sees full-mode imports)
     assert owners.isdisjoint(HEAVY), sorted(owners & HEAVY)
+
+
+def test_a_warm_start_imports_no_tool_module_and_no_workflow_engine(tmp_path: Path) -> None:
+    import tools
+
+    tools.all_tools()  # fills the session's schema cache (the subprocess shares it), if no test did yet
+    modules = audited_start(tmp_path, "--simple")
+    assert "tools._lazy" in modules and "server.workflows.lazy" in modules
+    loaded = sorted(m for m in modules if m.startswith(LOADED_AT_FIRST_USE))
+    assert not loaded, loaded

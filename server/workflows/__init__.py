@@ -1,36 +1,59 @@
 """Durable DAG workflows: definitions (:mod:`.model`), the interpreter (:mod:`.interpreter`) over a small runtime
 interface (:mod:`.runtime`: the in-memory runtime; :mod:`.dbos_runtime`: DBOS, full mode), step kinds
-(:mod:`.steps`), downstream MCP tool calls (:mod:`.downstream`) and the service the MCP surface calls
-(:mod:`.service`).
+(:mod:`.steps`), downstream MCP tool calls (:mod:`.downstream`), the service the MCP surface calls
+(:mod:`.service`) and the server's handle on it, built at first use (:mod:`.lazy`).
 
-Importing this package imports neither DBOS nor YAML nor the MCP client: those load when first used.
+Importing this package imports none of its modules: each name below loads its module when first used (so
+``server.workflows.lazy`` costs the server nothing at start-up), and DBOS, YAML and the MCP client load only
+when a run needs them.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
-from server.store import Store
-from server.workflows.interpreter import Interpreter, RunFailed, RunTracker
-from server.workflows.model import Definition, InvalidWorkflow, WorkflowError, mermaid, parse_definition
-from server.workflows.runtime import MemoryRuntime, RunRecord, WorkflowRuntime
-from server.workflows.service import RunConflict, RunNotFound, RunStatus, WorkflowNotFound, WorkflowService
-from server.workflows.steps import StepServices
+if TYPE_CHECKING:
+    from server.store import Store
+    from server.workflows.interpreter import Interpreter, RunFailed, RunTracker
+    from server.workflows.model import Definition, InvalidWorkflow, WorkflowError, mermaid, parse_definition
+    from server.workflows.runtime import MemoryRuntime, RunRecord, WorkflowRuntime
+    from server.workflows.service import RunConflict, RunNotFound, RunStatus, WorkflowNotFound, WorkflowService
+    from server.workflows.steps import StepServices
 
 __all__ = [
     "Definition", "Interpreter", "InvalidWorkflow", "MemoryRuntime", "RunConflict", "RunFailed", "RunNotFound",
     "RunRecord", "RunStatus", "RunTracker", "RuntimeFactory", "StepServices", "WorkflowError", "WorkflowNotFound",
     "WorkflowRuntime", "WorkflowService", "memory_runtime", "mermaid", "open_workflows", "parse_definition",
 ]
+_HOMES = {
+    "Interpreter": "interpreter", "RunFailed": "interpreter", "RunTracker": "interpreter",
+    "Definition": "model", "InvalidWorkflow": "model", "WorkflowError": "model", "mermaid": "model",
+    "parse_definition": "model", "MemoryRuntime": "runtime", "RunRecord": "runtime", "WorkflowRuntime": "runtime",
+    "RunConflict": "service", "RunNotFound": "service", "RunStatus": "service", "WorkflowNotFound": "service",
+    "WorkflowService": "service", "StepServices": "steps",
+}
 
-RuntimeFactory = Callable[[Interpreter], AbstractAsyncContextManager[WorkflowRuntime]]
+RuntimeFactory = Callable[["Interpreter"], AbstractAsyncContextManager["WorkflowRuntime"]]
 """Makes a running runtime for an interpreter; exiting the context stops it."""
+
+
+def __getattr__(name: str) -> Any:
+    """The re-exported names of :data:`_HOMES`, each imported from its module at first use (PEP 562)."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value
 
 
 def memory_runtime(clock: Callable[[], float] = time.time) -> RuntimeFactory:
     """A factory for the in-memory runtime (no durability; simple mode and tests)."""
+    from server.workflows.runtime import MemoryRuntime
 
     def factory(interpreter: Interpreter) -> AbstractAsyncContextManager[WorkflowRuntime]:
         return MemoryRuntime(clock=clock).running(interpreter.execute)
@@ -42,6 +65,9 @@ def memory_runtime(clock: Callable[[], float] = time.time) -> RuntimeFactory:
 async def open_workflows(services: StepServices, store: Store, *, runtime_factory: RuntimeFactory | None = None,
                          clock: Callable[[], float] = time.time) -> AsyncIterator[WorkflowService]:
     """The workflow service over a running runtime (in-memory unless ``runtime_factory`` says otherwise)."""
+    from server.workflows.interpreter import Interpreter, RunTracker
+    from server.workflows.service import WorkflowService
+
     tracker = RunTracker()
     interpreter = Interpreter(services, tracker)
     factory = runtime_factory or memory_runtime(clock)

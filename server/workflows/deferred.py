@@ -12,14 +12,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from server.errors import OrchestrationError
 from server.gc_tuning import freeze_long_lived
-from server.workflows.interpreter import Interpreter
-from server.workflows.runtime import RunRecord, WorkflowRuntime
+
+if TYPE_CHECKING:
+    from server.workflows.interpreter import Interpreter
+    from server.workflows.runtime import RunRecord, WorkflowRuntime
 
 logger = logging.getLogger(__name__)
 DEFAULT_DELAY_S = 1.0
@@ -33,11 +35,16 @@ class DeferredRuntime:
     """A :class:`WorkflowRuntime` that forwards to the real one once it is open."""
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        self._name = name
         self._wanted = anyio.Event()
         self._ready = anyio.Event()
         self._runtime: WorkflowRuntime | None = None
         self._error: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The real runtime's name once it is open (``memory``, ``dbos``), else the name given."""
+        return self._runtime.name if self._runtime is not None else self._name
 
     async def _real(self) -> WorkflowRuntime:
         self._wanted.set()

@@ -1,0 +1,79 @@
+"""The server's workflow service, built at its first use so that start-up imports none of the workflow engine.
+
+The engine (definitions, interpreter, service, runtimes) costs about ten milliseconds to import, and nothing
+needs it before a workflow tool, a workflow resource or an incident response does: :meth:`LazyWorkflows.service`
+builds the service then, over a :class:`~server.workflows.deferred.DeferredRuntime` (calls that need the runtime
+wait for it; the others, such as saving a definition, do not). :meth:`LazyWorkflows.serve`, run in the lifespan's
+task group, opens the real runtime as soon as the service exists, and keeps it open until cancelled; given
+``delay_s``, it builds the service itself that long after start-up, so that a durable runtime recovers
+interrupted runs without waiting for a call.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import anyio
+
+if TYPE_CHECKING:
+    from server.store import Store
+    from server.workflows import RuntimeFactory
+    from server.workflows.deferred import DeferredRuntime
+    from server.workflows.interpreter import Interpreter
+    from server.workflows.service import WorkflowService
+    from server.workflows.steps import StepServices
+
+
+class LazyWorkflows:
+    """A workflow service built at first use (see the module docstring).
+
+    Args:
+        services: makes what the step kinds call (called once, when the service is built).
+        store: where definitions and runs are kept.
+        runtime_factory: the runtime (default: the in-memory one).
+        delay_s: build the service this long after :meth:`serve` starts, if nothing asked for it before
+            (default: only when asked).
+    """
+
+    def __init__(self, services: Callable[[], StepServices], store: Store, *,
+                 runtime_factory: RuntimeFactory | None = None, clock: Callable[[], float] = time.time,
+                 delay_s: float = math.inf) -> None:
+        self._services = services
+        self._store = store
+        self._runtime_factory = runtime_factory
+        self._clock = clock
+        self._delay_s = delay_s
+        self._built = anyio.Event()
+        self._service: WorkflowService | None = None
+        self._runtime: DeferredRuntime | None = None
+        self._interpreter: Interpreter | None = None
+
+    def service(self) -> WorkflowService:
+        """The workflow service (built now, on the first call)."""
+        if self._service is None:
+            from server.workflows.deferred import DeferredRuntime
+            from server.workflows.interpreter import Interpreter, RunTracker
+            from server.workflows.service import WorkflowService
+
+            services = self._services()
+            tracker = RunTracker()
+            self._interpreter = Interpreter(services, tracker)
+            self._runtime = DeferredRuntime("memory" if self._runtime_factory is None else "workflow")
+            self._service = WorkflowService(self._runtime, self._store, tracker, clock=self._clock,
+                                            limits=getattr(services.config, "limits", None))
+            self._built.set()
+        return self._service
+
+    async def serve(self) -> None:
+        """Open the runtime once the service is built (or ``delay_s`` after this starts) until cancelled."""
+        from server.workflows import memory_runtime
+
+        with anyio.move_on_after(self._delay_s):
+            await self._built.wait()
+        self.service()
+        assert self._runtime is not None and self._interpreter is not None
+        factory, interpreter = self._runtime_factory or memory_runtime(self._clock), self._interpreter
+        await self._runtime.serve(lambda: factory(interpreter), delay_s=0)
