@@ -12,7 +12,6 @@ from mcp_types import Completion, CompletionArgument, CompletionContext
 from resources import knowledge, operations, workflows
 from resources.knowledge import PatternResources
 from server.app import Dependencies
-from server.pool_status import pool_state
 
 
 def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> PatternResources:
@@ -29,6 +28,8 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> Patter
                   description="The provider pool's health: circuit state, cooldowns, in-flight calls, recent "
                               "latency and error rate, spend; no secrets.")
     async def provider_pool() -> str:
+        from server.pool_status import pool_state  # loads at the first read, not at start-up
+
         deps = dependencies()
         return pool_state(deps.pool, deps.clock).model_dump_json(indent=2)
 

@@ -26,7 +26,6 @@ from mcp_types import Completion, CompletionArgument, CompletionContext, Resourc
 from pydantic import Field
 
 from knowledge import Pattern, PatternError, PatternNotFound
-from knowledge.copilot import copilot_file, copilot_path, repository_instructions
 from knowledge.model import URI_PREFIX
 from server.app import Dependencies
 
@@ -40,6 +39,8 @@ MAX_COMPLETIONS = 100
 
 def pattern_document(pattern: Pattern) -> dict[str, Any]:
     """A pattern version as the resource shows it (JSON-ready)."""
+    from knowledge.copilot import copilot_path  # the Copilot export loads at the first read, not at start-up
+
     return {
         "name": pattern.name, "version": pattern.version, "versions": list(range(1, pattern.version + 1)),
         "kind": pattern.kind, "description": pattern.description, "template": pattern.template,
@@ -132,12 +133,16 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> Patter
                   description="The repository-wide .github/copilot-instructions.md for the pattern library: "
                               "which instruction and prompt files exist and what they are for.")
     async def copilot_instructions() -> str:
+        from knowledge.copilot import repository_instructions
+
         return repository_instructions(p.spec() for p in await dependencies().patterns.all())
 
     @mcp.resource(COPILOT_FILE_TEMPLATE, name="copilot-file", mime_type="text/markdown",
                   description="A pattern's GitHub Copilot file: .github/instructions/NAME.instructions.md (guidance, "
                               "with applyTo) or .github/prompts/NAME.prompt.md (templates, ${input:…} variables).")
     async def copilot_pattern_file(name: str) -> str:
+        from knowledge.copilot import copilot_file
+
         try:
             pattern = await dependencies().patterns.get(name)
             return copilot_file(pattern.spec()).content

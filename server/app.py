@@ -5,6 +5,7 @@ This is the only module that imports the surface packages (``tools``, ``resource
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -21,16 +22,16 @@ from mcp_types import Completion, CompletionArgument, CompletionContext, PromptR
 from knowledge import Pattern, PatternRegistry
 from knowledge.library import builtin_patterns
 from server.config import Config
-from server.consensus import ConsensusService
 from server.incidents import IncidentService, WorkflowRunner
 from server.pool import ProviderPool
 from server.providers import Provider, build_provider
 from server.security.guardrails import Guardrails, permitted_providers
 from server.security.hygiene import redact_tool_errors
 from server.store import Store
-from server.telemetry import Telemetry
 
 if TYPE_CHECKING:
+    from server.consensus import ConsensusService
+    from server.telemetry import Telemetry
     from server.workflows import RuntimeFactory, StepServices, WorkflowService
     from server.workflows.lazy import LazyWorkflows
 
@@ -56,7 +57,8 @@ class Dependencies:
     config: Config
     store: Store
     pool: ProviderPool
-    consensus: ConsensusService
+    lazy_consensus: Callable[[], ConsensusService]
+    """Makes (once) the consensus service (see :attr:`consensus`)."""
     patterns: PatternRegistry
     clock: Callable[[], float] = time.time
     lazy_workflows: LazyWorkflows | None = None
@@ -67,6 +69,11 @@ class Dependencies:
     """Simple mode (``--simple``): wire-protocol providers, the JSON-file store, no tracing, in-memory runs.
     Code that would import a full-mode dependency checks this and raises :class:`server.simple.FullModeRequired`."""
     guardrails: Guardrails | None = None
+
+    @property
+    def consensus(self) -> ConsensusService:
+        """The consensus service (built at the first use, importing the aggregation methods then)."""
+        return self.lazy_consensus()
 
     @property
     def workflows(self) -> WorkflowService | None:
@@ -120,8 +127,13 @@ async def open_dependencies(
         raise
     import anyio
 
+    @functools.cache
+    def consensus() -> ConsensusService:
+        from server.consensus import ConsensusService  # with the aggregation methods, at the first consensus
+
+        return ConsensusService(pool, telemetry=telemetry)
+
     try:
-        consensus = ConsensusService(pool, telemetry=telemetry)
         guardrails = Guardrails(config.guardrails, store, config.providers, clock) if config.guardrails.active else None
         workflows = _lazy_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime, telemetry)
         if run_workflow is None:
@@ -131,7 +143,7 @@ async def open_dependencies(
 
         incidents = IncidentService(store, pool, config, clock=clock, run_workflow=run_workflow)
         async with _running(workflows.serve), _running(incidents.run):
-            yield Dependencies(config=config, store=store, pool=pool, consensus=consensus, patterns=patterns,
+            yield Dependencies(config=config, store=store, pool=pool, lazy_consensus=consensus, patterns=patterns,
                                clock=clock, lazy_workflows=workflows, incidents=incidents, telemetry=telemetry,
                                simple=simple, guardrails=guardrails)
     finally:
@@ -140,7 +152,7 @@ async def open_dependencies(
             await store.aclose()
 
 
-def _lazy_workflows(config: Config, store: Store, pool: ProviderPool, consensus: ConsensusService,
+def _lazy_workflows(config: Config, store: Store, pool: ProviderPool, consensus: Callable[[], ConsensusService],
                     patterns: PatternRegistry, clock: Callable[[], float], runtime: RuntimeFactory | None,
                     telemetry: Telemetry | None) -> LazyWorkflows:
     """The workflow service, built at first use; a given (durable) runtime opens ``DEFAULT_DELAY_S`` after
@@ -154,7 +166,7 @@ def _lazy_workflows(config: Config, store: Store, pool: ProviderPool, consensus:
 
         servers = DownstreamServers(config.mcp_servers, config.secrets(),
                                     allow_addresses=config.network.allow_addresses) if config.mcp_servers else None
-        return StepServices(pool=pool, store=store, config=config, consensus=consensus, patterns=patterns,
+        return StepServices(pool=pool, store=store, config=config, consensus=consensus(), patterns=patterns,
                             tool_caller=servers.call if servers else None, clock=clock, telemetry=telemetry)
 
     return LazyWorkflows(services, store, runtime_factory=runtime, clock=clock,

@@ -24,7 +24,6 @@ import anyio
 
 from server.config import AlertMetric, Config, ResponseAction
 from server.incident_types import Incident, IncidentAction
-from server.operations import operations_summary
 from server.pool import PoolMember, ProviderPool
 from server.redact import redact
 from server.store import Store
@@ -132,6 +131,8 @@ class IncidentService:
         active = {(i.metric, i.provider): i for i in await self.active()}
         if not active and not _any_threshold(self.config):
             return []
+        from server.operations import operations_summary  # not at start-up: the first evaluation is interval_s later
+
         summary = await operations_summary(self.store, alerts, window=alerts.window, group_by="provider",
                                            metrics=["errors", "latency", "cost"], settings=self.config.operations,
                                            clock=self.clock)

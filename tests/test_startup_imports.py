@@ -15,7 +15,8 @@ from tests.serving import server_env
 HEAVY = {"openai", "anthropic", "opentelemetry-sdk", "dbos", "matplotlib", "numpy"}
 LOADED_AT_FIRST_USE = ("tools.orchestrate", "tools.consensus", "tools.monitor", "tools.patterns", "tools.providers",
                        "tools.workflows", "server.workflows.service", "server.workflows.interpreter",
-                       "server.workflows.model", "server.orchestration")
+                       "server.workflows.model", "server.orchestration", "server.consensus", "server.aggregation",
+                       "server.operations", "knowledge.copilot")
 """Modules a start-up with a current tool schema cache does without (see tools._lazy, server.workflows.lazy)."""
 MESSAGES = [
     {"jsonrpc": "2.0", "id": 1, "method": "initialize",
