@@ -10,7 +10,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _configure_logging("WARNING")
             return run_demo()
         config = load_config(args.config, os.environ)
+        if args.command is None:  # serve: simple mode is decided there, with the collector paused
+            return _serve(args, config)
         simple = _simple_mode(args)
         if args.command == "check":
             return _check(config, _state_location(config, args, simple), simple)
@@ -50,12 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _configure_logging("WARNING")
             return print_metrics(config, database_path(config, os.environ, args.database), args.window,
                                  args.group_by)
-        if args.command == "keys":
-            from server.security import keys_cli
+        from server.security import keys_cli  # the command left: keys
 
-            _configure_logging("WARNING")
-            return keys_cli.run(args, database_path(config, os.environ, args.database))
-        return _serve(args, config, simple)
+        _configure_logging("WARNING")
+        return keys_cli.run(args, database_path(config, os.environ, args.database))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)  # cli-output (stderr)
         return 2
@@ -220,11 +220,17 @@ def _patterns(args: argparse.Namespace, db_path: os.PathLike | str, simple: bool
     return anyio.run(run)
 
 
-def _serve(args: argparse.Namespace, config: Config, simple: bool = False) -> int:
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    from server.gc_tuning import paused_for_start_up
+
+    with paused_for_start_up() as serving:  # ~45 ms of every start otherwise (see server.gc_tuning)
+        return _build_and_serve(args, config, _simple_mode(args), serving)
+
+
+def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, serving: Callable[[], None]) -> int:
     import anyio
 
     from server.app import build_server, open_dependencies, open_store
-    from server.gc_tuning import tune_for_serving
     from server.providers import build_provider, build_wire_provider
     from server.security.startup import check_provider_addresses, http_verifier
     from server.transports import check_bind_host, is_loopback, serve
@@ -261,7 +267,7 @@ def _serve(args: argparse.Namespace, config: Config, simple: bool = False) -> in
                         " (simple mode)" if simple else "", len(config.providers),
                         "state file" if simple else "database", db_path, "on" if auth_on else "off")
             verifier = http_verifier(config, deps.store) if auth_on else None
-            tune_for_serving()
+            serving()  # collections on again, tuned for serving
             if auth_on and config.auth.jwt is None and not await deps.store.list_api_keys():
                 logger.warning("authentication is on and no API key exists, so every request will get 401: "
                                "create one with `ai-orchestration-mcp keys create NAME`")

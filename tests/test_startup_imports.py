@@ -1,6 +1,8 @@
 """Full mode keeps its heavy imports off the start-up path: up to the first ``tools/list`` reply a server
 imports no provider SDK, no OpenTelemetry SDK, no DBOS, no plotting library (they load on first use); and with a
-current tool schema cache, no tool module and not the workflow engine either."""
+current tool schema cache, no tool module and not the workflow engine either. The cyclic garbage collector
+is paused while the server is built and resumes, tuned and with what start-up built frozen (server.gc_tuning),
+before it serves."""
 
 from __future__ import annotations
 
@@ -26,14 +28,15 @@ MESSAGES = [
 ]
 
 
-def audited_start(tmp_path: Path, *args: str) -> dict[str, str | None]:
-    """The modules a server started with ``args`` imported up to its first ``tools/list`` reply (and its exit)."""
+def audited_start(tmp_path: Path, *args: str, bootstrap: str = BOOTSTRAP) -> dict[str, str | None]:
+    """The modules a server started with ``args`` imported up to its first ``tools/list`` reply (and its exit),
+    as ``bootstrap`` writes them to ``$IMPORT_AUDIT_FILE``."""
     config = tmp_path / "config.toml"
     config.write_text('[[providers]]\nname = "gpt"\nkind = "openai"\nmodel = "m"\nbase_url = "http://127.0.0.1:9/v1"\n'
                       '[[providers]]\nname = "claude"\nkind = "anthropic"\nmodel = "m"\nbase_url = "http://127.0.0.1:9"\n')
     audit = tmp_path / "imports.json"
     process = subprocess.Popen(
-        [sys.executable, "-c", BOOTSTRAP, "--config", str(config), "--database", str(tmp_path / "s.db"), *args],
+        [sys.executable, "-c", bootstrap, "--config", str(config), "--database", str(tmp_path / "s.db"), *args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**server_env(), "IMPORT_AUDIT_FILE": str(audit)})
     try:
@@ -68,3 +71,22 @@ def test_a_warm_start_imports_no_tool_module_and_no_workflow_engine(tmp_path: Pa
     assert "tools._lazy" in modules and "server.workflows.lazy" in modules
     loaded = sorted(m for m in modules if m.startswith(LOADED_AT_FIRST_USE))
     assert not loaded, loaded
+
+
+COLLECTOR_BOOTSTRAP = """\
+import atexit, gc, json, os, sys
+def _dump():
+    with open(os.environ["IMPORT_AUDIT_FILE"], "w") as handle:
+        json.dump({"frozen": gc.get_freeze_count(), "collecting": gc.isenabled(),
+                   "thresholds": gc.get_threshold()}, handle)
+atexit.register(_dump)
+from server.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_the_collector_resumes_tuned_with_the_start_up_objects_frozen(tmp_path: Path) -> None:
+    from server.gc_tuning import THRESHOLDS
+
+    state = audited_start(tmp_path, "--simple", bootstrap=COLLECTOR_BOOTSTRAP)
+    assert state["frozen"] > 10_000 and state["collecting"] and tuple(state["thresholds"]) == THRESHOLDS
