@@ -119,6 +119,7 @@ class ProviderHealth:
         self.request_times.append(now)
         if estimated_tokens:
             self.token_times.append((now, estimated_tokens))
+        self._prune(now)  # here too: without rpm/tpm limits nothing else trims the windows
         if self.state == "half_open":
             self.probe_in_flight = True
 

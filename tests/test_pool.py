@@ -439,3 +439,20 @@ async def test_least_cost_through_the_pool(make_pool, upstream: Upstream) -> Non
                      provider_entry(upstream, "cheap", model="c", priority=2, output_cost_per_mtok=0.5),
                      routing={"strategy": "least_cost"})
     assert (await pool.complete(REQUEST)).provider.name == "cheap"
+
+
+def test_the_rate_windows_keep_only_the_last_minute_without_limits() -> None:
+    # Without rpm/tpm limits nothing reads the windows, so they must still be trimmed: a long-running server
+    # otherwise keeps one entry per call forever.
+    from server.config import ProviderConfig, RoutingConfig
+    from server.health import ProviderHealth
+
+    now = [1_000_000.0]
+    health = ProviderHealth(ProviderConfig(name="p", kind="openai", model="m", base_url="http://127.0.0.1:9/v1"),
+                            RoutingConfig(), clock=lambda: now[0])
+    for _ in range(3_000):  # ten minutes at five calls a second
+        health.started(estimated_tokens=10)
+        health.succeeded(latency_ms=1.0, cost_usd=0.0)
+        now[0] += 0.2
+    assert len(health.request_times) <= 301 and len(health.token_times) <= 301
+    assert len(health.outcomes) <= 301  # the breaker window (60 s by default)
