@@ -90,3 +90,28 @@ async def test_closed_store_refuses_reads_and_drops_writes_without_crashing(tmp_
     store.record_call(record(1))
     with pytest.raises(RuntimeError, match="closed"):
         await store.flush()
+
+
+async def test_memory_store_keeps_the_most_recently_used_conversations() -> None:
+    # Simple mode keeps conversations in memory and every orchestrate call starts one: the oldest unused go.
+    store = MemoryStore(max_conversations=3)
+    for name in ("c1", "c2", "c3"):
+        store.append_turns(name, [("user", name), ("assistant", "ok")], 1.0, owner="key:a")
+    assert await store.load_turns("c1", owner="key:a") == [("user", "c1"), ("assistant", "ok")]  # c1 used again
+    store.append_turns("c4", [("user", "c4")], 2.0, owner="key:b")
+    assert await store.load_turns("c2") is None  # the least recently used went
+    assert [await store.load_turns(c) is not None for c in ("c1", "c3", "c4")] == [True, True, True]
+    store.append_turns("c3", [("user", "again")], 3.0, owner="key:other")  # continuing keeps its owner
+    assert await store.load_turns("c3", owner="key:other") is None
+    assert len(await store.load_turns("c3", owner="key:a")) == 3
+    assert set(store.owners) == {"c1", "c3", "c4"}
+
+
+async def test_memory_store_bounds_raw_calls_and_keeps_them_in_the_aggregates() -> None:
+    store = MemoryStore(max_raw_calls=100)
+    for i in range(250):
+        store.record_call(record(i, ts=1_000_000.0 + i))
+    assert 90 <= len(store.calls) <= 100
+    assert await store.rolled_up_before() == store.calls[0].ts  # what left the raw list is marked rolled up
+    rows = await store.aggregate_rows(0.0, 2_000_000.0, "provider")
+    assert sum(row.calls for row in rows) == 250  # every call still counted, per minute

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,12 +28,19 @@ _WORD = re.compile(r"[^\W_]+")
 _WEIGHTS = (10.0, 4.0, 4.0, 1.0)
 
 
+MAX_CONVERSATIONS = 10_000  # kept in memory (simple mode); the SQLite store keeps every one
+MAX_RAW_CALLS = 20_000  # raw call records kept in memory; older calls live on in the minute/hour aggregates
+
+
 class MemoryStore:
     """Keeps call records in a list; nothing survives the process."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_conversations: int = MAX_CONVERSATIONS, max_raw_calls: int = MAX_RAW_CALLS) -> None:
         self.calls: list[CallRecord] = []
-        self.conversations: dict[str, list[tuple[str, str]]] = {}
+        self.max_raw_calls = max_raw_calls
+        # Least recently used first; bounded because every orchestrate call starts one and nothing here expires.
+        self.conversations: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()
+        self.max_conversations = max_conversations
         self.cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self.patterns: dict[str, list[PatternRecord]] = {}  # name -> every version, oldest first
         self.workflows: dict[str, WorkflowRecord] = {}
@@ -62,6 +70,10 @@ class MemoryStore:
     def record_call(self, record: CallRecord) -> None:
         """Store one record and count it into its minute and hour (in memory this is already off the hot path)."""
         self.calls.append(record)
+        if len(self.calls) > self.max_raw_calls:
+            # As the scheduled roll-up does, early: the oldest tenth leaves the raw list (its minutes and hours
+            # are already counted in the aggregates below), so memory stays bounded between roll-ups.
+            self._roll_up(self.calls[len(self.calls) - self.max_raw_calls * 9 // 10].ts)
         for period_s, aggregates in self.aggregates.items():
             key = period_key(record, period_s)
             agg = aggregates.get(key)
@@ -89,6 +101,9 @@ class MemoryStore:
         return list(rows.values())
 
     async def roll_up(self, before_ts: float) -> int:
+        return self._roll_up(before_ts)
+
+    def _roll_up(self, before_ts: float) -> int:
         kept = [r for r in self.calls if r.ts >= before_ts]
         deleted = len(self.calls) - len(kept)
         self.calls = kept
@@ -138,12 +153,23 @@ class MemoryStore:
         turns = self.conversations.get(conversation_id)
         if turns is None or (owner is not None and self.owners.get(conversation_id) != owner):
             return None
+        self.conversations.move_to_end(conversation_id)
         return list(turns)
 
     def append_turns(self, conversation_id: str, turns: list[tuple[str, str]], ts: float, *,
                      owner: str | None = None) -> None:
-        self.owners.setdefault(conversation_id, owner)
-        self.conversations.setdefault(conversation_id, []).extend(turns)
+        """Add turns to a conversation (created if new, owned by ``owner``). Past ``max_conversations`` the
+        least recently used conversation is dropped; continuing it then gets "not found", as an unknown id."""
+        existing = self.conversations.get(conversation_id)
+        if existing is None:
+            existing = self.conversations[conversation_id] = []
+            self.owners[conversation_id] = owner
+            while len(self.conversations) > self.max_conversations:
+                dropped, _ = self.conversations.popitem(last=False)
+                self.owners.pop(dropped, None)
+        else:
+            self.conversations.move_to_end(conversation_id)
+        existing.extend(turns)
 
     async def put_api_key(self, record: ApiKeyRecord) -> None:
         if record.id in self.api_keys or any(k.key_hash == record.key_hash for k in self.api_keys.values()):
