@@ -157,8 +157,7 @@ def _lazy_workflows(config: Config, store: Store, pool: ProviderPool, consensus:
                     telemetry: Telemetry | None) -> LazyWorkflows:
     """The workflow service, built at first use; a given (durable) runtime opens ``DEFAULT_DELAY_S`` after
     start-up in any case, to recover interrupted runs."""
-    from server.workflows.deferred import DEFAULT_DELAY_S
-    from server.workflows.lazy import LazyWorkflows
+    from server.workflows.lazy import DEFAULT_DELAY_S, LazyWorkflows
 
     def services() -> StepServices:
         from server.workflows.downstream import DownstreamServers

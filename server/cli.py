@@ -284,22 +284,20 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
 
 
 def _workflow_runtime(config: Config, db_path: Path) -> Any:
-    """The DBOS runtime (system database beside the server's, unless configured), opened in the background
-    (:mod:`server.workflows.deferred`) as soon as the workflow service exists: at its first use, or
-    ``DEFAULT_DELAY_S`` after start-up (:mod:`server.workflows.lazy`); or ``None`` for the in-memory one
-    (``[workflows] runtime = "memory"``)."""
+    """The DBOS runtime factory (system database beside the server's, unless configured), which the workflow
+    service opens in the background (:mod:`server.workflows.lazy`: at its first use, or ``DEFAULT_DELAY_S``
+    after start-up); or ``None`` for the in-memory one (``[workflows] runtime = "memory"``)."""
     if config.workflows.runtime == "memory":
         return None
-    from server.workflows.deferred import deferred
 
-    def dbos() -> Any:
+    def dbos(interpreter: Any) -> Any:
         from server.workflows.dbos_runtime import APPLICATION_VERSION, dbos_config, dbos_runtime
 
         system = config.workflows.system_database or str(Path(db_path).with_suffix(".dbos.sqlite"))
         return dbos_runtime(dbos_config(system, application_version=config.workflows.application_version
-                                        or APPLICATION_VERSION))
+                                        or APPLICATION_VERSION))(interpreter)
 
-    return deferred(dbos, "dbos", delay_s=0)  # the service it serves is built late enough
+    return dbos
 
 
 def _version() -> str:

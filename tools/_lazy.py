@@ -3,9 +3,9 @@
 Building a tool with the SDK's ``Tool.from_function`` (a pydantic argument model, an output model, two JSON
 schemas) costs about 12 ms per tool: for the ten tools, most of what this server adds to start-up over a bare
 ``MCPServer`` (``bench/startup.py``). ``tools/list`` needs only what a tool is listed with (name, description,
-annotations, the two schemas), so that is cached in a file under the user's cache directory, keyed by a digest of this project's source files and the Python, ``mcp`` and
-``pydantic`` versions (anything that could change a schema); a cached tool builds its argument model at its
-first call, and the module that defines it is imported only then (with the core modules it needs). A
+annotations, the two schemas), so that is cached in a file under the user's cache directory, keyed by a
+digest of this project's source files and the Python, ``mcp`` and ``pydantic`` versions (anything that could
+change a schema); a cached tool builds its argument model at its first call, and the module that defines it is imported only then (with the core modules it needs). A
 missing, stale or unreadable cache costs one ordinary build, after which the file is rewritten.
 
 The digest is computed at every start, so it reads no file contents and no package metadata: source files

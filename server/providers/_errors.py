@@ -10,16 +10,31 @@ import email.utils
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from server.errors import (
     AuthenticationFailed,
     BadRequest,
+    ContentRefused,
     ContextWindowExceeded,
     ProviderError,
     RateLimited,
     ServerError,
 )
 from server.redact import short_detail
+
+if TYPE_CHECKING:
+    from server.providers import Completion
+
+# OpenAI reports a filtered completion as "content_filter", Anthropic a declined one as "refusal".
+REFUSAL_REASONS = frozenset({"content_filter", "refusal"})
+
+
+def unless_refused(provider: str, completion: Completion) -> Completion:
+    """``completion`` as it is, or :class:`ContentRefused` when the model declined (its stop reason says so)."""
+    if completion.finish_reason in REFUSAL_REASONS:
+        raise ContentRefused(provider, f"the model declined (stop reason {completion.finish_reason!r})")
+    return completion
 
 
 # OpenAI: code "context_length_exceeded" / "maximum context length"; Anthropic: "prompt is too long";

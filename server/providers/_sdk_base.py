@@ -8,14 +8,11 @@ import threading
 from typing import Any
 
 from server.config import ProviderConfig
-from server.errors import ContentRefused, MalformedReply, ProviderConnectionError, ProviderError, ProviderTimeout
+from server.errors import MalformedReply, ProviderConnectionError, ProviderError, ProviderTimeout
 from server.gc_tuning import freeze_long_lived
 from server.providers import Completion, CompletionRequest
-from server.providers._errors import error_for_status
+from server.providers._errors import error_for_status, unless_refused
 
-
-# OpenAI reports a filtered completion as "content_filter", Anthropic a declined one as "refusal".
-REFUSAL_REASONS = frozenset({"content_filter", "refusal"})
 from server.providers._bodies import JSON_INSTRUCTION  # noqa: F401 - re-exported (was defined here)
 
 
@@ -65,10 +62,7 @@ class SDKProvider:
             response = await self._call(client, request)
         except Exception as exc:
             raise self._translate(exc) from exc
-        completion = self._completion(response)
-        if completion.finish_reason in REFUSAL_REASONS:
-            raise ContentRefused(self.name, f"the model declined (stop reason {completion.finish_reason!r})")
-        return completion
+        return unless_refused(self.name, self._completion(response))
 
     async def aclose(self) -> None:
         """Close the SDK client's connection pool. Idempotent."""

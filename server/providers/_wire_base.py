@@ -14,10 +14,9 @@ import anyio
 import httpx2
 
 from server.config import ProviderConfig
-from server.errors import ContentRefused, MalformedReply, ProviderConnectionError, ProviderError, ProviderTimeout
+from server.errors import MalformedReply, ProviderConnectionError, ProviderError, ProviderTimeout
 from server.providers import Completion, CompletionRequest
-from server.providers._errors import error_for_status
-from server.providers._sdk_base import REFUSAL_REASONS
+from server.providers._errors import error_for_status, unless_refused
 
 
 class WireProvider:
@@ -70,10 +69,7 @@ class WireProvider:
             raise MalformedReply(self.name, f"unreadable reply ({type(exc).__name__})") from exc
         if not isinstance(reply, dict):
             raise MalformedReply(self.name, "reply is not a JSON object")
-        completion = self._completion(reply)
-        if completion.finish_reason in REFUSAL_REASONS:
-            raise ContentRefused(self.name, f"the model declined (stop reason {completion.finish_reason!r})")
-        return completion
+        return unless_refused(self.name, self._completion(reply))
 
     async def aclose(self) -> None:
         """Close the connection pool. Idempotent."""

@@ -1,17 +1,17 @@
 """A workflow runtime opened in the background, so the server answers before it is up.
 
 DBOS costs one to two seconds to import and launch (and its launch recovers interrupted runs): on the
-start-up path it would delay the first ``tools/list`` reply (see ``bench/startup.py``). :func:`deferred`
-wraps a runtime factory: the server gets a :class:`DeferredRuntime` at once, the real runtime opens after
-``delay_s`` or at the first workflow call, whichever comes first, and every call waits for it. Recovery of
-interrupted runs therefore starts ``delay_s`` after start-up at the latest.
+start-up path it would delay the first ``tools/list`` reply (see ``bench/startup.py``). The workflow service
+gets a :class:`DeferredRuntime` at once; :meth:`DeferredRuntime.serve` (run in the background by
+:class:`server.workflows.lazy.LazyWorkflows`, which decides when) opens the real one, and every call that
+needs the runtime waits for it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -20,11 +20,9 @@ from server.errors import OrchestrationError
 from server.gc_tuning import freeze_long_lived
 
 if TYPE_CHECKING:
-    from server.workflows.interpreter import Interpreter
     from server.workflows.runtime import RunRecord, WorkflowRuntime
 
 logger = logging.getLogger(__name__)
-DEFAULT_DELAY_S = 1.0
 
 
 class RuntimeUnavailable(OrchestrationError):
@@ -36,7 +34,6 @@ class DeferredRuntime:
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._wanted = anyio.Event()
         self._ready = anyio.Event()
         self._runtime: WorkflowRuntime | None = None
         self._error: str | None = None
@@ -47,7 +44,6 @@ class DeferredRuntime:
         return self._runtime.name if self._runtime is not None else self._name
 
     async def _real(self) -> WorkflowRuntime:
-        self._wanted.set()
         await self._ready.wait()
         if self._runtime is None:
             raise RuntimeUnavailable(f"the {self.name} workflow runtime could not start: {self._error}")
@@ -71,11 +67,8 @@ class DeferredRuntime:
     async def recorded(self, run_id: str) -> dict[str, Any]:
         return await (await self._real()).recorded(run_id)
 
-    async def serve(self, open_runtime: Callable[[], AbstractAsyncContextManager[WorkflowRuntime]],
-                    delay_s: float) -> None:
-        """Open the real runtime after ``delay_s`` (or when first wanted) and keep it open until cancelled."""
-        with anyio.move_on_after(delay_s):
-            await self._wanted.wait()
+    async def serve(self, open_runtime: Callable[[], AbstractAsyncContextManager[WorkflowRuntime]]) -> None:
+        """Open the real runtime now and keep it open until cancelled."""
         try:
             async with open_runtime() as runtime:
                 self._runtime = runtime
@@ -87,30 +80,3 @@ class DeferredRuntime:
             self._error = f"{type(exc).__name__}: {exc}"
             self._ready.set()
 
-
-def deferred(make_factory: Callable[[], Callable[[Interpreter], AbstractAsyncContextManager[WorkflowRuntime]]],
-             name: str, delay_s: float = DEFAULT_DELAY_S
-             ) -> Callable[[Interpreter], AbstractAsyncContextManager[WorkflowRuntime]]:
-    """A runtime factory whose runtime opens in the background (see the module docstring).
-
-    Args:
-        make_factory: returns the real factory; called in the background, so its imports happen there too.
-        name: the runtime's name (``"dbos"``), reported in run status before the runtime is up.
-        delay_s: seconds after start-up to open it unasked.
-    """
-
-    @asynccontextmanager
-    async def factory(interpreter: Interpreter) -> AsyncIterator[WorkflowRuntime]:
-        runtime = DeferredRuntime(name)
-        error: BaseException | None = None
-        async with anyio.create_task_group() as group:
-            group.start_soon(runtime.serve, lambda: make_factory()(interpreter), delay_s)
-            try:
-                yield runtime
-            except BaseException as exc:  # re-raised below as it is, not wrapped in an exception group
-                error = exc
-            group.cancel_scope.cancel()
-        if error is not None:
-            raise error
-
-    return factory

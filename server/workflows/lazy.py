@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+DEFAULT_DELAY_S = 1.0  # after start-up, a durable runtime opens unasked (recovering interrupted runs)
+
 if TYPE_CHECKING:
     from server.store import Store
     from server.workflows import RuntimeFactory
@@ -76,4 +78,4 @@ class LazyWorkflows:
         self.service()
         assert self._runtime is not None and self._interpreter is not None
         factory, interpreter = self._runtime_factory or memory_runtime(self._clock), self._interpreter
-        await self._runtime.serve(lambda: factory(interpreter), delay_s=0)
+        await self._runtime.serve(lambda: factory(interpreter))
