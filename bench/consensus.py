@@ -42,7 +42,7 @@ from overhead import external_upstream, pct  # noqa: E402  (also puts the repo o
 
 from mcp import Client  # noqa: E402
 
-from server.app import build_server, open_store  # noqa: E402
+from server.app.assembly import build_server, open_store  # noqa: E402
 from server.config import Config  # noqa: E402
 
 LATENCIES_MS = (50, 100, 150, 200, 250)

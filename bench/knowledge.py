@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from knowledge import PatternSpec  # noqa: E402
 from knowledge.registry import search_terms  # noqa: E402
-from server.app import build_server, open_dependencies, open_store  # noqa: E402
+from server.app.assembly import build_server, open_dependencies, open_store  # noqa: E402
 from server.config import Config  # noqa: E402
 
 # A library of prompts looks like this: many patterns share the generic vocabulary of instructions (Zipf-like:

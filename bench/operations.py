@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from server.config import Config, OperationsConfig  # noqa: E402
-from server.operations import operations_summary  # noqa: E402
-from server.pool import ProviderPool  # noqa: E402
-from server.providers import Completion, CompletionRequest, Message, Usage  # noqa: E402
+from server.operations.summary import operations_summary  # noqa: E402
+from server.pool.pool import ProviderPool  # noqa: E402
+from server.pool.providers import Completion, CompletionRequest, Message, Usage  # noqa: E402
 from server.store import CallRecord  # noqa: E402
 from server.store.memory import MemoryStore  # noqa: E402
 from server.store.sqlite import SQLiteStore  # noqa: E402

@@ -31,7 +31,7 @@ from mcp.server import MCPServer
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from server.app import build_server, open_store  # noqa: E402
+from server.app.assembly import build_server, open_store  # noqa: E402
 from server.config import Config  # noqa: E402
 
 

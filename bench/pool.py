@@ -53,7 +53,7 @@ from overhead import REPO, external_upstream, pct  # noqa: E402  (also puts the 
 from mcp import Client  # noqa: E402
 from mcp.server import MCPServer  # noqa: E402
 
-from server.app import build_server, open_store  # noqa: E402
+from server.app.assembly import build_server, open_store  # noqa: E402
 from server.config import Config  # noqa: E402
 
 WARMUP_ROUNDS = 30

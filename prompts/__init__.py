@@ -21,7 +21,7 @@ from pydantic import Field
 
 from knowledge import Pattern, PatternError, PatternNotFound
 from knowledge.template import parse
-from server.app import Dependencies
+from server.dependencies import Dependencies
 
 MAX_COMPLETIONS = 100  # the MCP limit per completion result
 _DOTTED = re.compile(r"\{\{\s*[A-Za-z][A-Za-z0-9_]*\.")
@@ -107,7 +107,7 @@ async def _never_called(**_: Any) -> str:  # pragma: no cover - PatternPrompt.re
 
 
 def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> PatternPrompts:
-    """Set up the pattern prompts of ``mcp`` (filled when a lifespan starts; see :mod:`server.app`)."""
+    """Set up the pattern prompts of ``mcp`` (filled when a lifespan starts; see :mod:`server.app.assembly`)."""
     return PatternPrompts(mcp, dependencies)
 
 

@@ -11,7 +11,7 @@ from mcp_types import Completion, CompletionArgument, CompletionContext
 
 from resources import knowledge, operations, workflows
 from resources.knowledge import PatternResources
-from server.app import Dependencies
+from server.dependencies import Dependencies
 
 
 def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> PatternResources:
@@ -28,7 +28,7 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> Patter
                   description="The provider pool's health: circuit state, cooldowns, in-flight calls, recent "
                               "latency and error rate, spend; no secrets.")
     async def provider_pool() -> str:
-        from server.pool_status import pool_state  # loads at the first read, not at start-up
+        from server.pool.status import pool_state  # loads at the first read, not at start-up
 
         deps = dependencies()
         return pool_state(deps.pool, deps.clock).model_dump_json(indent=2)

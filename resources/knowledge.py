@@ -27,7 +27,7 @@ from pydantic import Field
 
 from knowledge import Pattern, PatternError, PatternNotFound
 from knowledge.model import URI_PREFIX
-from server.app import Dependencies
+from server.dependencies import Dependencies
 
 INDEX_URI = "knowledge://patterns"
 PATTERN_TEMPLATE = URI_PREFIX + "{name}"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from mcp.server import MCPServer
 
-from server.app import Dependencies
+from server.dependencies import Dependencies
 
 SUMMARY_URI = "operations://summary"
 INCIDENTS_URI = "operations://incidents"
@@ -23,7 +23,7 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> None:
                   description="Calls, errors, latency percentiles, tokens and cost over the last hour per provider, "
                               "with active incidents and provider health.")
     async def summary() -> str:
-        from server.monitoring import summarize
+        from server.operations.monitoring import summarize
 
         return (await summarize(dependencies(), window="1h", metrics=["calls", "errors", "latency", "throughput",
                                                                       "tokens", "cost", "previous"])

@@ -17,7 +17,7 @@ from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 
-from server.app import Dependencies
+from server.dependencies import Dependencies
 from server.security import caller
 
 if TYPE_CHECKING:

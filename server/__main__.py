@@ -1,5 +1,5 @@
 """``python -m server`` runs the console script."""
 
-from server.cli import main
+from server.app.cli import main
 
 raise SystemExit(main())

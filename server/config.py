@@ -148,7 +148,7 @@ AlertMetric = Literal["latency_p95_ms", "error_rate", "cost_per_hour_usd"]
 
 
 class Thresholds(_Strict):
-    """Thresholds over the alert window; crossing one opens an incident (see :mod:`server.incidents`)."""
+    """Thresholds over the alert window; crossing one opens an incident (see :mod:`server.operations.incidents`)."""
 
     latency_p95_ms: float | None = Field(default=None, gt=0)
     error_rate: float | None = Field(default=None, ge=0, le=1)

@@ -6,7 +6,7 @@ whether trying another provider can help (``retryable``). SDK exceptions are tra
 exactly one place per provider (``server/providers/*``), always ``raise ... from exc``.
 
 Messages are built from our own words plus redacted upstream text: no error in this module ever carries a
-credential (see :func:`server.redact.redact`).
+credential (see :func:`server.security.redact.redact`).
 """
 
 from __future__ import annotations

@@ -28,14 +28,14 @@ def _dump():
     with open(os.environ["IMPORT_AUDIT_FILE"], "w") as handle:
         json.dump(modules, handle)
 atexit.register(_dump)
-from server.cli import main
+from server.app.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
 
 
 OPTIONAL_IMPORTS = {
     "sniffio": "anyio and httpcore2 import it when it is installed (try/except ImportError); openai and anthropic "
-               "bring it in full installs; a venv with mcp alone has none and runs (tests/test_fresh_venv.py)",
+               "bring it in full installs; a venv with mcp alone has none and runs (tests/integration/test_fresh_venv.py)",
 }
 """Distributions outside the closure that the closure's own packages import when present (not our imports)."""
 

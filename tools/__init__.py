@@ -15,7 +15,7 @@ SIMPLE_MODE_TOOLS: frozenset[str] = frozenset({
     # Simple mode runs workflows on the in-memory runtime (the CLI passes no DBOS runtime when simple).
 })
 """The tools ``--simple`` offers: this set is the one place that decides. A tool of :func:`all_tools` left out
-of it answers "needs full mode" in simple mode (see :func:`server.simple.build_simple_server`)."""
+of it answers "needs full mode" in simple mode (see :func:`server.app.simple.build_simple_server`)."""
 
 _FACTORIES: tuple[tuple[str, str, str], ...] = (
     ("orchestrate", "tools.orchestrate", "tool"),

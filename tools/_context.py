@@ -11,17 +11,17 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 
-from server.app import Dependencies
+from server.dependencies import Dependencies
 from server.errors import OrchestrationError
-from server.pool import pool_error_message
-from server.telemetry import SPAN_TOOL, span
+from server.pool.pool import pool_error_message
+from server.operations.telemetry import SPAN_TOOL, span
 from server.security import Forbidden, Principal, Role, caller
 from server.security import require_role as check_role
 from tools._schema import compact_schema
 
 
 def dependencies(ctx: Context) -> Dependencies:
-    """The :class:`server.app.Dependencies` the lifespan built."""
+    """The :class:`server.app.assembly.Dependencies` the lifespan built."""
     return ctx.request_context.lifespan_context
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from mcp.server.mcpserver import Context
 
 from knowledge import ResolvedPrompt, resolve_prompt
-from server.app import Dependencies
+from server.dependencies import Dependencies
 from server.security import Principal, caller
 from server.security.limits import check_call_ceilings
 

@@ -10,7 +10,7 @@ from mcp_types import ToolAnnotations
 from pydantic import Field
 
 from knowledge import resolve_prompt
-from server.consensus import ConsensusRequest, ConsensusResult, Method
+from server.consensus.service import ConsensusRequest, ConsensusResult, Method
 from tools._context import core_errors, dependencies, make_tool
 from tools._guard import screen_call
 from tools.orchestrate import MAX_PROMPT_CHARS, Name, PatternName, Variables, check_variables_size

@@ -11,8 +11,8 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field
 
-from server.incident_types import Incident
-from server.operations import Metric, OperationsSummary
+from server.operations.incident_types import Incident
+from server.operations.summary import Metric, OperationsSummary
 from tools._context import core_errors, dependencies, make_tool, require_role
 
 DESCRIPTION = """Report how the provider calls went over a recent time window, per provider (or model, tool,
@@ -40,7 +40,7 @@ async def monitor_operations(
 ) -> Annotated[CallToolResult, OperationsSummary]:
     deps = dependencies(ctx)
     with core_errors():
-        from server.monitoring import summarize
+        from server.operations.monitoring import summarize
 
         summary = await summarize(deps, window=window, group_by=group_by, metrics=metrics)
     content: list = [TextContent(type="text", text=summary.model_dump_json())]
@@ -48,7 +48,7 @@ async def monitor_operations(
         if deps.simple:
             raise ToolError("include_chart needs full mode (charts use matplotlib): start the server without "
                             "--simple, with the full install (pip install ai-orchestration-mcp)")
-        from server.charts import render_chart
+        from server.operations.charts import render_chart
 
         try:
             png = render_chart(summary)

@@ -13,7 +13,7 @@ from mcp_types import ToolAnnotations
 from pydantic import Field, JsonValue
 
 from server.config import Strategy
-from server.orchestration import OrchestrateRequest, OrchestrateResult, orchestrate
+from server.pool.orchestration import OrchestrateRequest, OrchestrateResult, orchestrate
 from tools._context import core_errors, dependencies, make_tool
 from tools._guard import screen_call
 

@@ -6,7 +6,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 
-from server.pool_status import PoolState, pool_state
+from server.pool.status import PoolState, pool_state
 from tools._context import dependencies, make_tool
 
 DESCRIPTION = """List the configured LLM providers with their health: kind, model, priority, readiness

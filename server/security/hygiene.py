@@ -1,6 +1,6 @@
 """Secret hygiene at the edges: log lines and tool errors are redacted before they leave the process.
 
-The core never puts a credential into a message (see :mod:`server.redact`), but text from elsewhere can
+The core never puts a credential into a message (see :mod:`server.security.redact`), but text from elsewhere can
 carry one: pydantic validation errors quote the offending ``input_value``, the SDK logs a failing tool's
 message, a caller may paste a key into an argument that an error message names. Two nets catch those:
 
@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from server.redact import redact
+from server.security.redact import redact
 
 _INPUT_VALUE = re.compile(r",\s*input_value=.*?,\s*input_type=\w+\]", re.DOTALL)
 

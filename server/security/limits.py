@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from server.config import ProviderConfig
 from server.errors import OrchestrationError
 from server.security.settings import LimitSettings
-from server.text import estimate_tokens
+from server.pool.text import estimate_tokens
 
 
 class CeilingExceeded(OrchestrationError):

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from server.histogram import add_value, merge
+from server.operations.histogram import add_value, merge
 
 GroupBy = Literal["provider", "model", "tool", "ab_bucket", "workflow"]
 GROUP_COLUMNS: tuple[str, ...] = ("provider", "model", "tool", "ab_bucket", "workflow")
@@ -58,7 +58,7 @@ class CallRecord:
 
 @dataclass(slots=True)
 class GroupTotals:
-    """Raw totals of one group over a window; :mod:`server.operations` turns them into a summary.
+    """Raw totals of one group over a window; :mod:`server.operations.summary` turns them into a summary.
 
     ``latencies_ms`` holds every attempt's latency in the window (successes and failures), sorted ascending.
     """
@@ -86,7 +86,7 @@ CallRow = tuple[str, float, str, float, int, int, float]
 
 @dataclass(slots=True)
 class Aggregate:
-    """Figures of many calls: counts, tokens, cost, and latencies as a :mod:`server.histogram` histogram
+    """Figures of many calls: counts, tokens, cost, and latencies as a :mod:`server.operations.histogram` histogram
     (bucket index -> count). Aggregates add up exactly."""
 
     calls: int = 0
@@ -317,7 +317,7 @@ class Store(Protocol):
         """Every saved workflow, ordered by name."""
         ...
 
-    # -- operations (server.operations, server.incidents) ---------------------------------------------------
+    # -- operations (server.operations.summary, server.operations.incidents) ---------------------------------------------------
 
     async def call_rows(self, since_ts: float, until_ts: float, group_by: GroupBy) -> list[CallRow]:
         """Raw records with ``since_ts <= ts < until_ts`` as (group key, ts, status, latency_ms, input_tokens,

@@ -1,5 +1,5 @@
 """Per-minute and per-hour aggregates of call records, shared by both stores: counts, tokens, cost and a latency
-histogram (:mod:`server.histogram`) per (period start, provider, model, tool, A/B bucket, workflow).
+histogram (:mod:`server.operations.histogram`) per (period start, provider, model, tool, A/B bucket, workflow).
 
 They are written as records arrive, so deleting old raw records (a roll-up) loses no totals, and long windows
 are summarised from a few thousand aggregates instead of millions of records (hours for windows of 12 h or

@@ -13,7 +13,7 @@ from typing import Any
 import server.store._sqlite_utils  # noqa: F401  (first: keeps numpy off the start-up path)
 import sqlite_utils
 
-from server.histogram import decode, encode
+from server.operations.histogram import decode, encode
 from server.store import Aggregate, AggregateRow, CallRecord, CallRow
 from server.store.minutes import PERIODS_S, aggregate, coarsen, group_position
 

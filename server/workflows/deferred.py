@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from server.errors import OrchestrationError
-from server.gc_tuning import freeze_long_lived
+from server.app.gc_tuning import freeze_long_lived
 
 if TYPE_CHECKING:
     from server.workflows.runtime import RunRecord, WorkflowRuntime

@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 
 from server.config import McpServerConfig
-from server.redact import redact
+from server.security.redact import redact
 from server.workflows.steps import StepFailed
 
 logger = logging.getLogger(__name__)

@@ -36,13 +36,12 @@ from server.workflows.model import (
     InvalidWorkflow,
     WorkflowError,
     check_inputs,
-    evaluate,
-    render_value,
     topological_order,
     validate,
 )
-from server.pool import current_workflow
-from server.telemetry import SPAN_WORKFLOW_RUN, SPAN_WORKFLOW_STEP, span
+from server.pool.pool import current_workflow
+from server.workflows.evaluation import evaluate, render_value
+from server.operations.telemetry import SPAN_WORKFLOW_RUN, SPAN_WORKFLOW_STEP, span
 from server.workflows.runtime import Execution, MessageSlot, StepSlot
 from server.workflows.steps import EXECUTORS, StepFailed, StepServices, error_class, run_tool
 
@@ -388,7 +387,7 @@ def _message(exc: BaseException, timeout_s: float | None) -> str:
         text = f"step timed out after {_seconds(timeout_s or 0)}" if timeout_s else "timed out"
     else:
         text = str(exc) or type(exc).__name__
-    from server.redact import redact
+    from server.security.redact import redact
 
     return redact(text)[:_ERROR_CHARS]
 

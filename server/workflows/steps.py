@@ -26,8 +26,8 @@ from server.workflows.model import WorkflowError
 if TYPE_CHECKING:
     from knowledge import PatternRegistry
     from server.config import Config
-    from server.consensus import ConsensusService
-    from server.pool import ProviderPool
+    from server.consensus.service import ConsensusService
+    from server.pool.pool import ProviderPool
     from server.store import Store
 
 ToolCaller = Callable[[str, str, Mapping[str, Any], float | None], Awaitable[dict[str, Any]]]
@@ -54,7 +54,7 @@ class StepServices:
     tool_caller: ToolCaller | None = None
     clock: Callable[[], float] = time.time
     telemetry: Any = None
-    """A :class:`server.telemetry.Telemetry` for run and step spans, or ``None`` (off)."""
+    """A :class:`server.operations.telemetry.Telemetry` for run and step spans, or ``None`` (off)."""
 
 
 def error_class(exc: BaseException) -> str:
@@ -101,7 +101,7 @@ def _only(params: Mapping[str, Any], allowed: tuple[str, ...], kind: str) -> dic
 
 async def run_orchestrate(services: StepServices, params: Mapping[str, Any]) -> Any:
     """``orchestrate`` with the tool's arguments; output: the tool's result (``text``, ``provider`` …)."""
-    from server.orchestration import OrchestrateRequest, orchestrate
+    from server.pool.orchestration import OrchestrateRequest, orchestrate
 
     args = _only(params, _ORCHESTRATE_KEYS, "orchestrate")
     for key in ("providers", "capabilities"):
@@ -119,7 +119,7 @@ async def run_orchestrate(services: StepServices, params: Mapping[str, Any]) -> 
 async def run_consensus(services: StepServices, params: Mapping[str, Any]) -> Any:
     """``consensus``; output: the tool's result (``status``, ``answer``, ``agreement`` …)."""
     from knowledge import resolve_prompt
-    from server.consensus import ConsensusRequest
+    from server.consensus.service import ConsensusRequest
 
     args = _only(params, (*_CONSENSUS_KEYS, "prompt", "pattern", "variables"), "consensus")
     if services.consensus is None:

@@ -1,0 +1,299 @@
+"""App assembly: the dependencies object, the MCPServer with its lifespan, and the MCP surface.
+
+This is the only module that imports the surface packages (``tools``, ``resources``, ``prompts``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mcp.server import MCPServer, NotificationOptions
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
+
+from knowledge import Pattern, PatternRegistry
+from knowledge.library import builtin_patterns
+from server.config import Config
+from server.operations.incidents import IncidentService, WorkflowRunner
+from server.pool.pool import ProviderPool
+from server.pool.providers import Provider, build_provider
+from server.security.guardrails import Guardrails, permitted_providers
+from server.security.hygiene import redact_tool_errors
+from server.dependencies import Dependencies
+from server.store import Store
+
+if TYPE_CHECKING:
+    from server.consensus.service import ConsensusService
+    from server.operations.telemetry import Telemetry
+    from server.workflows import RuntimeFactory, StepServices
+    from server.workflows.lazy import LazyWorkflows
+
+logger = logging.getLogger(__name__)
+
+SERVER_NAME = "ai-orchestration-mcp"
+INSTRUCTIONS = (
+    "Orchestrates LLM providers. `orchestrate` sends one prompt through the provider pool with fallback; "
+    "`consensus` asks several models at once and aggregates their answers; "
+    "`monitor_operations` reports latency, errors, tokens and cost of recorded calls, incidents and provider "
+    "health; `acknowledge_incident` marks an incident as being handled. "
+    "`search_patterns` finds reusable prompt patterns (also offered as prompts and `knowledge://` resources); "
+    "`register_pattern` saves one; `orchestrate` takes `pattern` + `variables` instead of `prompt`. "
+    "`run_workflow` runs a DAG of steps durably (a saved workflow or a definition); `workflow_run` follows, "
+    "cancels or approves runs; `save_workflow` saves a definition."
+)
+
+
+def open_store(path: str | Path) -> Store:
+    """The full-mode store at ``path`` (imports sqlite-utils only now)."""
+    from server.store.sqlite import SQLiteStore
+
+    return SQLiteStore(path)
+
+
+@asynccontextmanager
+async def open_dependencies(
+    config: Config,
+    *,
+    store_factory: Callable[[], Store],
+    provider_factory: Callable[..., Provider] = build_provider,
+    clock: Callable[[], float] = time.time,
+    workflow_runtime: RuntimeFactory | None = None,
+    run_workflow: WorkflowRunner | None = None,
+    telemetry: Telemetry | None = None,
+    simple: bool = False,
+) -> AsyncIterator[Dependencies]:
+    """Build the dependencies, run the alert/roll-up schedule while they are open, and on exit close providers
+    and flush the store (shielded from cancellation).
+
+    Args:
+        store_factory: called here; the store it returns is closed (flushed) on exit.
+        provider_factory: ``ProviderConfig -> Provider`` (tests pass fakes).
+        workflow_runtime: runs workflows (:func:`server.workflows.dbos_runtime.dbos_runtime` in full mode);
+            default: the in-memory runtime.
+        run_workflow: the hook the ``run_workflow`` automated response calls (see :mod:`server.operations.incidents`);
+            default: start the named saved workflow on this server's workflow service.
+        telemetry: OpenTelemetry spans and metrics (``None``: off); providers are wrapped to report to it.
+        simple: build simple mode's dependencies (sets :attr:`Dependencies.simple`; see :mod:`server.app.simple`).
+    """
+    if telemetry is not None:
+        provider_factory = telemetry.instrument_factory(provider_factory)
+    store = store_factory()
+    try:
+        permitted = permitted_providers(config.guardrails, config.providers)  # [guardrails].allowed_models
+        pool = ProviderPool([(p, provider_factory(p)) for p in permitted], store, config=config, clock=clock)
+        await pool.load_spend()
+        patterns = PatternRegistry(store, clock=clock)
+        await patterns.load_library(builtin_patterns())
+    except BaseException:
+        await store.aclose()
+        raise
+    import anyio
+
+    @functools.cache
+    def consensus() -> ConsensusService:
+        from server.consensus.service import ConsensusService  # with the aggregation methods, at the first consensus
+
+        return ConsensusService(pool, telemetry=telemetry)
+
+    try:
+        guardrails = Guardrails(config.guardrails, store, config.providers, clock) if config.guardrails.active else None
+        workflows = _lazy_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime, telemetry)
+        if run_workflow is None:
+            async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
+                run_id, _ = await workflows.service().start(name, inputs)
+                return run_id
+
+        incidents = IncidentService(store, pool, config, clock=clock, run_workflow=run_workflow)
+        async with _running(workflows.serve), _running(incidents.run):
+            yield Dependencies(config=config, store=store, pool=pool, lazy_consensus=consensus, patterns=patterns,
+                               clock=clock, lazy_workflows=workflows, incidents=incidents, telemetry=telemetry,
+                               simple=simple, guardrails=guardrails)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await pool.aclose()
+            await store.aclose()
+
+
+def _lazy_workflows(config: Config, store: Store, pool: ProviderPool, consensus: Callable[[], ConsensusService],
+                    patterns: PatternRegistry, clock: Callable[[], float], runtime: RuntimeFactory | None,
+                    telemetry: Telemetry | None) -> LazyWorkflows:
+    """The workflow service, built at first use; a given (durable) runtime opens ``DEFAULT_DELAY_S`` after
+    start-up in any case, to recover interrupted runs."""
+    from server.workflows.lazy import DEFAULT_DELAY_S, LazyWorkflows
+
+    def services() -> StepServices:
+        from server.workflows.downstream import DownstreamServers
+        from server.workflows.steps import StepServices
+
+        servers = DownstreamServers(config.mcp_servers, config.secrets(),
+                                    allow_addresses=config.network.allow_addresses) if config.mcp_servers else None
+        return StepServices(pool=pool, store=store, config=config, consensus=consensus(), patterns=patterns,
+                            tool_caller=servers.call if servers else None, clock=clock, telemetry=telemetry)
+
+    return LazyWorkflows(services, store, runtime_factory=runtime, clock=clock,
+                         delay_s=math.inf if runtime is None else DEFAULT_DELAY_S)
+
+
+@asynccontextmanager
+async def _running(background: Callable[[], Any]) -> AsyncIterator[None]:
+    """Run ``background`` while the block runs, cancelling it after; the block's own exception propagates
+    as it is (not wrapped in an exception group)."""
+    import anyio
+
+    error: BaseException | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(background)
+        try:
+            yield
+        except BaseException as exc:  # re-raised below, outside the task group
+            error = exc
+        group.cancel_scope.cancel()
+    if error is not None:
+        raise error
+
+
+def build_server(
+    config: Config,
+    *,
+    store_factory: Callable[[], Store],
+    provider_factory: Callable[..., Provider] = build_provider,
+    shared: Dependencies | None = None,
+    clock: Callable[[], float] = time.time,
+    workflow_runtime: RuntimeFactory | None = None,
+    run_workflow: WorkflowRunner | None = None,
+    tool_list: Sequence[Tool] | None = None,
+    simple: bool = False,
+) -> MCPServer:
+    """The MCP server with every tool, resource and prompt registered.
+
+    Args:
+        config: the loaded configuration.
+        store_factory: makes the store; the lifespan opens (and closes) one per lifespan.
+        shared: dependencies built by the caller and kept open across lifespans (SSE runs one lifespan per
+            connection; the CLI shares one set for the process).
+        tool_list: the tools to offer (default: every tool, ``tools.all_tools()``).
+        simple: passed to :func:`open_dependencies` (simple mode assembles through :mod:`server.app.simple`).
+    """
+    import prompts
+    import resources
+    import tools
+
+    # The latest lifespan's dependencies, for handlers that get no request context (static resources).
+    current: list[Dependencies] = [shared] if shared is not None else []
+    following: list[Dependencies] = []  # the shared dependencies, once their patterns are followed
+
+    from mcp.shared.subscriptions import ResourceUpdated
+
+    from resources.subscriptions import BridgedBus
+
+    bus = BridgedBus()  # ours: incident changes are announced outside any request, to both protocol eras
+
+    async def incidents_changed() -> None:
+        from resources.operations import URIS
+
+        for uri in URIS:
+            await bus.publish(ResourceUpdated(uri=uri))
+
+    @asynccontextmanager
+    async def lifespan(_: MCPServer) -> AsyncIterator[Dependencies]:
+        if shared is not None:
+            # SSE runs a lifespan per connection over the same dependencies: follow their patterns once.
+            if not following:
+                following.append(shared)
+                await _start_following(shared, surfaces)  # for the process's life, like `shared`
+                if shared.incidents is not None:
+                    shared.incidents.add_listener(incidents_changed)
+            yield shared
+            return
+        async with open_dependencies(
+            config, store_factory=store_factory, provider_factory=provider_factory, clock=clock,
+            workflow_runtime=workflow_runtime, run_workflow=run_workflow, simple=simple,
+        ) as deps, _follow_patterns(deps, surfaces):
+            current.append(deps)
+            if deps.incidents is not None:
+                deps.incidents.add_listener(incidents_changed)
+            try:
+                yield deps
+            finally:
+                current.remove(deps)
+
+    mcp = MCPServer(
+        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(),
+        tools=tools.all_tools() if tool_list is None else list(tool_list), subscriptions=bus,
+        middleware=[redact_tool_errors(config.secrets)],  # secret hygiene on every error a client sees
+    )
+    surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
+    bus.register(mcp)
+
+    @mcp.completion()
+    async def complete(ref: PromptReference | ResourceTemplateReference, argument: CompletionArgument,
+                       context: CompletionContext | None) -> Completion | None:
+        deps = current[-1]
+        return (await resources.complete(deps, ref, argument, context)
+                or await prompts.complete(deps, ref, argument, context))
+
+    _advertise_list_changed(mcp)
+    return mcp
+
+
+async def _start_following(deps: Dependencies, surfaces: Sequence[_PatternSurface]) -> Callable[[Pattern], None]:
+    """Fill the pattern prompts and resources from the library and keep them in step with each change the
+    registry stores. Returns the listener (to remove when the dependencies go)."""
+    patterns = await deps.patterns.all()
+    for surface in surfaces:
+        surface.replace_all(patterns)
+
+    def follow(pattern: Pattern) -> None:
+        for surface in surfaces:
+            surface.upsert(pattern)
+
+    deps.patterns.add_listener(follow)
+    return follow
+
+
+@asynccontextmanager
+async def _follow_patterns(deps: Dependencies, surfaces: Sequence[_PatternSurface]) -> AsyncIterator[None]:
+    """:func:`_start_following` for one lifespan."""
+    follow = await _start_following(deps, surfaces)
+    try:
+        yield
+    finally:
+        deps.patterns.remove_listener(follow)
+
+
+class _PatternSurface(Protocol):
+    def replace_all(self, patterns: Sequence[Pattern]) -> None: ...
+
+    def upsert(self, pattern: Pattern) -> None: ...
+
+
+def _advertise_list_changed(mcp: MCPServer) -> None:
+    """Declare ``listChanged`` for prompts and resources to handshake-era clients too.
+
+    Patterns change the prompt and resource lists at run time and ``register_pattern`` notifies. The
+    2026-07-28 era derives the flags from ``subscriptions/listen`` being served; the handshake era takes them
+    from ``NotificationOptions``, which MCPServer never passes (the SDK's own TODO "L53"), so every transport's
+    ``create_initialization_options()`` call on the low-level server gets them here.
+    """
+    lowlevel = mcp._lowlevel_server  # noqa: SLF001 - the one seam for handshake-era capabilities in SDK 2.3
+    create = lowlevel.create_initialization_options
+
+    def with_list_changed(notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any) -> Any:
+        options = notification_options or NotificationOptions(prompts_changed=True, resources_changed=True)
+        return create(options, *args, **kwargs)
+
+    lowlevel.create_initialization_options = with_list_changed  # type: ignore[method-assign]
+
+
+def server_version() -> str:
+    """The distribution's version (:data:`server.__version__`)."""
+    from server import __version__
+
+    return __version__

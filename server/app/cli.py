@@ -1,0 +1,306 @@
+"""The ``ai-orchestration-mcp`` command: serve (default), ``check``, ``simulate-upstream``, ``demo``, ``patterns``.
+
+The only place that reads ``os.environ`` and configures logging. In stdio mode stdout is the MCP wire, so
+logs go to stderr; lines that are true command output (``check``, ``demo``) are marked ``# cli-output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from server.config import Config, database_path, load_config
+from server.errors import ConfigError
+
+logger = logging.getLogger("server")
+_QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "anthropic", "mcp", "uvicorn.access")
+SUBCOMMANDS = ("check", "simulate-upstream", "demo", "patterns", "metrics", "keys")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script. Returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "simulate-upstream":
+            from server.simulator import serve_forever
+
+            _configure_logging(args.log_level)
+            serve_forever(args.host, args.port)
+            return 0
+        if args.command == "demo":
+            from server.app.demo import run_demo
+
+            _configure_logging("WARNING")
+            return run_demo()
+        config = load_config(args.config, os.environ)
+        if args.command is None:  # serve: simple mode is decided there, with the collector paused
+            return _serve(args, config)
+        simple = _simple_mode(args)
+        if args.command == "check":
+            return _check(config, _state_location(config, args, simple), simple)
+        if args.command == "patterns":
+            _configure_logging("WARNING")
+            return _patterns(args, _state_location(config, args, simple), simple)
+        if args.command == "metrics":
+            from server.app.metrics_cli import print_metrics
+
+            _configure_logging("WARNING")
+            return print_metrics(config, database_path(config, os.environ, args.database), args.window,
+                                 args.group_by)
+        from server.app import keys_cli  # the command left: keys
+
+        _configure_logging("WARNING")
+        return keys_cli.run(args, database_path(config, os.environ, args.database))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)  # cli-output (stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _common_options(*, for_subcommand: bool) -> argparse.ArgumentParser:
+    # A subcommand's copy must not reset what was given before the subcommand name (argparse would
+    # overwrite it with the subparser's default), hence SUPPRESS there.
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if for_subcommand else value
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=default(None), help="TOML config file (default: "
+                        "$AI_ORCHESTRATION_CONFIG, else discovery from OPENAI_API_KEY / ANTHROPIC_API_KEY / *_BASE_URL)")
+    common.add_argument("--database", default=default(None), help="SQLite file (default: $AI_ORCHESTRATION_DB, "
+                        "[server].database, or the user data directory); --simple keeps its state beside it, "
+                        "in the same name with .json")
+    common.add_argument("--log-level", default=default("INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    common.add_argument("--simple", action="store_true", default=default(False),
+                        help="simple mode: needs only the mcp package (wire-protocol providers, patterns in "
+                        "<data dir>/state.json, call records in memory); also AI_ORCHESTRATION_SIMPLE=1")
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common_options(for_subcommand=True)
+    parser = argparse.ArgumentParser(
+        prog="ai-orchestration-mcp",
+        description="MCP server for LLM orchestration. Serves stdio by default.",
+        parents=[_common_options(for_subcommand=False)],
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--transport", choices=["stdio", "sse", "http"], default="stdio")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address for sse/http (non-loopback needs auth)")
+    parser.add_argument("--port", type=int, default=8000, help="port for sse/http (default 8000)")
+    parser.add_argument("--allowed-hosts", default="", help="comma-separated extra Host names the HTTP "
+                        "transports answer to (DNS-rebinding protection)")
+    sub = parser.add_subparsers(dest="command", metavar="{check,simulate-upstream,demo,patterns,metrics,keys}")
+    sub.add_parser("check", parents=[common], help="validate the configuration and list providers")
+    simulate = sub.add_parser("simulate-upstream", parents=[common],
+                              help="serve a local OpenAI/Anthropic-compatible upstream for trying and testing")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8765)
+    sub.add_parser("demo", help="start a simulated upstream and a server, call orchestrate and "
+                   "monitor_operations through a real MCP client, and print the results")
+    patterns = sub.add_parser("patterns", help="export the pattern library as GitHub Copilot files, or import them")
+    actions = patterns.add_subparsers(dest="action", metavar="{export,import}", required=True)
+    export = actions.add_parser("export", parents=[common], help="write .github/ Copilot instruction and prompt "
+                                "files (and a manifest that makes the round trip lossless) under --out")
+    export.add_argument("--format", choices=["copilot"], default="copilot")
+    export.add_argument("--out", required=True, help="the repository root to write .github/ into")
+    export.add_argument("--pattern", action="append", default=[], metavar="NAME",
+                        help="export only this pattern (repeatable; default: all)")
+    imported = actions.add_parser("import", parents=[common], help="register the patterns of a repository's "
+                                  ".github/instructions and .github/prompts files")
+    imported.add_argument("folder", help="the repository root (or its .github folder)")
+    metrics = sub.add_parser("metrics", parents=[common], help="print the operations summary of the recorded calls "
+                             "as a table")
+    metrics.add_argument("--window", default="1h", help="how far back: 15m, 1h, 24h, 7d … (default 1h)")
+    metrics.add_argument("--group-by", default="provider",
+                         choices=["provider", "model", "tool", "ab_bucket", "workflow"])
+    from server.app.keys_cli import add_parser as add_keys_parser
+
+    add_keys_parser(sub, common)
+    return parser
+
+
+def _configure_logging(level: str, secrets: Sequence[str] = ()) -> None:
+    from server.security.hygiene import RedactingFormatter
+
+    logging.basicConfig(stream=sys.stderr, level=level, force=True)
+    for handler in logging.getLogger().handlers:  # every line passes the secret filter
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def _simple_mode(args: argparse.Namespace) -> bool:
+    if not args.simple and not os.environ.get("AI_ORCHESTRATION_SIMPLE"):
+        return False  # without importing server.app.simple (and the MCP SDK with it): `check` stays quick
+    from server.app.simple import simple_mode_requested
+
+    return simple_mode_requested(args.simple, os.environ)
+
+
+def _state_location(config: Config, args: argparse.Namespace, simple: bool) -> Path:
+    """The SQLite database (full mode) or the JSON state file (simple mode)."""
+    if simple:
+        from server.app.simple import state_path
+
+        return state_path(config, os.environ, args.database)
+    return database_path(config, os.environ, args.database)
+
+
+def _check(config: Config, db_path: os.PathLike | str, simple: bool = False) -> int:
+    out = sys.stdout
+    print(f"configuration: {config.source}", file=out)  # cli-output
+    if simple:
+        print("mode: simple (wire-protocol providers; call records in memory)", file=out)  # cli-output
+    print(f"{'state file' if simple else 'database'}: {db_path}", file=out)  # cli-output
+    print(f"routing strategy: {config.routing.strategy}", file=out)  # cli-output
+    if not config.providers:
+        print("providers: none configured (tools that need a model will say what to set)", file=out)  # cli-output
+        return 0
+    not_ready = 0
+    for p in config.providers:
+        problem = p.readiness()
+        not_ready += problem is not None
+        if problem:
+            state = f"NOT READY: {problem}"
+        elif p.api_key is not None:
+            state = f"ready (key from {p.key_env or 'config file'})"
+        else:
+            state = "ready (no key: custom endpoint)"
+        endpoint = p.base_url or "vendor default endpoint"
+        print(f"  {p.name:<20} {p.kind:<10} {p.model:<28} priority={p.priority:<4} {endpoint}  {state}",  # cli-output
+              file=out)
+    return 1 if not_ready else 0
+
+
+def _patterns(args: argparse.Namespace, db_path: os.PathLike | str, simple: bool = False) -> int:
+    import anyio
+
+    from knowledge import PatternError, PatternRegistry
+    from knowledge.copilot import read_copilot_dir, write_export
+    from knowledge.library import builtin_patterns
+    if simple:
+        from server.app.simple import open_simple_store as open_store
+    else:
+        from server.app.assembly import open_store
+
+    async def run() -> int:
+        store = open_store(db_path)
+        try:
+            registry = PatternRegistry(store)
+            await registry.load_library(builtin_patterns())
+            if args.action == "export":
+                patterns = [p.spec() for p in await registry.all()]
+                missing = sorted(set(args.pattern) - {p.name for p in patterns})
+                if missing:
+                    print(f"no pattern named {', '.join(missing)}", file=sys.stderr)  # cli-output (stderr)
+                    return 1
+                chosen = [p for p in patterns if not args.pattern or p.name in args.pattern]
+                for path in write_export(chosen, Path(args.out)):
+                    print(path, file=sys.stdout)  # cli-output
+                return 0
+            current = {p.name: p.spec() for p in await registry.all()}
+            for spec in read_copilot_dir(Path(args.folder)):
+                # Content equal to the current version (a built-in included) is left as it is.
+                outcome = None if current.get(spec.name) == spec else await registry.register(spec)
+                state = f"version {outcome.pattern.version}" if outcome and outcome.changed else "unchanged"
+                print(f"{spec.name}: {state}", file=sys.stdout)  # cli-output
+            return 0
+        except PatternError as exc:
+            print(f"patterns {args.action}: {exc}", file=sys.stderr)  # cli-output (stderr)
+            return 1
+        finally:
+            await store.aclose()
+
+    return anyio.run(run)
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    from server.app.gc_tuning import paused_for_start_up
+
+    with paused_for_start_up() as serving:  # ~45 ms of every start otherwise (see server.app.gc_tuning)
+        return _build_and_serve(args, config, _simple_mode(args), serving)
+
+
+def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, serving: Callable[[], None]) -> int:
+    import anyio
+
+    from server.app.assembly import build_server, open_dependencies, open_store
+    from server.pool.providers import build_provider, build_wire_provider
+    from server.security.startup import check_provider_addresses, http_verifier
+    from server.app.transports import check_bind_host, is_loopback, serve
+
+    auth_on = args.transport != "stdio" and (config.auth.enabled if config.auth.enabled is not None
+                                             else not is_loopback(args.host))
+    if args.transport != "stdio":
+        check_bind_host(args.host, auth_on)
+    check_provider_addresses(config)
+    db_path = _state_location(config, args, simple)
+    allowed = [h for h in args.allowed_hosts.split(",") if h.strip()]
+    if simple:
+        from server.app.simple import build_simple_server as build, open_simple_store as open_state
+
+        providers = build_wire_provider
+    else:
+        build, open_state, providers = build_server, open_store, build_provider
+
+    # Simple mode: runs in memory (the in-memory workflow runtime) and no tracing.
+    workflow_runtime = None if simple else _workflow_runtime(config, db_path)
+    telemetry = None
+    if not simple:
+        from server.operations.telemetry import Telemetry, TelemetrySettings
+
+        telemetry = Telemetry.from_settings(TelemetrySettings.from_environ(os.environ))  # None unless OTEL_* ask
+
+    async def run() -> None:
+        async with open_dependencies(config, store_factory=lambda: open_state(db_path), provider_factory=providers,
+                                     workflow_runtime=workflow_runtime, telemetry=telemetry,
+                                     simple=simple) as deps:
+            mcp = build(config, store_factory=lambda: deps.store, provider_factory=providers, shared=deps)
+            _configure_logging(args.log_level, config.secrets())  # after MCPServer(), which configures logging
+            logger.info("serving %s%s; %d provider(s); %s %s; authentication %s", args.transport,
+                        " (simple mode)" if simple else "", len(config.providers),
+                        "state file" if simple else "database", db_path, "on" if auth_on else "off")
+            verifier = http_verifier(config, deps.store) if auth_on else None
+            serving()  # collections on again, tuned for serving
+            if auth_on and config.auth.jwt is None and not await deps.store.list_api_keys():
+                logger.warning("authentication is on and no API key exists, so every request will get 401: "
+                               "create one with `ai-orchestration-mcp keys create NAME`")
+            await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed,
+                        verifier=verifier, limits=config.limits, jwt=config.auth.jwt)
+
+    _configure_logging(args.log_level, config.secrets())
+    try:
+        anyio.run(run)
+    finally:
+        if telemetry is not None:
+            telemetry.shutdown()  # exports what is still batched
+    return 0
+
+
+def _workflow_runtime(config: Config, db_path: Path) -> Any:
+    """The DBOS runtime factory (system database beside the server's, unless configured), which the workflow
+    service opens in the background (:mod:`server.workflows.lazy`: at its first use, or ``DEFAULT_DELAY_S``
+    after start-up); or ``None`` for the in-memory one (``[workflows] runtime = "memory"``)."""
+    if config.workflows.runtime == "memory":
+        return None
+
+    def dbos(interpreter: Any) -> Any:
+        from server.workflows.dbos_runtime import APPLICATION_VERSION, dbos_config, dbos_runtime
+
+        system = config.workflows.system_database or str(Path(db_path).with_suffix(".dbos.sqlite"))
+        return dbos_runtime(dbos_config(system, application_version=config.workflows.application_version
+                                        or APPLICATION_VERSION))(interpreter)
+
+    return dbos
+
+
+def _version() -> str:
+    from server import __version__  # not server.app.assembly: `check` and the other subcommands stay quick
+
+    return __version__

@@ -1,0 +1,119 @@
+"""Simple mode: the server where only ``mcp`` (and what it depends on) is installed.
+
+``ai-orchestration-mcp --simple`` (or ``AI_ORCHESTRATION_SIMPLE=1``) assembles the same core as full mode
+(:func:`server.app.assembly.build_server`: the pool, consensus, the pattern registry, the tools, resources and prompts)
+with:
+
+- providers that speak the OpenAI Chat Completions and Anthropic Messages wire formats over ``httpx2``
+  (:func:`server.pool.providers.build_wire_provider`) instead of the vendor SDKs;
+- :class:`server.store.jsonfile.JSONFileStore`: patterns (and saved workflows) in one JSON file in the data
+  directory, written by atomic replace; call records, conversations and the cache in memory;
+- the tools of :data:`tools.SIMPLE_MODE_TOOLS`; any other tool answers :class:`FullModeRequired`'s message;
+- no tracing, and the in-memory workflow runtime (``Dependencies.simple`` tells the code that picks them).
+
+Every module this path imports uses only the standard library and ``mcp``'s own dependency set (``pydantic``,
+``httpx2``, ``anyio`` …): ``tests/integration/test_simple_mode.py`` checks that on a running server.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mcp.server import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+from server.app.assembly import build_server
+from server.dependencies import Dependencies
+from server.config import Config, database_path
+from server.errors import ConfigError, OrchestrationError
+from server.pool.providers import Provider, build_wire_provider
+from server.store import Store
+from server.store.jsonfile import JSONFileStore
+
+ENV_FLAG = "AI_ORCHESTRATION_SIMPLE"
+FULL_MODE_HINT = "start the server without --simple, with the full install (pip install ai-orchestration-mcp)"
+
+
+class FullModeRequired(OrchestrationError):
+    """A feature was asked of simple mode that only full mode has.
+
+    Attributes:
+        feature: what was asked for (a tool name, an argument, a subcommand).
+    """
+
+    def __init__(self, feature: str, reason: str = "") -> None:
+        detail = f" ({reason})" if reason else ""
+        super().__init__(f"{feature} needs full mode{detail}: {FULL_MODE_HINT}")
+        self.feature = feature
+
+
+def simple_mode_requested(flag: bool, environ: Mapping[str, str]) -> bool:
+    """``--simple``, else ``AI_ORCHESTRATION_SIMPLE`` (``1``/``true``/``yes`` or ``0``/``false``/``no``/empty).
+
+    Raises:
+        ConfigError: the variable has another value (named in the message).
+    """
+    if flag:
+        return True
+    value = environ.get(ENV_FLAG, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"must be 1 or 0 (true/false), not {value!r}", key=ENV_FLAG)
+
+
+def state_path(config: Config, environ: Mapping[str, str], override: str | None = None) -> Path:
+    """Simple mode's JSON file: the database path (``--database``, ``AI_ORCHESTRATION_DB``, ``[server].database``,
+    else ``<user data dir>/state.db``) with the suffix ``.json`` — by default ``<user data dir>/state.json``."""
+    return database_path(config, environ, override).with_suffix(".json")
+
+
+def open_simple_store(path: str | Path) -> Store:
+    """The simple-mode store at ``path``.
+
+    Raises:
+        server.store.jsonfile.StateFileError: the file exists but cannot be read (a ``ConfigError``).
+    """
+    return JSONFileStore(path)
+
+
+def build_simple_server(
+    config: Config,
+    *,
+    store_factory: Callable[[], Store],
+    provider_factory: Callable[..., Provider] = build_wire_provider,
+    shared: Dependencies | None = None,
+    clock: Callable[[], float] = time.time,
+) -> MCPServer:
+    """:func:`server.app.assembly.build_server` for simple mode (arguments as there; providers default to the wire ones)."""
+    import tools
+
+    every = tools.all_tools()  # built once: each tool's argument model costs milliseconds at start-up
+    mcp = build_server(config, store_factory=store_factory, provider_factory=provider_factory, shared=shared,
+                       clock=clock, tool_list=[t for t in every if t.name in tools.SIMPLE_MODE_TOOLS], simple=True)
+    refuse_full_mode_tools(mcp, [t.name for t in every if t.name not in tools.SIMPLE_MODE_TOOLS])
+    return mcp
+
+
+def refuse_full_mode_tools(mcp: MCPServer, names: list[str]) -> None:
+    """Make calls to ``names`` (tools full mode offers and simple mode does not) fail with a message that says
+    so, instead of the SDK's bare "Unknown tool".
+
+    ``MCPServer`` dispatches every ``tools/call`` through its ``call_tool`` method; this wraps it on the instance
+    (the one seam for it in SDK 2.3).
+    """
+    refused = frozenset(names)
+    if not refused:
+        return
+    call_tool = mcp.call_tool
+
+    async def call_tool_or_refuse(name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        if name in refused:
+            raise ToolError(str(FullModeRequired(f"the tool {name}", "not offered in simple mode")))
+        return await call_tool(name, arguments, context)
+
+    mcp.call_tool = call_tool_or_refuse  # type: ignore[method-assign]

@@ -1,0 +1,234 @@
+"""The ``orchestrate`` service: one prompt through the provider pool, with conversations, the response cache,
+A/B buckets, and the figures the result reports."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import Field
+
+from knowledge import PatternRegistry, resolve_prompt
+from server.config import Config, Strategy
+from server.models import DeferredModel
+from server.pool.pool import Attempt, CallOptions, PoolResult, ProviderPool
+from server.pool.providers import Completion, CompletionRequest, Message, Usage
+from server.pool.routing import assign_bucket
+from server.store import CallRecord, Store
+from server.pool.text import estimate_tokens
+
+
+class AttemptReport(DeferredModel):
+    """One provider attempt (see :class:`server.pool.pool.Attempt`)."""
+
+    provider: str
+    model: str
+    status: str = Field(description="ok, error or cached")
+    error_class: str | None = Field(default=None, description="timeout, rate_limited, server_error, connection, "
+                                    "malformed_reply, authentication, bad_request, context_window_exceeded, "
+                                    "content_refused")
+    error: str | None = None
+    latency_ms: float
+
+
+class UsageReport(DeferredModel):
+    """Token usage of the answer that was returned."""
+
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class OrchestrateResult(DeferredModel):
+    """The ``orchestrate`` result. Times in milliseconds, cost in USD."""
+
+    text: str
+    provider: str
+    model: str
+    attempts: list[AttemptReport]
+    usage: UsageReport
+    cost_usd: float
+    latency_ms: float = Field(description="the whole call as the server saw it")
+    overhead_ms: float = Field(description="time the server spent that was not spent waiting on providers")
+    continuation_id: str = Field(description="pass it back to continue this conversation")
+    cached: bool = False
+    ab_bucket: str | None = None
+    pattern: str | None = Field(default=None, description="the pattern the prompt was rendered from")
+    pattern_version: int | None = Field(default=None, description="the version of that pattern")
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestrateRequest:
+    """What a caller asks of ``orchestrate`` (the tool's arguments, validated): ``prompt``, or ``pattern``
+    rendered with ``variables``."""
+
+    prompt: str | None = None
+    system: str | None = None
+    providers: Sequence[str] | None = None
+    strategy: Strategy | None = None
+    capabilities: Sequence[str] = ()
+    model: str | None = None
+    max_tokens: int = 1024
+    temperature: float | None = None
+    timeout_s: float | None = None
+    max_fallbacks: int | None = None
+    user_id: str | None = None
+    continuation_id: str | None = None
+    response_format: Literal["text", "json"] = "text"
+    cache: bool | None = None
+    pattern: str | None = None
+    variables: Mapping[str, Any] | None = None
+    owner: str | None = None
+    """The caller's principal id, recorded on a new conversation (``None``: unauthenticated)."""
+    owner_filter: str | None = None
+    """Only a conversation owned by this id may be continued; another's ``continuation_id`` is unknown.
+    ``None``: any (no authentication, or an admin)."""
+
+
+class UnknownConversation(ValueError):
+    """A ``continuation_id`` that no conversation has."""
+
+
+def trim_history(turns: Sequence[tuple[str, str]], token_budget: int) -> list[tuple[str, str]]:
+    """The newest turns whose estimated tokens fit ``token_budget``, oldest first, starting on a user turn."""
+    kept: list[tuple[str, str]] = []
+    used = 0
+    for role, content in reversed(turns):
+        cost = estimate_tokens(content)
+        if used + cost > token_budget:
+            break
+        kept.append((role, content))
+        used += cost
+    kept.reverse()
+    while kept and kept[0][0] != "user":  # providers want the conversation to open with the user
+        kept.pop(0)
+    return kept
+
+
+def cache_key(request: CompletionRequest, options: CallOptions) -> str:
+    """SHA-256 of everything that shapes the answer: messages, system, limits, format and provider choice."""
+    material = {
+        "messages": [[m.role, m.content] for m in request.messages],
+        "system": request.system,
+        "max_tokens": request.max_tokens,
+        "format": request.response_format,
+        "providers": list(options.providers or ()),
+        "bucket": list(options.bucket_providers),
+        "model": options.model,
+        "capabilities": sorted(options.capabilities),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+async def orchestrate(
+    pool: ProviderPool,
+    store: Store,
+    config: Config,
+    ask: OrchestrateRequest,
+    *,
+    started: float | None = None,
+    timer: Callable[[], float] = time.perf_counter,
+    clock: Callable[[], float] = time.time,
+    patterns: PatternRegistry | None = None,
+    screen_output: Callable[[str], None] | None = None,
+) -> OrchestrateResult:
+    """Send one prompt through the pool and report the answer with its attempts, usage, cost and timings.
+
+    Args:
+        started: ``timer()`` value when the tool call began (defaults to now); ``overhead_ms`` counts from it.
+        patterns: the pattern registry, for ``ask.pattern`` (rendered with ``ask.variables`` into the prompt).
+        screen_output: called with the answer before anything is stored (the output guardrail); what it raises
+            propagates, and then the answer is neither cached nor added to the conversation.
+
+    Raises:
+        ValueError: an empty prompt, both or neither of prompt and pattern, or an unknown ``continuation_id``
+            (:class:`UnknownConversation`).
+        server.errors.OrchestrationError: no provider, unknown provider, budget, or every provider failed; an
+            unknown pattern or a variable that does not fit it (:class:`knowledge.PatternError`).
+    """
+    started = timer() if started is None else started
+    resolved = await resolve_prompt(patterns, ask.prompt, ask.pattern, ask.variables)
+    prompt = resolved.text
+    if not prompt.strip():
+        raise ValueError("prompt is empty: pass the text to send to the model" if resolved.pattern is None else
+                         f"pattern '{resolved.pattern}' rendered to empty text: pass values for its variables")
+    history: list[tuple[str, str]] = []
+    if ask.continuation_id:
+        turns = await store.load_turns(ask.continuation_id, owner=ask.owner_filter)
+        if turns is None:
+            raise UnknownConversation(f"unknown continuation_id {ask.continuation_id!r}: start without one, "
+                                      "and pass back the continuation_id a result returns")
+        history = trim_history(turns, config.conversations.history_token_budget)
+    messages = tuple(Message(role, content) for role, content in history) + (Message("user", prompt),)
+    request = CompletionRequest(messages=messages, system=ask.system or None, max_tokens=ask.max_tokens,
+                                temperature=ask.temperature, response_format=ask.response_format)
+    bucket = None if ask.providers else assign_bucket(config.experiments, ask.user_id)
+    options = CallOptions(
+        providers=ask.providers, strategy=ask.strategy, capabilities=tuple(ask.capabilities), model=ask.model,
+        timeout_s=ask.timeout_s, max_fallbacks=ask.max_fallbacks,
+        ab_bucket=bucket[0] if bucket else None, bucket_providers=bucket[1] if bucket else (),
+    )
+    use_cache = (config.cache.enabled if ask.cache is None else ask.cache) and ask.temperature == 0
+    key = cache_key(request, options) if use_cache else None
+    result = await _cached(store, key, config.cache.ttl_s, options, clock) if key else None
+    if result is None:
+        result = await pool.complete(request, options=options, tool="orchestrate", call_id=uuid.uuid4().hex)
+        if screen_output is not None:
+            screen_output(result.completion.text)
+        if key:
+            usage = result.completion.usage
+            store.cache_put(key, {"provider": result.attempts[-1].provider, "model": result.completion.model,
+                                  "text": result.completion.text, "input_tokens": usage.input_tokens,
+                                  "output_tokens": usage.output_tokens}, clock())
+    elif screen_output is not None:
+        screen_output(result.completion.text)
+    continuation_id = ask.continuation_id or uuid.uuid4().hex
+    store.append_turns(continuation_id, [("user", prompt), ("assistant", result.completion.text)], clock(),
+                       owner=ask.owner)
+    report = _report(result, continuation_id, (timer() - started) * 1000)
+    if resolved.pattern is not None:
+        report.pattern, report.pattern_version = resolved.pattern, resolved.version
+    return report
+
+
+async def _cached(
+    store: Store, key: str, ttl_s: float, options: CallOptions, clock: Callable[[], float]
+) -> PoolResult | None:
+    now = clock()
+    hit = await store.cache_get(key, now - ttl_s)
+    if hit is None:
+        return None
+    usage = Usage(hit["input_tokens"] or 0, hit["output_tokens"] or 0)
+    store.record_call(CallRecord(ts=now, call_id=uuid.uuid4().hex, tool="orchestrate", provider=hit["provider"],
+                                 model=hit["model"], status="ok", latency_ms=0.0, input_tokens=usage.input_tokens,
+                                 output_tokens=usage.output_tokens, ab_bucket=options.ab_bucket, cached=True))
+    completion = Completion(text=hit["text"], model=hit["model"], usage=usage)
+    attempt = Attempt(hit["provider"], hit["model"], "cached", 0.0)
+    return PoolResult(completion, None, (attempt,), 0.0, 0.0, options.ab_bucket, cached=True)
+
+
+def _report(result: PoolResult, continuation_id: str, latency_ms: float) -> OrchestrateResult:
+    usage = result.completion.usage
+    return OrchestrateResult(
+        text=result.completion.text,
+        provider=result.attempts[-1].provider,
+        model=result.completion.model,
+        attempts=[
+            AttemptReport(provider=a.provider, model=a.model, status=a.status, error_class=a.error_class,
+                          error=a.error, latency_ms=round(a.latency_ms, 3))
+            for a in result.attempts
+        ],
+        usage=UsageReport(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                          total_tokens=usage.input_tokens + usage.output_tokens),
+        cost_usd=round(result.cost_usd, 10),
+        latency_ms=round(latency_ms, 3),
+        overhead_ms=round(max(0.0, latency_ms - result.provider_wait_ms), 3),
+        continuation_id=continuation_id,
+        cached=result.cached,
+        ab_bucket=result.ab_bucket,
+    )

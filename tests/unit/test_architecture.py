@@ -1,0 +1,116 @@
+"""The package layout DESIGN.md and the architecture issue describe, checked on the source with ``ast``.
+
+- the import graph of the product's packages (module-level imports, ``TYPE_CHECKING`` blocks aside) has no cycle;
+- nothing in the MCP surface (``tools``, ``resources``, ``prompts``) imports the app assembly (``server.app``);
+- no module is over 500 lines;
+- ``server``'s top level holds packages and at most five modules (``__init__`` and ``__main__`` aside).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("server", "tools", "resources", "prompts", "knowledge")
+SURFACE = ("tools", "resources", "prompts")
+MAX_LINES = 500
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _imports(path: Path, name: str, modules: dict[str, Path], *, top_level_only: bool) -> set[str]:
+    """The product modules ``name`` imports (at module level only, or anywhere)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    targets: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.If) and _is_type_checking(node):
+                continue
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                targets.add(base)
+                targets.update(f"{base}.{alias.name}" for alias in node.names)
+            elif not top_level_only or isinstance(node, (ast.If, ast.Try, ast.With)):
+                body = [child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt)]
+                visit(body)
+
+    visit(tree.body)
+    return {t for t in targets if t in modules and t != name}
+
+
+def _graph(*, top_level_only: bool) -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(path, name, modules, top_level_only=top_level_only) for name, path in modules.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (as a path that ends where it starts), or ``None``."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_module_level_import_graph_has_no_cycle() -> None:
+    graph = _graph(top_level_only=True)
+    assert len(graph) > 50  # the walk found the product's modules
+    # A package's __init__ that re-exports its submodules is not a cycle of design: drop edges parent -> child.
+    graph = {name: {t for t in targets if not t.startswith(f"{name}.")} for name, targets in graph.items()}
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_the_surface_never_imports_the_app_assembly() -> None:
+    graph = _graph(top_level_only=False)
+    offenders = sorted(f"{name} imports {t}" for name, targets in graph.items() if name.split(".")[0] in SURFACE
+                       for t in targets if t == "server.app" or t.startswith("server.app."))
+    assert not offenders, offenders
+
+
+def test_no_module_is_over_500_lines() -> None:
+    long = {str(path.relative_to(REPO)): n for path in _modules().values()
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not long, long
+
+
+def test_the_server_top_level_holds_packages_and_at_most_five_modules() -> None:
+    modules = sorted(p.name for p in (REPO / "server").glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    packages = sorted(p.name for p in (REPO / "server").iterdir() if (p / "__init__.py").is_file())
+    assert len(modules) <= 5, modules
+    assert {"app", "pool", "consensus", "operations", "security", "store", "workflows"} <= set(packages), packages
