@@ -41,6 +41,9 @@ class ServerSettings(_Strict):
 
     database: Path | None = None
     """SQLite file for call records and state; default ``<user data dir>/state.db``."""
+    tools: tuple[str, ...] | None = None
+    """The tools to offer (``--tools`` and ``AI_ORCHESTRATION_TOOLS`` override); default: all of them. Checked
+    against the tool names when the server starts."""
 
 
 class ProviderConfig(_Strict):

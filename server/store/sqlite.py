@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import server.store._sqlite_utils  # noqa: F401  (first: keeps numpy off the start-up path)
 import sqlite_utils
 
 from server.store import (
