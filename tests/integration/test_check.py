@@ -65,3 +65,33 @@ def test_probe_reports_reachability_authentication_and_whether_the_model_exists(
     assert "model or endpoint was not found" in lines["unknown-model"]
     assert "unreachable" in lines["nobody"] and "127.0.0.1:" in lines["nobody"]  # names the host
     assert len(upstream.requests) == 3 and all(r.body["max_tokens"] == 1 for r in upstream.requests)
+
+
+@pytest.mark.anyio
+async def test_connection_errors_name_the_provider_and_host_and_list_providers_says_failing(
+        upstream: Upstream) -> None:
+    from mcp import Client
+
+    from server.app.assembly import build_server
+    from server.store.memory import MemoryStore
+    from tests.conftest import config_for
+
+    port = free_port()
+    config = config_for({"name": "gone", "kind": "openai", "model": "m", "base_url": f"http://127.0.0.1:{port}/v1",
+                         "timeout_s": 5, "priority": 1},
+                        provider_entry(upstream, "locked", kind="anthropic", model="fail-401", priority=2))
+    async with Client(build_server(config, store_factory=MemoryStore)) as client:
+        before = {p["name"]: p["status"] for p in
+                  (await client.call_tool("list_providers", {})).structured_content["providers"]}
+        first = await client.call_tool("orchestrate", {"prompt": "hi"})
+        assert first.is_error
+        text = first.content[0].text
+        assert f"gone (connection): could not connect to 127.0.0.1:{port}" in text, text  # provider and endpoint
+        for _ in range(2):
+            assert (await client.call_tool("orchestrate", {"prompt": "hi", "providers": ["locked"]})).is_error
+        health = {p["name"]: p for p in (await client.call_tool("list_providers", {})).structured_content["providers"]}
+    assert before == {"gone": "untested", "locked": "untested"}
+    # a refused key does not open the circuit (it says nothing about the endpoint), but the provider is not healthy
+    assert (health["locked"]["status"], health["locked"]["circuit"]) == ("failing", "closed")
+    assert health["locked"]["last_error_class"] == "authentication"
+    assert health["gone"]["status"] == "failing"
