@@ -74,7 +74,7 @@ class LazyWorkflows:
         runtime's imports run on a worker thread first (the factory's ``preload()``, when it has one)."""
         preload = getattr(self._runtime_factory, "preload", None)
         if preload is not None:
-            await anyio.to_thread.run_sync(preload)
+            await anyio.to_thread.run_sync(preload, abandon_on_cancel=True)  # a shutdown does not wait for it
         self.service()
         assert self._runtime is not None
         await self._runtime.opened()

@@ -51,7 +51,8 @@ class SDKProvider:
         if self._client is None:
             import anyio
 
-            await anyio.to_thread.run_sync(self._sdk)
+            # Abandoned when cancelled (a shutdown during the warm start): the import finishes on its own.
+            await anyio.to_thread.run_sync(self._sdk, abandon_on_cancel=True)
 
     async def complete(self, request: CompletionRequest) -> Completion:
         """One completion. Raises the :mod:`server.errors` provider errors."""
