@@ -88,6 +88,8 @@ def validation_message(error: ValidationError, arguments: Mapping[str, Any], sch
             text = f"{path or 'arguments'}: required ({describe(node, schema)})"
         elif item["type"] == "value_error":  # a Guard or Matches check: its own words
             text = f"{path or 'arguments'}: {item['ctx']['error']} (got {given_text(given)})"
+        elif item["type"] == "string_too_short" and item.get("ctx", {}).get("min_length") == 1:
+            text = f"{path or 'arguments'}: must not be empty"
         elif item["type"] in _BOUNDS:
             text = f"{path or 'arguments'}: {_BOUNDS[item['type']].format(**item.get('ctx', {}))} (got {given_text(given)})"
         elif item["type"] == "extra_forbidden":
