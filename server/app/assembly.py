@@ -22,9 +22,10 @@ from knowledge import Pattern, PatternRegistry
 from knowledge.library import builtin_patterns
 from server.config import Config
 from server.operations.incidents import IncidentService, WorkflowRunner
+from server.pool.policy import Policy
 from server.pool.pool import ProviderPool
 from server.pool.providers import Provider, build_provider
-from server.security.guardrails import Guardrails, permitted_providers
+from server.security import INCIDENT_RESPONSE
 from server.security.hygiene import redact_tool_errors
 from server.dependencies import Dependencies
 from server.store import Store
@@ -86,8 +87,11 @@ async def open_dependencies(
         provider_factory = telemetry.instrument_factory(provider_factory)
     store = store_factory()
     try:
-        permitted = permitted_providers(config.guardrails, config.providers)  # [guardrails].allowed_models
-        pool = ProviderPool([(p, provider_factory(p)) for p in permitted], store, config=config, clock=clock)
+        # The policy layer wraps every path to a provider ([guardrails], the per-call ceilings of [limits]).
+        policy = Policy.from_config(config, store, clock=clock, phones="pattern" if simple else "library")
+        # Providers that [guardrails].allowed_models does not permit leave the pool there (naming one is refused).
+        pool = ProviderPool([(p, provider_factory(p)) for p in config.providers], store, config=config, policy=policy,
+                            clock=clock)
         await pool.load_spend()
         patterns = PatternRegistry(store, clock=clock)
         await patterns.load_library(builtin_patterns())
@@ -100,21 +104,21 @@ async def open_dependencies(
     def consensus() -> ConsensusService:
         from server.consensus.service import ConsensusService  # with the aggregation methods, at the first consensus
 
-        return ConsensusService(pool, telemetry=telemetry)
+        return ConsensusService(pool, telemetry=telemetry, patterns=patterns)
 
     try:
-        guardrails = Guardrails(config.guardrails, store, config.providers, clock) if config.guardrails.active else None
         workflows = _lazy_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime, telemetry)
         if run_workflow is None:
             async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
-                run_id, _ = await workflows.service().start(name, inputs)
+                # Under a named system principal: its steps' model calls are screened and recorded as its.
+                run_id, _ = await workflows.service().start(name, inputs, owner=INCIDENT_RESPONSE.id)
                 return run_id
 
         incidents = IncidentService(store, pool, config, clock=clock, run_workflow=run_workflow)
         async with _running(workflows.serve), _running(incidents.run):
             yield Dependencies(config=config, store=store, pool=pool, lazy_consensus=consensus, patterns=patterns,
                                clock=clock, lazy_workflows=workflows, incidents=incidents, telemetry=telemetry,
-                               simple=simple, guardrails=guardrails)
+                               simple=simple)
     finally:
         with anyio.CancelScope(shield=True):
             await pool.aclose()
