@@ -306,7 +306,10 @@ class ConsensusService:
                 group.start_soon(answer, slot)
             with send, receive:
                 while pending:
-                    deadline = soft_at if soft_at is not None and self.timer() < soft_at else hard_at
+                    past_soft = soft_at is not None and self.timer() >= soft_at
+                    if past_soft and len(results) >= 2:
+                        break  # a late second answer arrived past the soft deadline: go on with these
+                    deadline = hard_at if past_soft or soft_at is None else soft_at
                     with anyio.move_on_after(None if deadline is None else max(0.0, deadline - self.timer())):
                         slot, outcome = await receive.receive()
                         pending.discard(slot.index)

@@ -74,9 +74,9 @@ class Policy:
         self.limits = limits
         self._decisions = decisions
         self._clock = clock
-        self._input = [re.compile(p) for p in guardrails.blocked_input_patterns]
-        self._output = [re.compile(p) for p in guardrails.blocked_output_patterns]
-        self._pii = PiiRedactor(phones, guardrails.phone_region) if guardrails.redact_pii else None
+        self.input_patterns = [re.compile(p) for p in guardrails.blocked_input_patterns]
+        self.output_patterns = [re.compile(p) for p in guardrails.blocked_output_patterns]
+        self.pii = PiiRedactor(phones, guardrails.phone_region) if guardrails.redact_pii else None
         self.masker = SecretMasker(secrets)
 
     @classmethod
@@ -190,7 +190,7 @@ class CallPolicy:
             GuardrailBlocked: naming the rule (never the text).
         """
         policy = self.policy
-        if not (policy._input or policy._pii):
+        if not (policy.input_patterns or policy.pii):
             return request
         key = (request.system, request.messages)
         done = self._screened.get(key)
@@ -206,12 +206,12 @@ class CallPolicy:
     def _screen_texts(self, request: CompletionRequest) -> tuple[str | None, tuple[Message, ...]]:
         policy = self.policy
         texts = [request.system, *(m.content for m in request.messages)]
-        for index, pattern in enumerate(policy._input):
+        for index, pattern in enumerate(policy.input_patterns):
             if any(text and pattern.search(text) for text in texts):
                 self._record("input", "block", f"blocked_input_patterns[{index}]")
                 raise GuardrailBlocked(f"the prompt was refused by the server's input guardrail "
                                        f"blocked_input_patterns[{index}]")
-        if policy._pii is None:
+        if policy.pii is None:
             self._record("input", "allow", "input_policy")
             return request.system, request.messages
         totals: dict[str, int] = {}
@@ -220,7 +220,7 @@ class CallPolicy:
             if not text:
                 out.append(text)
                 continue
-            redacted, counts = policy._pii.redact(text)
+            redacted, counts = policy.pii.redact(text)
             out.append(redacted)
             for kind, count in counts.items():
                 totals[kind] = totals.get(kind, 0) + count
@@ -242,7 +242,7 @@ class CallPolicy:
         text = policy.masker.mask(clean_text(completion.text))
         model = clean_text(completion.model)
         if policy.guardrails.active:
-            for index, pattern in enumerate(policy._output):
+            for index, pattern in enumerate(policy.output_patterns):
                 if pattern.search(text):
                     self._record("output", "block", f"blocked_output_patterns[{index}]")
                     raise GuardrailBlocked(f"the answer was withheld by the server's output guardrail "

@@ -171,13 +171,13 @@ async def test_soft_deadline_proceeds_with_the_answers_in_hand() -> None:
     assert out["answer"] == "x" and out["agreement"] == 1.0
 
 
-async def test_past_the_soft_deadline_it_waits_for_a_second_answer_until_the_hard_one() -> None:
+async def test_past_the_soft_deadline_the_second_answer_ends_the_wait_before_the_hard_one() -> None:
     config = pool_config(NAMES[:3])
     fleet = fleet_for(config)
     answer(fleet, {"a": "x", "b": Reply(text="x", latency_s=0.3), "c": Reply(hang=True)})
-    with anyio.fail_after(5):
+    with anyio.fail_after(10):  # ends when b's answer arrives, long before the hard deadline
         _, out = await consensus(config, fleet, prompt="?", max_providers=3, method="similarity", deadline_s=0.05,
-                                 hard_deadline_s=2)
+                                 hard_deadline_s=60)
     assert out["status"] == "partial" and out["missing"] == ["c#0"]
     assert [r["status"] for r in out["responses"]] == ["ok", "ok", "missing"]
 
