@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -166,29 +167,51 @@ def test_health_and_ready_answer_without_details_or_authentication(site: Site) -
     assert httpx2.get(site.base + "/mcp", timeout=10).status_code == 401  # the MCP endpoint is unchanged
 
 
-def test_simple_mode_serves_the_probes_and_says_the_dashboard_needs_full_mode(tmp_path: Path) -> None:
-    port, audit = free_port(), tmp_path / "imports.json"
-    process = subprocess.Popen(
-        [sys.executable, "-c", BOOTSTRAP, "--simple", "--transport", "http", "--port", str(port), "--database",
-         str(tmp_path / "state.db")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={**server_env(), "IMPORT_AUDIT_FILE": str(audit)})
+@contextmanager
+def serving(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """The server (``args`` after the script) on a free port over loopback; yields its base URL."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", BOOTSTRAP, *args, "--port", str(port), "--database",
+                                str(tmp_path / "state.db")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, env={**server_env(), **(env or {})})
     try:
         wait_for_port(port, process)
-        base = f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+
+
+def test_simple_mode_serves_the_probes_and_says_the_dashboard_needs_full_mode(tmp_path: Path) -> None:
+    audit = tmp_path / "imports.json"
+    with serving(tmp_path, "--simple", "--transport", "http", env={"IMPORT_AUDIT_FILE": str(audit)}) as base:
         page = httpx2.get(base + "/dashboard/runs", timeout=10)
         assert page.status_code == 501 and "needs full mode" in page.text
         assert httpx2.get(base + "/health", timeout=10).text == "ok\n"
         assert httpx2.get(base + "/ready", timeout=10).status_code == 200
         assert httpx2.get(base + "/dashboard", headers={"Host": "evil.example"}, timeout=10).status_code == 421
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 0, stderr
     modules = read_audit(audit)
     assert "server.app.dashboard.mount" in modules and "server.app.dashboard.web" not in modules
     assert "jinja2" not in modules and "itsdangerous" not in modules
     allowed = requirement_closure("mcp") | {"ai-orchestration-mcp"} | set(OPTIONAL_IMPORTS)
     assert foreign_modules(modules, allowed) == {}, json.dumps(foreign_modules(modules, allowed))[:500]
+
+
+def test_over_sse_without_auth_the_dashboard_serves_the_local_user_and_still_wants_csrf(tmp_path: Path) -> None:
+    with serving(tmp_path, "--transport", "sse", env={"IMPORT_AUDIT_FILE": str(tmp_path / "imports.json")}) as base:
+        with httpx2.Client(base_url=base, headers={"Origin": base}, timeout=30) as local:
+            page = local.get("/dashboard/runs")  # no login on a server without authentication, as on /sse
+            assert page.status_code == 200 and 'id="role">admin' in page.text and 'id="runs"' in page.text
+            assert "aiom_dashboard=" in page.headers["set-cookie"]
+            assert local.get("/dashboard/login", follow_redirects=False).headers["location"] == "/dashboard"
+            refused = local.post("/dashboard/incidents/inc-000000000000/acknowledge", data={"note": "x"})
+            assert refused.status_code == 403 and "CSRF" in refused.text
+            missing = local.post("/dashboard/incidents/inc-000000000000/acknowledge",
+                                 data={"csrf": csrf_of(local.get("/dashboard/incidents").text)})
+            assert missing.status_code == 404 and "no incident" in missing.text
+        with httpx2.stream("GET", base + "/sse", timeout=10) as stream:  # the SSE transport beside it, unchanged
+            assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
 
 
 # -- in a real browser (headless Chromium from Debian's packages, driven by Selenium through chromedriver) ----------
@@ -220,9 +243,12 @@ class Browser:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 
     def wait(self, condition: Any, what: str, timeout_s: float = 20) -> Any:
+        """Poll ``condition`` until truthy; an element a live update replaced meanwhile is looked up again."""
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.driver, timeout_s, poll_frequency=0.2).until(
+        return WebDriverWait(self.driver, timeout_s, poll_frequency=0.2, ignored_exceptions=(
+            NoSuchElementException, StaleElementReferenceException)).until(
             lambda _: condition(), message=f"no {what} within {timeout_s} s")
 
     def shot(self, name: str) -> Path:
@@ -324,7 +350,9 @@ def test_an_admin_approves_a_run_and_acknowledges_an_incident(site: Site, browse
 
     browser.open(f"/dashboard/runs/{approved}")
     browser.wait(lambda: browser.all(".decision"), "the approval form")
-    browser.find('.decision[data-step="gate"] input[name="comment"]').send_keys("ship it")
+    field = '.decision[data-step="gate"] input[name="comment"]'
+    browser.wait(lambda: browser.find(field).click() or True, "focus in the comment field")
+    browser.find(field).send_keys("ship it")  # with focus inside the live region, updates wait until it leaves
     browser.find('.decision[data-step="gate"] button.approve').click()
     browser.wait(lambda: browser.all("#decision-flash"), "the decision notice")
     browser.wait(lambda: browser.find("#run-status").text == "completed", "the approved run to complete")

@@ -1,14 +1,15 @@
 """Where the dashboard sits in the HTTP app: beside the MCP transport, in front of nothing else.
 
-``/dashboard…`` goes to the dashboard (``/`` redirects there), behind the same Host/Origin check as ``/mcp``: a foreign ``Host`` gets
-421, a foreign ``Origin`` 403, before anything else runs; ``/health`` and ``/ready`` go to the probes (no Host
-check: a load balancer probes by address, and they reveal nothing); every other path and the ASGI lifespan go
-to the MCP app as before. Simple mode (and ``[dashboard] enabled = false``) answers ``/dashboard…`` with 501 and
-why, importing nothing outside ``mcp``'s dependencies.
+``/dashboard…`` goes to the dashboard (``/`` redirects there), behind the same Host/Origin check as ``/mcp``
+(a foreign ``Host`` gets 421, a foreign ``Origin`` 403, before anything else runs). ``/health`` and ``/ready``
+go to the probes, without the Host check: a load balancer probes by address, and they reveal nothing. Every
+other path and the ASGI lifespan go to the MCP app as before. Simple mode (and ``[dashboard] enabled =
+false``) answers ``/dashboard…`` with 501 and why, importing nothing outside ``mcp``'s dependencies.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from server.security.http import HostOriginGuard
 if TYPE_CHECKING:
     from server.dependencies import Dependencies
 
+logger = logging.getLogger(__name__)
 PREFIX = "/dashboard"
 PROBES = ("/", "/health", "/ready")  # and "/" itself, which points at the dashboard
 Mounter = Callable[[ASGIApp, TransportSecuritySettings], ASGIApp]
@@ -47,12 +49,33 @@ def dashboard_mounter(deps: Dependencies, verifier: Any | None) -> Mounter:
                                           "with the full install (pip install ai-orchestration-mcp)"
                                           if deps.simple else "the dashboard is off ([dashboard] enabled = false)")
         else:
-            from server.app.dashboard.web import dashboard_app  # Jinja2 and the pages: full mode only
-
-            pages = dashboard_app(deps, verifier)
+            if settings.session_secret is None:
+                logger.warning("dashboard sessions are signed with a key made for this process: they end when it "
+                               "stops and another replica refuses them; set %s (32+ characters, the same on every "
+                               "replica)", settings.session_secret_env)
+            pages = BuiltAtFirstRequest(lambda: _pages(deps, verifier))
         return Beside(mcp_app, HostOriginGuard(pages, security), probes)
 
     return mount
+
+
+def _pages(deps: Dependencies, verifier: Any | None) -> ASGIApp:
+    from server.app.dashboard.web import dashboard_app  # Jinja2 and the pages: full mode only
+
+    return dashboard_app(deps, verifier)
+
+
+class BuiltAtFirstRequest:
+    """An ASGI app made by ``build`` at its first request (so a start imports no template engine)."""
+
+    def __init__(self, build: Callable[[], ASGIApp]) -> None:
+        self._build = build
+        self._app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            self._app = self._build()
+        await self._app(scope, receive, send)
 
 
 class Beside:

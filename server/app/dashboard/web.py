@@ -95,11 +95,8 @@ class Dashboard:
     def __init__(self, deps: Dependencies, verifier: Any | None, *, clock: Callable[[], float] = time.time) -> None:
         settings = deps.config.dashboard
         secret = settings.session_secret.get_secret_value() if settings.session_secret is not None else None
-        if secret is None:
+        if secret is None:  # logged at start-up (server.app.dashboard.mount)
             secret = secrets.token_urlsafe(32)
-            logger.warning("dashboard sessions are signed with a key made for this process: they end when it stops "
-                           "and another replica refuses them; set %s (32+ characters, the same on every replica)",
-                           settings.session_secret_env)
         self.deps = deps
         self.signer = SessionSigner(secret, settings.session_ttl_s, clock=clock)
         self.auth_on = verifier is not None
