@@ -110,6 +110,9 @@ def test_a_missing_wrong_or_foreign_csrf_token_is_refused(site: Site) -> None:
     assert run_status(site, run_id) == "waiting"
     unknown = admin.post(f"/dashboard/runs/{run_id}/decision", data={"decision": "approve", "csrf": token, "by": "x"})
     assert unknown.status_code == 400 and "unknown form field" in unknown.text
+    large = admin.post(f"/dashboard/runs/{run_id}/decision",
+                       data={"decision": "approve", "csrf": token, "comment": "x" * 20_000})
+    assert large.status_code == 413
     assert run_status(site, run_id) == "waiting"
     approved = admin.post(f"/dashboard/runs/{run_id}/decision", data={"decision": "approve", "csrf": token})
     assert approved.status_code == 303 and approved.headers["location"].endswith("?done=approved")

@@ -227,8 +227,9 @@ class Dashboard:
     async def run(self, request: Request) -> Response:
         async def show(visitor: Visitor) -> Response:
             context = await pages.run(self.deps, visitor.principal, request.path_params["run_id"])
-            return self.render(request, visitor, "run.html", {"active": "runs", "done": request.query_params.get(
-                "done") in ("approved", "rejected") and request.query_params["done"], **context})
+            done = request.query_params.get("done")  # after a decision: which one, for the notice
+            return self.render(request, visitor, "run.html", {
+                "active": "runs", "done": done if done in ("approved", "rejected") else None, **context})
         return await self._page(request, show)
 
     async def run_live(self, request: Request) -> Response:
