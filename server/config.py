@@ -239,6 +239,28 @@ class WorkflowSettings(_Strict):
     """Overrides the pinned DBOS application version (only for a deliberate migration)."""
 
 
+class DashboardSettings(_Strict):
+    """The ``[dashboard]`` table: the web dashboard at ``/dashboard`` in HTTP and SSE mode (:mod:`server.app.dashboard`)."""
+
+    enabled: bool = True
+    session_secret_env: str = Field(default="AI_ORCHESTRATION_SESSION_SECRET", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The variable holding the key that signs session cookies: every replica must have the same one. Unset or
+    empty: a random key per process (sessions end with the process and hold on that replica only)."""
+    session_secret: SecretStr | None = Field(default=None, exclude=True)
+    """Resolved from ``session_secret_env`` at load time (a value in the file is allowed, discouraged)."""
+    session_ttl_s: float = Field(default=8 * 3600.0, ge=60, le=30 * 86_400)
+    """How long a login lasts (the key is checked again on every request, so a revocation ends it sooner)."""
+    refresh_s: float = Field(default=5.0, ge=2, le=600)
+    """How often the overview and run pages fetch fresh figures (at least every 2 s)."""
+
+    @field_validator("session_secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < 32:
+            raise ValueError("the session secret must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return secret
+
+
 class Config(_Strict):
     """The whole configuration. Build it with :func:`load_config`."""
 
@@ -256,6 +278,7 @@ class Config(_Strict):
     limits: LimitSettings = LimitSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     network: NetworkSettings = NetworkSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     source: str = Field(default="defaults", exclude=True)
     """Where the providers came from: a file path, ``environment`` or ``defaults``."""
 
@@ -302,6 +325,8 @@ class Config(_Strict):
     def secrets(self) -> list[str]:
         """Every resolved credential, for redaction."""
         keys = [p.api_key.get_secret_value() for p in self.providers if p.api_key is not None]
+        if self.dashboard.session_secret is not None:
+            keys.append(self.dashboard.session_secret.get_secret_value())
         return keys + [v for s in self.mcp_servers.values() for v in (*s.env.values(), *s.headers.values())]
 
 
@@ -367,7 +392,24 @@ def load_config(path: str | Path | None, environ: Mapping[str, str]) -> Config:
         error = exc.errors()[0]
         raise ConfigError(_describe(error), key=_dotted(error["loc"])) from None
     keyed = tuple(p.model_copy(update={"api_key": resolve_api_key(p, environ)}) for p in config.providers)
-    return config.model_copy(update={"providers": keyed})
+    return config.model_copy(update={"providers": keyed, "dashboard": _dashboard_secret(config.dashboard, environ)})
+
+
+def _dashboard_secret(settings: DashboardSettings, environ: Mapping[str, str]) -> DashboardSettings:
+    """``[dashboard]`` with its session secret read from ``session_secret_env`` (validated, never echoed).
+
+    Raises:
+        ConfigError: the variable is set but shorter than 32 characters.
+    """
+    value = environ.get(settings.session_secret_env)
+    if not value:
+        return settings
+    try:
+        return DashboardSettings.model_validate({**settings.model_dump(exclude={"session_secret"}),
+                                                 "session_secret": value})
+    except ValidationError as exc:
+        raise ConfigError(str(exc.errors()[0]["msg"]).removeprefix("Value error, "),
+                          key=settings.session_secret_env) from None
 
 
 def _read_toml(path: Path) -> dict:

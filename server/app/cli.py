@@ -271,8 +271,13 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
             if auth_on and config.auth.jwt is None and not await deps.store.list_api_keys():
                 logger.warning("authentication is on and no API key exists, so every request will get 401: "
                                "create one with `ai-orchestration-mcp keys create NAME`")
+            dashboard = None
+            if args.transport != "stdio":
+                from server.app.dashboard import dashboard_mounter
+
+                dashboard = dashboard_mounter(deps, verifier)
             await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed,
-                        verifier=verifier, limits=config.limits, jwt=config.auth.jwt)
+                        verifier=verifier, limits=config.limits, jwt=config.auth.jwt, dashboard=dashboard)
 
     _configure_logging(args.log_level, config.secrets())
     try:

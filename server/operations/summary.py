@@ -86,7 +86,7 @@ def series_step_s(window_s: float, *, minimum_s: float = 1) -> int:
 
 
 class SeriesPoint(DeferredModel):
-    """One time bucket: ``t`` is its start (Unix seconds); latencies in milliseconds."""
+    """One time bucket: ``t`` is its start (Unix seconds); latencies in milliseconds, cost in USD."""
 
     t: float
     calls: int
@@ -95,6 +95,7 @@ class SeriesPoint(DeferredModel):
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     latency_p99_ms: float | None
+    cost_usd: float = 0.0
 
 
 class Figures(DeferredModel):
@@ -208,7 +209,8 @@ class _Acc:
         p50, p95, p99 = self.percentiles()
         return SeriesPoint(t=t, calls=self.calls, errors=self.errors,
                            error_rate=self.errors / self.calls if self.calls else 0.0,
-                           latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99)
+                           latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99,
+                           cost_usd=round(self.cost_usd, 10))
 
 
 def _round(value: float | None) -> float | None:

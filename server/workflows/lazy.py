@@ -53,6 +53,13 @@ class LazyWorkflows:
         self._runtime: DeferredRuntime | None = None
         self._interpreter: Interpreter | None = None
 
+    @property
+    def durable_ready(self) -> bool:
+        """``True`` when no durable runtime is configured or it is open (a readiness probe's question)."""
+        if self._runtime_factory is None:
+            return True
+        return self._runtime is not None and self._runtime.is_open
+
     def service(self) -> WorkflowService:
         """The workflow service (built now, on the first call)."""
         if self._service is None:

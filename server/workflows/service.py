@@ -277,6 +277,15 @@ class WorkflowService:
         record = await self._get(run_id, owner_filter)
         return build_status(record, await self.runtime.recorded(run_id), self.tracker, self.runtime.name)
 
+    async def diagram(self, run_id: str, owner_filter: str | None = None) -> str:
+        """The Mermaid ``flowchart`` of the definition the run was started with (:func:`mermaid`).
+
+        Raises:
+            RunNotFound: no such run (or another owner's).
+        """
+        record = await self._get(run_id, owner_filter)
+        return mermaid(validate(record.arguments["definition"]))
+
     async def list(self, status: str | None, limit: int, offset: int,
                    owner_filter: str | None = None) -> list[RunStatus]:
         """Recent runs, newest first (``status`` filters: ``waiting`` means running runs with an approval open;
