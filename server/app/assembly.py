@@ -20,7 +20,7 @@ from mcp_types import Completion, CompletionArgument, CompletionContext, PromptR
 
 from knowledge import Pattern, PatternRegistry
 from knowledge.library import builtin_patterns
-from server.config import Config
+from server.config import Config, PostgresDatabase
 from server.operations.incidents import IncidentService, WorkflowRunner
 from server.pool.pool import ProviderPool
 from server.pool.providers import Provider, build_provider
@@ -50,11 +50,15 @@ INSTRUCTIONS = (
 )
 
 
-def open_store(path: str | Path) -> Store:
-    """The full-mode store at ``path`` (imports sqlite-utils only now)."""
+def open_store(location: str | Path | PostgresDatabase) -> Store:
+    """The full-mode store: SQLite at a path (imports sqlite-utils only now), or a shared PostgreSQL database."""
+    if isinstance(location, PostgresDatabase):
+        from server.store.postgres import PostgresStore
+
+        return PostgresStore(location)
     from server.store.sqlite import SQLiteStore
 
-    return SQLiteStore(path)
+    return SQLiteStore(location)
 
 
 @asynccontextmanager
