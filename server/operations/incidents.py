@@ -49,17 +49,23 @@ class IncidentService:
         clock: Unix seconds (the pool's breakers use the same clock).
         run_workflow: the ``run_workflow`` response's hook; ``None`` records that action as failed.
         sleep: how the schedule waits (tests pass a fake).
+        claim: ``(job, interval_s, now) -> bool``: whether this process runs the job (``evaluate``, ``roll_up``)
+            in the current interval. Replicas sharing a PostgreSQL database pass the store's
+            ``claim_interval`` (an advisory lock and the last claimed slot), so each interval's evaluation runs on
+            one replica and a threshold crossing opens one incident; default: always this process.
     """
 
     def __init__(self, store: Store, pool: ProviderPool, config: Config, *, clock: Callable[[], float] = time.time,
                  run_workflow: WorkflowRunner | None = None,
-                 sleep: Callable[[float], Awaitable[Any]] = anyio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[Any]] = anyio.sleep,
+                 claim: Callable[[str, float, float], Awaitable[bool]] | None = None) -> None:
         self.store = store
         self.pool = pool
         self.config = config
         self.clock = clock
         self.run_workflow = run_workflow
         self._sleep = sleep
+        self._claim = claim
         self._listeners: list[Listener] = []
         self._demoted: dict[str, tuple[int, float]] = {}  # provider -> (configured priority, demoted until)
         self._lock = anyio.Lock()
@@ -99,10 +105,18 @@ class IncidentService:
         while True:
             await self._sleep(self.config.alerts.interval_s)
             try:
-                await self.evaluate()
-                await self.maybe_roll_up()
+                await self.tick()
             except Exception:
                 logger.exception("alert evaluation failed")
+
+    async def tick(self) -> list[Incident]:
+        """What the schedule does once per interval: evaluate (if this process claims the interval, see
+        ``claim``) and roll up when due. Returns the incidents that changed."""
+        changed: list[Incident] = []
+        if self._claim is None or await self._claim("evaluate", self.config.alerts.interval_s, self.clock()):
+            changed = await self.evaluate()
+        await self.maybe_roll_up()
+        return changed
 
     async def maybe_roll_up(self) -> int:
         """Delete raw records past retention if ``rollup_interval_s`` has passed since the last roll-up."""
@@ -111,6 +125,8 @@ class IncidentService:
         if now - self._last_rollup < operations.rollup_interval_s:
             return 0
         self._last_rollup = now
+        if self._claim is not None and not await self._claim("roll_up", operations.rollup_interval_s, now):
+            return 0  # another replica rolls up in this interval
         deleted = await self.store.roll_up(now - operations.raw_retention_s)
         if deleted:
             logger.info("rolled up %d raw call record(s)", deleted)

@@ -36,6 +36,7 @@ from server.store import (
 )
 from server.store import postgres_ops as ops_sql
 from server.store import postgres_patterns as patterns_sql
+from server.store.postgres_locks import Listener, claim_interval, notify
 from server.store.postgres_schema import migrate
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ class PostgresStore:
     Raises:
         psycopg.Error: the database cannot be reached or migrated (raised from the constructor).
     """
+
+    shared = True
+    """Several replicas share this store (budgets and interval jobs consult it; see :mod:`server.app.assembly`)."""
 
     def __init__(self, database: PostgresDatabase) -> None:
         self.database = database
@@ -308,6 +312,21 @@ class PostgresStore:
         self._put_write(lambda c: c.execute(
             f"INSERT INTO guardrail_decisions ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})",
             list(row.values())))
+
+    # -- coordination across replicas (server.store.postgres_locks) ---------------------------------------
+
+    async def claim_interval(self, job: str, interval_s: float, now: float) -> bool:
+        """Whether this replica runs ``job`` in the interval slot ``now`` falls in: true for exactly one replica
+        per slot (:func:`server.store.postgres_locks.claim_interval`)."""
+        return await self._submit(lambda c: claim_interval(c, job, interval_s, now))
+
+    def notify(self, channel: str, payload: str) -> None:
+        """Queue a NOTIFY (sent when its batch commits, after the writes queued before it)."""
+        self._put_write(lambda c: notify(c, channel, payload))
+
+    def listen(self, channel: str, on_message: Callable[[str], None]) -> Listener:
+        """LISTEN on ``channel`` (a connection and thread of its own); close the returned listener to stop."""
+        return Listener(self.database, channel, on_message)
 
     async def count_calls(self) -> int:
         return await self._submit(lambda c: c.execute("SELECT count(*) FROM calls").fetchone()[0])

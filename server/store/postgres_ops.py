@@ -92,8 +92,14 @@ def aggregate_rows(connection: Any, since_ts: float, until_ts: float, group_by: 
 
 
 def cost_by_provider(connection: Any, since_ts: float) -> dict[str, float]:
-    return dict(connection.execute("SELECT provider, SUM(cost_usd) FROM calls WHERE ts >= %s AND cost_usd > 0 "
-                                   "GROUP BY provider", [since_ts]).fetchall())
+    """USD per provider since ``since_ts``: from the hourly or per-minute aggregates when ``since_ts`` starts an
+    hour or a minute (a day's spend, read before every budgeted call, is then a few dozen rows), else raw."""
+    source = next((_TABLES[p] for p in (3600, 60) if since_ts % p == 0), None)
+    if source is None:
+        sql = "SELECT provider, SUM(cost_usd) FROM calls WHERE ts >= %s AND cost_usd > 0 GROUP BY provider"
+    else:
+        sql = f"SELECT provider, SUM(cost_usd) FROM {source} WHERE start >= %s AND cost_usd > 0 GROUP BY provider"
+    return dict(connection.execute(sql, [since_ts]).fetchall())
 
 
 def roll_up(connection: Any, before_ts: float) -> int:
