@@ -180,7 +180,7 @@ def postgres_url(postgres) -> str:
 
 
 @pytest.fixture
-def nginx() -> Iterator[Callable[[str], object]]:
+def nginx() -> Iterator[Callable[..., object]]:
     """Start nginx (:class:`tests.services.Nginx`) with the given ``http {}`` block; stopped after the test.
     Skipped when nginx is not installed, failed instead when ``CI`` is set."""
     from tests.services import NGINX, Nginx, unavailable
@@ -189,8 +189,8 @@ def nginx() -> Iterator[Callable[[str], object]]:
         unavailable(f"nginx is not installed ({NGINX})")
     started: list[Nginx] = []
 
-    def start(http_block: str) -> Nginx:
-        started.append(Nginx(http_block).start())
+    def start(http_block: str, port: int | None = None) -> Nginx:
+        started.append(Nginx(http_block, port).start())
         return started[-1]
 
     yield start

@@ -105,12 +105,13 @@ class PostgresCluster:
 class Nginx:
     """nginx in the foreground with a generated configuration, listening on a free loopback port.
 
-    ``http_block`` is the inside of the ``http {}`` block; ``{port}`` in it is replaced by :attr:`port`. Logs,
-    pid and temporary files live in a temporary folder.
+    ``http_block`` is the inside of the ``http {}`` block; ``{port}`` and ``{folder}`` in it are replaced by
+    :attr:`port` and :attr:`folder`. Logs, pid and temporary files live in that temporary folder. A ``port``
+    chosen before (the replicas behind it must know it, for their allowed Host) may be given.
     """
 
-    def __init__(self, http_block: str) -> None:
-        self.port = free_port()
+    def __init__(self, http_block: str, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="aiom-nginx-"))
         os.chmod(self.folder, 0o755)
         self.config = self.folder / "nginx.conf"
@@ -121,7 +122,7 @@ class Nginx:
             f"  access_log {self.folder}/access.log;\n  client_body_temp_path {self.folder}/body;\n"
             f"  proxy_temp_path {self.folder}/proxy;\n  fastcgi_temp_path {self.folder}/fastcgi;\n"
             f"  uwsgi_temp_path {self.folder}/uwsgi;\n  scgi_temp_path {self.folder}/scgi;\n"
-            + http_block.replace("{port}", str(self.port)) + "\n}\n")
+            + http_block.replace("{port}", str(self.port)).replace("{folder}", str(self.folder)) + "\n}\n")
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Nginx:

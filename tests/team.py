@@ -20,9 +20,11 @@ class Replica:
     """``python -m server --transport http --database URL --replica-id ID`` on a free loopback port; restartable
     under the same id and port."""
 
-    def __init__(self, folder: Path, database_url: str, replica_id: str, config_text: str) -> None:
+    def __init__(self, folder: Path, database_url: str, replica_id: str, config_text: str,
+                 allowed_hosts: str = "") -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.id = replica_id
+        self.allowed_hosts = allowed_hosts
         self.database_url = database_url
         self.port = free_port()
         self.config = folder / f"{replica_id}.toml"
@@ -38,7 +40,7 @@ class Replica:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "server", "--transport", "http", "--port", str(self.port), "--config",
                 str(self.config), "--database", self.database_url, "--replica-id", self.id,
-                "--log-level", "WARNING"]
+                "--log-level", "WARNING"] + (["--allowed-hosts", self.allowed_hosts] if self.allowed_hosts else [])
 
     def start(self, *, wait: bool = True) -> Replica:
         with self.log.open("a") as log:
@@ -111,3 +113,37 @@ def work_steps(run: str, count: int, seconds: dict[int, list[float]] | list[floa
         steps.append(step)
     return {"name": "chain", "steps": steps,
             "outputs": {"last": f"{{{{ steps.{prefix}{count - 1}.output.text }}}}"}}
+
+
+def nginx_block(replicas: list[Replica]) -> str:
+    """The README's nginx configuration (the inside of ``http {}``) for ``replicas``: sessionless requests round
+    robin over every replica; a handshake-era session goes to the replica its ``Mcp-Session-Id`` names."""
+    groups = "\n".join(f"  upstream mcp_{r.id} {{ server 127.0.0.1:{r.port}; }}" for r in replicas)
+    routes = "\n".join(f"    {r.id} mcp_{r.id};" for r in replicas)
+    servers = "\n".join(f"    server 127.0.0.1:{r.port};" for r in replicas)
+    return f"""
+  log_format upstreams '$upstream_addr $status $http_mcp_session_id';
+  map $http_mcp_session_id $mcp_replica {{
+    "~^(?<replica>[A-Za-z0-9][A-Za-z0-9_.-]*)-[0-9a-f]{{32}}$" $replica;
+    default "";
+  }}
+  map $mcp_replica $mcp_upstream {{
+{routes}
+    default mcp_any;
+  }}
+  upstream mcp_any {{
+{servers}
+  }}
+{groups}
+  server {{
+    listen 127.0.0.1:{{port}};
+    access_log {{folder}}/upstreams.log upstreams;
+    location /mcp {{
+      proxy_pass http://$mcp_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_buffering off;
+      proxy_read_timeout 1h;
+    }}
+  }}"""

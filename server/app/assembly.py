@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mcp.server import MCPServer, NotificationOptions
+from mcp.server.request_state import RequestStateSecurity
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
 
@@ -177,6 +178,7 @@ def build_server(
     run_workflow: WorkflowRunner | None = None,
     tool_list: Sequence[Tool] | None = None,
     simple: bool = False,
+    request_state_keys: Sequence[bytes] | None = None,
 ) -> MCPServer:
     """The MCP server with every tool, resource and prompt registered.
 
@@ -187,6 +189,8 @@ def build_server(
             connection; the CLI shares one set for the process).
         tool_list: the tools to offer (default: every tool, ``tools.all_tools()``).
         simple: passed to :func:`open_dependencies` (simple mode assembles through :mod:`server.app.simple`).
+        request_state_keys: the key ring sealing the SDK's multi-round-trip ``requestState`` (replicas pass the
+            keys they share, so state minted by one unseals on another); default: a key of this process.
     """
     import prompts
     import resources
@@ -236,6 +240,8 @@ def build_server(
         SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(),
         tools=tools.all_tools() if tool_list is None else list(tool_list), subscriptions=bus,
         middleware=[redact_tool_errors(config.secrets)],  # secret hygiene on every error a client sees
+        request_state_security=None if request_state_keys is None else RequestStateSecurity(
+            keys=list(request_state_keys)),
     )
     surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
     bus.register(mcp)

@@ -295,7 +295,10 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
         async with open_dependencies(config, store_factory=lambda: open_state(db_path), provider_factory=providers,
                                      workflow_runtime=workflow_runtime, telemetry=telemetry,
                                      simple=simple) as deps:
-            mcp = build(config, store_factory=lambda: deps.store, provider_factory=providers, shared=deps)
+            # Replicas seal the SDK's request state with one key, kept in their shared database.
+            keys = [await deps.store.shared_key("request-state")] if getattr(deps.store, "shared", False) else None
+            mcp = build(config, store_factory=lambda: deps.store, provider_factory=providers, shared=deps,
+                        **({"request_state_keys": keys} if keys else {}))
             _configure_logging(args.log_level, secrets)  # after MCPServer(), which configures logging
             logger.info("serving %s%s; %d provider(s); %s %s; authentication %s", args.transport,
                         " (simple mode)" if simple else "", len(config.providers),
@@ -306,7 +309,8 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
                 logger.warning("authentication is on and no API key exists, so every request will get 401: "
                                "create one with `ai-orchestration-mcp keys create NAME`")
             await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed,
-                        verifier=verifier, limits=config.limits, jwt=config.auth.jwt)
+                        verifier=verifier, limits=config.limits, jwt=config.auth.jwt,
+                        replica_id=replica.id if replica is not None else None)
 
     _configure_logging(args.log_level, secrets)
     try:

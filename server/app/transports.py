@@ -82,6 +82,7 @@ async def serve(
     verifier: Any | None = None,
     limits: LimitSettings | None = None,
     jwt: JwtSettings | None = None,
+    replica_id: str | None = None,
 ) -> None:
     """Serve until the transport ends (stdin closed, server stopped) or SIGTERM/SIGINT arrives.
 
@@ -89,6 +90,8 @@ async def serve(
         verifier: a ``TokenVerifier`` (:mod:`server.security.verifiers`): HTTP requests need a bearer token.
         limits: body size and per-key limits (defaults: :class:`LimitSettings`).
         jwt: JWT settings, for the protected-resource metadata and required scopes.
+        replica_id: one replica among several (team deployment): Streamable HTTP session ids carry it
+            (:mod:`server.app.replica_sessions`) for the proxy's session affinity.
     """
     if transport != "stdio":
         check_bind_host(host, verifier is not None)
@@ -99,6 +102,10 @@ async def serve(
         else:
             app = http_app(mcp, transport, host=host, port=port, allowed_hosts=allowed_hosts, verifier=verifier,
                            limits=limits, jwt=jwt)
+            if replica_id is not None and transport == "http":
+                from server.app.replica_sessions import ReplicaSessionIds
+
+                app = ReplicaSessionIds(app, replica_id)
             await _run_uvicorn(app, host, port)
         group.cancel_scope.cancel()
 

@@ -320,6 +320,20 @@ class PostgresStore:
         per slot (:func:`server.store.postgres_locks.claim_interval`)."""
         return await self._submit(lambda c: claim_interval(c, job, interval_s, now))
 
+    async def shared_key(self, name: str) -> bytes:
+        """A 256-bit random key every replica reads alike: made (and stored) by the first replica that asks."""
+        import os
+        import time
+
+        candidate = os.urandom(32)
+
+        def read(c: Any) -> bytes:
+            c.execute("INSERT INTO shared_keys (name, key, created_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                      [name, candidate, time.time()])
+            return bytes(c.execute("SELECT key FROM shared_keys WHERE name = %s", [name]).fetchone()[0])
+
+        return await self._submit(read)
+
     def notify(self, channel: str, payload: str) -> None:
         """Queue a NOTIFY (sent when its batch commits, after the writes queued before it)."""
         self._put_write(lambda c: notify(c, channel, payload))

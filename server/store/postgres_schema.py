@@ -77,6 +77,9 @@ MIGRATIONS: list[tuple[str, str]] = [
     # Once-per-interval jobs across replicas (server.store.postgres_locks.claim_interval): the last claimed slot.
     ("006_interval_jobs", "CREATE TABLE interval_jobs (name text PRIMARY KEY, slot bigint NOT NULL, "
                           "interval_s double precision NOT NULL, claimed_at double precision NOT NULL);"),
+    # Keys every replica must hold alike (the MCP SDK's request-state sealing key), made by the first replica.
+    ("007_shared_keys", "CREATE TABLE shared_keys (name text PRIMARY KEY, key bytea NOT NULL, "
+                        "created_at double precision NOT NULL);"),
 ]
 
 

@@ -120,3 +120,17 @@ async def test_one_threshold_crossing_opens_exactly_one_incident(upstream: Upstr
         incidents = await deps_b.incidents.recent()
     assert [(i.metric, i.provider) for i in incidents] == [("error_rate", "primary")]
     assert len({i.id for i in opened}) == 1
+
+
+async def test_replicas_seal_the_sdks_request_state_with_one_shared_key(postgres_url: str) -> None:
+    from mcp.server.request_state import RequestStateSecurity
+
+    a, b = open_store(PostgresDatabase(postgres_url)), open_store(PostgresDatabase(postgres_url))
+    try:
+        key_a, key_b = await a.shared_key("request-state"), await b.shared_key("request-state")
+    finally:
+        await a.aclose()
+        await b.aclose()
+    assert key_a == key_b and len(key_a) == 32
+    token = RequestStateSecurity(keys=[key_a]).codec.seal(b"state minted on replica A")
+    assert RequestStateSecurity(keys=[key_b]).codec.unseal(token) == b"state minted on replica A"
