@@ -85,3 +85,41 @@ async def test_workflows_recover_resumes_a_gone_replicas_runs_and_refuses_a_live
         assert {k: len(v) for k, v in (await work_log(downstream_url, run_id)).items()} == {"s0": 2, "s1": 1}
     finally:
         a.stop()
+
+
+def gated(run_id: str) -> dict:
+    """A run that waits for an approval, then does one `work` step."""
+    return {"name": "gated", "steps": [
+        {"id": "gate", "kind": "approval", "with": {"message": "go?"}},
+        {"id": "after", "kind": "tool", "depends_on": ["gate"],
+         "with": {"server": "down", "tool": "work", "arguments": {"run": run_id, "step": "after"}}}],
+        "outputs": {"decision": "{{ steps.gate.output.decision }}"}}
+
+
+async def test_a_run_started_on_one_replica_is_listed_approved_and_cancelled_on_another(
+        tmp_path: Path, postgres_url: str, downstream_url: str) -> None:
+    config = replica_config(downstream_url)
+    a = Replica(tmp_path, postgres_url, "ra", config).start()
+    b = Replica(tmp_path, postgres_url, "rb", config).start()
+    approved, cancelled = f"approve-{tmp_path.name}", f"cancel-{tmp_path.name}"
+    try:
+        for run_id in (approved, cancelled):
+            await call(a.url, "run_workflow", workflow=gated(run_id), run_id=run_id, wait=False)
+        listed = await call(b.url, "workflow_run")
+        assert {r["run_id"] for r in listed["runs"]} >= {approved, cancelled}
+        with anyio.fail_after(60):  # B reads the run's recorded steps: its approval is open
+            while (await call(b.url, "workflow_run", run_id=approved))["status"] != "waiting":
+                await anyio.sleep(0.2)
+        decided = await call(b.url, "workflow_run", run_id=approved, action="approve")
+        assert next(s for s in decided["steps"] if s["id"] == "gate")["status"] == "completed"
+        stopped = await call(b.url, "workflow_run", run_id=cancelled, action="cancel")
+        assert stopped["status"] == "cancelled"
+        with anyio.fail_after(60):
+            while (status := await call(a.url, "workflow_run", run_id=approved))["status"] != "completed":
+                await anyio.sleep(0.2)
+        assert status["outputs"] == {"decision": "approved"}
+        assert (await call(a.url, "workflow_run", run_id=cancelled))["status"] == "cancelled"
+        assert list(await work_log(downstream_url, cancelled)) == []  # the cancelled run's step never ran
+    finally:
+        a.stop()
+        b.stop()
