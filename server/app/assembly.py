@@ -87,9 +87,9 @@ async def open_dependencies(
     store = store_factory()
     try:
         permitted = permitted_providers(config.guardrails, config.providers)  # [guardrails].allowed_models
-        pool = ProviderPool([(p, provider_factory(p)) for p in permitted], store, config=config, clock=clock)
+        pool = ProviderPool([(p, provider_factory(p)) for p in permitted], store.calls, config=config, clock=clock)
         await pool.load_spend()
-        patterns = PatternRegistry(store, clock=clock)
+        patterns = PatternRegistry(store.patterns, clock=clock)
         await patterns.load_library(builtin_patterns())
     except BaseException:
         await store.aclose()
@@ -103,14 +103,14 @@ async def open_dependencies(
         return ConsensusService(pool, telemetry=telemetry)
 
     try:
-        guardrails = Guardrails(config.guardrails, store, config.providers, clock) if config.guardrails.active else None
+        guardrails = Guardrails(config.guardrails, store.guardrails, config.providers, clock) if config.guardrails.active else None
         workflows = _lazy_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime, telemetry)
         if run_workflow is None:
             async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
                 run_id, _ = await workflows.service().start(name, inputs)
                 return run_id
 
-        incidents = IncidentService(store, pool, config, clock=clock, run_workflow=run_workflow)
+        incidents = IncidentService(store.incidents, store.calls, pool, config, clock=clock, run_workflow=run_workflow)
         async with _running(workflows.serve), _running(incidents.run):
             yield Dependencies(config=config, store=store, pool=pool, lazy_consensus=consensus, patterns=patterns,
                                clock=clock, lazy_workflows=workflows, incidents=incidents, telemetry=telemetry,
