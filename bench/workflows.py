@@ -76,7 +76,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def main(steps: int, runs: int, width: int) -> None:
     store = MemoryStore()
-    patterns = PatternRegistry(store)
+    patterns = PatternRegistry(store.patterns)
     await patterns.register(validate_spec({"name": "noop", "template": "x", "description": "nothing"}))
     services = StepServices(patterns=patterns, store=store)
     definition = chain_definition(steps, width)

@@ -93,10 +93,10 @@ async def open_dependencies(
     try:
         permitted = permitted_providers(config.guardrails, config.providers)  # [guardrails].allowed_models
         shared = getattr(store, "shared", False)  # replicas share this store (PostgreSQL)
-        pool = ProviderPool([(p, provider_factory(p)) for p in permitted], store, config=config, clock=clock,
+        pool = ProviderPool([(p, provider_factory(p)) for p in permitted], store.calls, config=config, clock=clock,
                             shared_spend=shared)
         await pool.load_spend()
-        patterns = PatternRegistry(store, clock=clock)
+        patterns = PatternRegistry(store.patterns, clock=clock)
         await patterns.load_library(builtin_patterns())
     except BaseException:
         await store.aclose()
@@ -110,14 +110,14 @@ async def open_dependencies(
         return ConsensusService(pool, telemetry=telemetry)
 
     try:
-        guardrails = Guardrails(config.guardrails, store, config.providers, clock) if config.guardrails.active else None
+        guardrails = Guardrails(config.guardrails, store.guardrails, config.providers, clock) if config.guardrails.active else None
         workflows = _lazy_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime, telemetry)
         if run_workflow is None:
             async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
                 run_id, _ = await workflows.service().start(name, inputs)
                 return run_id
 
-        incidents = IncidentService(store, pool, config, clock=clock, run_workflow=run_workflow,
+        incidents = IncidentService(store.incidents, store.calls, pool, config, clock=clock, run_workflow=run_workflow,
                                     claim=store.claim_interval if shared else None)  # once per interval, all replicas
         async with _running(workflows.serve), _running(incidents.run):
             yield Dependencies(config=config, store=store, pool=pool, lazy_consensus=consensus, patterns=patterns,

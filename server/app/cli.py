@@ -16,6 +16,7 @@ from typing import Any
 
 from server.config import Config, DatabaseLocation, PostgresDatabase, database_path, load_config
 from server.errors import ConfigError
+from server.store.errors import StorageError
 
 logger = logging.getLogger("server")
 _QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "anthropic", "mcp", "uvicorn.access")
@@ -65,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)  # cli-output (stderr)
         return 2
+    except StorageError as exc:  # the database cannot be opened (names it and why) or failed on a command
+        print(f"storage error: {exc}", file=sys.stderr)  # cli-output (stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -216,7 +220,7 @@ def _patterns(args: argparse.Namespace, db_path: os.PathLike | str, simple: bool
     async def run() -> int:
         store = open_store(db_path)
         try:
-            registry = PatternRegistry(store)
+            registry = PatternRegistry(store.patterns)
             await registry.load_library(builtin_patterns())
             if args.action == "export":
                 patterns = [p.spec() for p in await registry.all()]
@@ -303,9 +307,9 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
             logger.info("serving %s%s; %d provider(s); %s %s; authentication %s", args.transport,
                         " (simple mode)" if simple else "", len(config.providers),
                         "state file" if simple else "database", db_path, "on" if auth_on else "off")
-            verifier = http_verifier(config, deps.store) if auth_on else None
+            verifier = http_verifier(config, deps.store.keys) if auth_on else None
             serving()  # collections on again, tuned for serving
-            if auth_on and config.auth.jwt is None and not await deps.store.list_api_keys():
+            if auth_on and config.auth.jwt is None and not await deps.store.keys.list_api_keys():
                 logger.warning("authentication is on and no API key exists, so every request will get 401: "
                                "create one with `ai-orchestration-mcp keys create NAME`")
             await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed,

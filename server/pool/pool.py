@@ -46,7 +46,7 @@ from server.errors import (
 from server.pool.health import ProviderHealth, seconds_to_utc_midnight, utc_day
 from server.pool.providers import Completion, CompletionRequest, Provider
 from server.pool.routing import Router
-from server.store import CallRecord, Store
+from server.store import CallRecord, CallStore
 from server.pool.text import estimate_tokens, strip_code_fence
 
 logger = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ class ProviderPool:
     def __init__(
         self,
         members: Sequence[tuple[ProviderConfig, Provider]],
-        store: Store,
+        store: CallStore,
         *,
         config: Config | None = None,
         clock: Callable[[], float] = time.time,

@@ -1,28 +1,28 @@
-"""The PostgreSQL store: every replica of a team deployment reads and writes the same database.
+"""The PostgreSQL store: every store protocol over one database that all replicas of a team deployment share.
 
-psycopg 3 (the driver DBOS already installs) on one connection owned by one thread, as the SQLite store owns
-its connection: fire-and-forget writes (call records, turns, cache entries, guardrail decisions) are queued and
-written in batches, one transaction per batch; reads and awaited writes queue behind them, so a read sees every
-write this replica queued before it. State that several replicas change at once is guarded in SQL: row locks for
-aggregates and conversations, transaction-level advisory locks for new pattern and workflow versions.
-
-A lost connection (the database restarted) is reopened on the next operation; a read that failed on the dead
-connection is retried once on the new one.
+:class:`PostgresStore` bundles the per-concern implementations below over one
+:class:`~server.store.postgres_db.PostgresWorker` (one connection, one thread, the SQLite store's queue
+discipline). State that several replicas change at once is guarded in SQL: row locks for aggregates and
+conversations, transaction-level advisory locks for new pattern and workflow versions, ``ON CONFLICT`` for
+run ids and keys. Beyond the protocols, the bundle offers what replicas coordinate with
+(:mod:`server.store.postgres_locks`): once-per-interval job claims, NOTIFY/LISTEN, and keys they share.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import queue
-import threading
+import os
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from dataclasses import asdict, fields
+from typing import Any
 
+from server.store import postgres_ops as ops_sql
+from server.store import postgres_patterns as patterns_sql
 from server.store.location import PostgresDatabase
-from server.store import (
+from server.store.postgres_db import PostgresWorker
+from server.store.postgres_locks import Listener, claim_interval, notify
+from server.store.records import (
+    FINISHED,
     GROUP_COLUMNS,
     AggregateRow,
     ApiKeyRecord,
@@ -32,167 +32,77 @@ from server.store import (
     GroupTotals,
     GuardrailDecision,
     PatternRecord,
+    RunState,
     WorkflowRecord,
+    WorkflowRun,
 )
-from server.store import postgres_ops as ops_sql
-from server.store import postgres_patterns as patterns_sql
-from server.store.postgres_locks import Listener, claim_interval, notify
-from server.store.postgres_schema import migrate
-
-logger = logging.getLogger(__name__)
-T = TypeVar("T")
-_STOP = object()
-_CLOSE_TIMEOUT_S = 30.0
-_BATCH_MAX = 2000
 
 
-@dataclass(frozen=True, slots=True)
-class _Write:
-    fn: Callable[[Any], None]
+def _insert(table: str, row: dict[str, Any]) -> tuple[str, list[Any]]:
+    return f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})", list(row.values())
 
 
-def connect(database: PostgresDatabase, *, autocommit: bool = True, application_name: str = "ai-orchestration-mcp"
-            ) -> Any:
-    """A psycopg connection with TCP keepalives (a dead peer is noticed within about a minute)."""
-    import psycopg
-
-    return psycopg.connect(database.url, autocommit=autocommit, application_name=application_name,
-                           keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
-                           connect_timeout=10)
+class _Part:
+    def __init__(self, db: PostgresWorker) -> None:
+        self._db = db
 
 
-class PostgresStore:
-    """The team-deployment store (the same interface as :class:`server.store.sqlite.SQLiteStore`).
-
-    Args:
-        database: the PostgreSQL database (:class:`server.config.PostgresDatabase`); migrated on open.
-
-    Raises:
-        psycopg.Error: the database cannot be reached or migrated (raised from the constructor).
-    """
-
-    shared = True
-    """Several replicas share this store (budgets and interval jobs consult it; see :mod:`server.app.assembly`)."""
-
-    def __init__(self, database: PostgresDatabase) -> None:
-        self.database = database
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._closed = False
-        opened: Future[None] = Future()
-        self._thread = threading.Thread(target=self._run, args=(opened,), name="postgres-store", daemon=True)
-        self._thread.start()
-        opened.result()
-
-    # -- the owning thread ------------------------------------------------------------------------------
-
-    def _run(self, opened: Future[None]) -> None:
-        try:
-            connection = connect(self.database)
-            migrate(connection)
-        except BaseException as exc:
-            opened.set_exception(exc)
-            return
-        opened.set_result(None)
-        try:
-            self._serve(connection)
-        finally:
-            self._connection.close()
-
-    def _serve(self, connection: Any) -> None:
-        self._connection = connection
-        while True:
-            item = self._queue.get()
-            batch: list[CallRecord | _Write] = []
-            while True:
-                if isinstance(item, (CallRecord, _Write)):
-                    batch.append(item)
-                else:
-                    self._write(batch)
-                    batch = []
-                    if item is _STOP:
-                        return
-                    self._read(*item)
-                if len(batch) >= _BATCH_MAX:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            self._write(batch)
-
-    def _live(self) -> Any:
-        if self._connection.closed or self._connection.broken:
-            logger.warning("the PostgreSQL connection was lost; reconnecting")
-            self._connection = connect(self.database)
-        return self._connection
-
-    def _write(self, batch: list[CallRecord | _Write]) -> None:
-        if not batch:
-            return
-        records = [item for item in batch if isinstance(item, CallRecord)]
-        try:
-            connection = self._live()
-            with connection.transaction():
-                if records:
-                    ops_sql.insert_calls(connection, records)
-                for item in batch:
-                    if isinstance(item, _Write):
-                        item.fn(connection)
-        except Exception:
-            logger.exception("could not store a batch of %d write(s)", len(batch))
-
-    def _read(self, fn: Callable[[Any], Any], future: Future[Any]) -> None:
-        import psycopg
-
-        if not future.set_running_or_notify_cancel():
-            return
-        for attempt in (1, 2):
-            try:
-                future.set_result(fn(self._live()))
-                return
-            except psycopg.OperationalError as exc:
-                if attempt == 2 or not self._connection.broken:
-                    future.set_exception(exc)
-                    return
-            except BaseException as exc:
-                future.set_exception(exc)
-                return
-
-    # -- the async side ---------------------------------------------------------------------------------
-
-    async def _submit(self, fn: Callable[[Any], T]) -> T:
-        if self._closed:
-            raise RuntimeError("store is closed")
-        future: Future[T] = Future()
-        self._queue.put((fn, future))
-        return await asyncio.wrap_future(future)
-
-    def _put_write(self, fn: Callable[[Any], None]) -> None:
-        if self._closed:
-            logger.warning("write dropped: store already closed")
-            return
-        self._queue.put(_Write(fn))
+class PostgresCalls(_Part):
+    """Call records in ``calls``, counted into the shared per-minute and per-hour aggregates as they are stored."""
 
     def record_call(self, record: CallRecord) -> None:
-        if self._closed:
-            logger.warning("call record dropped: store already closed")
-            return
-        self._queue.put(record)
+        self._db.record(record)
 
     async def group_totals(self, since_ts: float, until_ts: float, group_by: GroupBy) -> list[GroupTotals]:
         if group_by not in GROUP_COLUMNS:
             raise ValueError(f"cannot group by {group_by!r}")
+        rows = await self._db.call(lambda c: ops_sql.group_totals_rows(c, since_ts, until_ts, group_by),
+                                   "call totals")
         groups: dict[str, GroupTotals] = {}
-        for key, *values in await self._submit(lambda c: ops_sql.group_totals_rows(c, since_ts, until_ts, group_by)):
-            key = key or ""
-            totals = groups.get(key)
-            if totals is None:
-                totals = groups[key] = GroupTotals(key=key)
-            totals.add(*values)
+        for key, *values in rows:
+            groups.setdefault(key or "", GroupTotals(key=key or "")).add(*values)
         return list(groups.values())
 
     async def cost_by_provider(self, since_ts: float) -> dict[str, float]:
-        return await self._submit(lambda c: ops_sql.cost_by_provider(c, since_ts))
+        return await self._db.call(lambda c: ops_sql.cost_by_provider(c, since_ts), "the spend per provider")
+
+    async def call_rows(self, since_ts: float, until_ts: float, group_by: GroupBy) -> list[CallRow]:
+        return await self._db.call(lambda c: ops_sql.call_rows(c, since_ts, until_ts, group_by), "call records")
+
+    async def aggregate_rows(self, since_ts: float, until_ts: float, group_by: GroupBy, period_s: int = 60
+                             ) -> list[AggregateRow]:
+        return await self._db.call(lambda c: ops_sql.aggregate_rows(c, since_ts, until_ts, group_by, period_s),
+                                   "call aggregates")
+
+    async def roll_up(self, before_ts: float) -> int:
+        return await self._db.call(lambda c: ops_sql.roll_up(c, before_ts), "the roll-up", write=True)
+
+    async def rolled_up_before(self) -> float:
+        return await self._db.call(ops_sql.rolled_up_before, "the roll-up mark")
+
+    async def flush(self) -> None:
+        await self._db.flush()
+
+    async def count_calls(self) -> int:
+        return await self._db.call(lambda c: c.execute("SELECT count(*) FROM calls").fetchone()[0], "the call count")
+
+
+class PostgresGuardrails(_Part):
+    """Guardrail decisions, queued like call records."""
+
+    def record_guardrail(self, decision: GuardrailDecision) -> None:
+        sql, params = _insert("guardrail_decisions", asdict(decision))
+        self._db.enqueue(lambda c: c.execute(sql, params), "a guardrail decision")
+
+    async def list_guardrail_decisions(self, *, since_ts: float = 0.0, limit: int = 1000) -> list[GuardrailDecision]:
+        rows = await self._db.call(lambda c: c.execute(
+            "SELECT ts, tool, principal, stage, action, rule, detail FROM guardrail_decisions WHERE ts >= %s "
+            "ORDER BY ts, id LIMIT %s", [since_ts, limit]).fetchall(), "guardrail decisions")
+        return [GuardrailDecision(*row) for row in rows]
+
+
+class PostgresConversations(_Part):
+    """Turns are awaited writes; two replicas appending to one conversation are ordered by a row lock on it."""
 
     async def load_turns(self, conversation_id: str, *, owner: str | None = None
                          ) -> list[tuple[str, str]] | None:
@@ -203,128 +113,220 @@ class PostgresStore:
             return [(role, content) for role, content in c.execute(
                 "SELECT role, content FROM turns WHERE conversation_id = %s ORDER BY seq", [conversation_id])]
 
-        return await self._submit(query)
+        return await self._db.call(query, "the conversation")
 
-    def append_turns(self, conversation_id: str, turns: list[tuple[str, str]], ts: float, *,
-                     owner: str | None = None) -> None:
+    async def append_turns(self, conversation_id: str, turns: Sequence[tuple[str, str]], ts: float, *,
+                           owner: str | None = None) -> None:
+        rows = list(turns)
+
         def write(c: Any) -> None:
             c.execute("INSERT INTO conversations (id, created_at, updated_at, owner) VALUES (%s, %s, %s, %s) "
                       "ON CONFLICT (id) DO UPDATE SET updated_at = excluded.updated_at", [conversation_id, ts, ts, owner])
-            # The row lock orders two replicas appending to one conversation at once.
             c.execute("SELECT 1 FROM conversations WHERE id = %s FOR UPDATE", [conversation_id])
             start = c.execute("SELECT COALESCE(MAX(seq), 0) FROM turns WHERE conversation_id = %s",
                               [conversation_id]).fetchone()[0]
             with c.cursor() as cursor:
-                cursor.executemany("INSERT INTO turns (conversation_id, seq, role, content, ts) VALUES (%s, %s, %s, %s, %s)",
+                cursor.executemany("INSERT INTO turns (conversation_id, seq, role, content, ts) "
+                                   "VALUES (%s, %s, %s, %s, %s)",
                                    [(conversation_id, start + i, role, content, ts)
-                                    for i, (role, content) in enumerate(turns, 1)])
+                                    for i, (role, content) in enumerate(rows, 1)])
 
-        self._put_write(write)
+        await self._db.write(write, "the conversation turns")
+
+
+class PostgresCache(_Part):
+    """Cache entries are queued writes."""
 
     async def cache_get(self, key: str, since_ts: float) -> dict[str, Any] | None:
-        def query(c: Any) -> dict[str, Any] | None:
-            row = c.execute("SELECT key, ts, provider, model, text, input_tokens, output_tokens FROM response_cache "
-                            "WHERE key = %s AND ts >= %s", [key, since_ts]).fetchone()
-            names = ("key", "ts", "provider", "model", "text", "input_tokens", "output_tokens")
-            return None if row is None else dict(zip(names, row, strict=True))
-
-        return await self._submit(query)
+        names = ("provider", "model", "text", "input_tokens", "output_tokens")
+        row = await self._db.call(lambda c: c.execute(
+            f"SELECT {', '.join(names)} FROM response_cache WHERE key = %s AND ts >= %s", [key, since_ts]).fetchone(),
+            "the response cache")
+        return None if row is None else dict(zip(names, row, strict=True))
 
     def cache_put(self, key: str, entry: dict[str, Any], ts: float) -> None:
         row = {"key": key, "ts": ts, **{k: entry.get(k) for k in ("provider", "model", "text", "input_tokens",
                                                                   "output_tokens")}}
-        self._put_write(lambda c: c.execute(
-            "INSERT INTO response_cache (key, ts, provider, model, text, input_tokens, output_tokens) VALUES "
-            "(%(key)s, %(ts)s, %(provider)s, %(model)s, %(text)s, %(input_tokens)s, %(output_tokens)s) "
-            "ON CONFLICT (key) DO UPDATE SET ts = excluded.ts, provider = excluded.provider, model = excluded.model, "
-            "text = excluded.text, input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens", row))
+        sql, params = _insert("response_cache", row)
+        updates = ", ".join(f"{k} = excluded.{k}" for k in row if k != "key")
+        self._db.enqueue(lambda c: c.execute(f"{sql} ON CONFLICT (key) DO UPDATE SET {updates}", params),
+                         "a cache entry")
+
+
+class PostgresPatterns(_Part):
+    """Patterns and every version (:mod:`server.store.postgres_patterns`)."""
 
     async def put_pattern(self, record: PatternRecord, *, keep_registered: bool = False
                           ) -> tuple[PatternRecord, bool]:
-        return await self._submit(lambda c: patterns_sql.put(c, record, keep_registered))
+        return await self._db.call(lambda c: patterns_sql.put(c, record, keep_registered),
+                                   f"pattern {record.name!r}", write=True)
 
     async def get_pattern(self, name: str, version: int | None = None) -> PatternRecord | None:
-        return await self._submit(lambda c: patterns_sql.get(c, name, version))
+        return await self._db.call(lambda c: patterns_sql.get(c, name, version), f"pattern {name!r}")
 
     async def pattern_versions(self, name: str) -> list[int]:
-        return await self._submit(lambda c: patterns_sql.versions(c, name))
+        return await self._db.call(lambda c: patterns_sql.versions(c, name), f"the versions of pattern {name!r}")
 
     async def list_patterns(self) -> list[PatternRecord]:
-        return await self._submit(patterns_sql.current_all)
+        return await self._db.call(patterns_sql.current_all, "the patterns")
 
     async def search_patterns(self, terms: Sequence[str], tags: Sequence[str], limit: int
                               ) -> list[tuple[PatternRecord, float]]:
-        return await self._submit(lambda c: patterns_sql.search(c, list(terms), list(tags), limit))
+        return await self._db.call(lambda c: patterns_sql.search(c, list(terms), list(tags), limit),
+                                   "the pattern search")
 
     async def pattern_names(self, prefix: str, limit: int) -> list[str]:
-        return await self._submit(lambda c: patterns_sql.names(c, prefix, limit))
+        return await self._db.call(lambda c: patterns_sql.names(c, prefix, limit), "the pattern names")
+
+
+class PostgresWorkflows(_Part):
+    """Saved workflow definitions."""
 
     async def put_workflow(self, name: str, definition: dict[str, Any], ts: float) -> tuple[WorkflowRecord, bool]:
-        return await self._submit(lambda c: patterns_sql.put_workflow(c, name, definition, ts))
+        return await self._db.call(lambda c: patterns_sql.put_workflow(c, name, definition, ts),
+                                   f"workflow {name!r}", write=True)
 
     async def get_workflow(self, name: str) -> WorkflowRecord | None:
-        found = await self._submit(lambda c: patterns_sql.workflows(c, name))
+        found = await self._db.call(lambda c: patterns_sql.workflows(c, name), f"workflow {name!r}")
         return found[0] if found else None
 
     async def list_workflows(self) -> list[WorkflowRecord]:
-        return await self._submit(patterns_sql.workflows)
+        return await self._db.call(patterns_sql.workflows, "the saved workflows")
 
-    async def call_rows(self, since_ts: float, until_ts: float, group_by: GroupBy) -> list[CallRow]:
-        return await self._submit(lambda c: ops_sql.call_rows(c, since_ts, until_ts, group_by))
 
-    async def aggregate_rows(self, since_ts: float, until_ts: float, group_by: GroupBy, period_s: int = 60
-                             ) -> list[AggregateRow]:
-        return await self._submit(lambda c: ops_sql.aggregate_rows(c, since_ts, until_ts, group_by, period_s))
+_RUN_COLUMNS = tuple(f.name for f in fields(WorkflowRun))
+_SELECT_RUN = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
 
-    async def roll_up(self, before_ts: float) -> int:
-        return await self._submit(lambda c: ops_sql.roll_up(c, before_ts))
 
-    async def rolled_up_before(self) -> float:
-        return await self._submit(ops_sql.rolled_up_before)
+class PostgresRuns(_Part):
+    """Run records; of two replicas creating one run id at once, ``ON CONFLICT DO NOTHING`` lets one win."""
+
+    async def create_run(self, run: WorkflowRun) -> tuple[WorkflowRun, bool]:
+        row = asdict(run)
+        row["updated_at"] = row["updated_at"] or run.created_at
+        sql, params = _insert("runs", row)
+
+        def insert(c: Any) -> tuple[WorkflowRun, bool]:
+            with c.transaction():
+                created = c.execute(f"{sql} ON CONFLICT (run_id) DO NOTHING", params).rowcount == 1
+                stored = c.execute(f"{_SELECT_RUN} WHERE run_id = %s", [run.run_id]).fetchone()
+            return WorkflowRun(*stored), created
+
+        return await self._db.call(insert, f"run {run.run_id}", write=True)
+
+    async def get_run(self, run_id: str) -> WorkflowRun | None:
+        row = await self._db.call(lambda c: c.execute(f"{_SELECT_RUN} WHERE run_id = %s", [run_id]).fetchone(),
+                                  f"run {run_id}")
+        return None if row is None else WorkflowRun(*row)
+
+    async def list_runs(self, *, owner: str | None = None, status: Sequence[RunState] = (), limit: int = 50,
+                        offset: int = 0) -> list[WorkflowRun]:
+        where, params = [], []
+        if owner is not None:
+            where.append("owner = %s")
+            params.append(owner)
+        if status:
+            where.append("status = ANY(%s)")
+            params.append(list(status))
+        sql = (f"{_SELECT_RUN}{' WHERE ' + ' AND '.join(where) if where else ''} "
+               "ORDER BY created_at DESC, run_id DESC LIMIT %s OFFSET %s")
+        rows = await self._db.call(lambda c: c.execute(sql, [*params, limit, offset]).fetchall(), "the runs")
+        return [WorkflowRun(*row) for row in rows]
+
+    async def set_run_status(self, run_id: str, status: RunState, ts: float, *, error: str | None = None,
+                             if_unfinished: bool = True) -> bool:
+        guard = " AND NOT (status = ANY(%s))" if if_unfinished else ""
+        params: list[Any] = [status, ts, error, run_id] + ([list(FINISHED)] if if_unfinished else [])
+        return await self._db.call(lambda c: c.execute(
+            f"UPDATE runs SET status = %s, updated_at = %s, error = %s WHERE run_id = %s{guard}", params).rowcount > 0,
+            f"the status of run {run_id}", write=True)
+
+
+class PostgresIncidents(_Part):
+    """Incidents (the JSON body, with the columns listings sort and filter on)."""
 
     async def put_incident(self, incident: dict[str, Any]) -> None:
-        await self._submit(lambda c: ops_sql.put_incident(c, incident))
+        await self._db.call(lambda c: ops_sql.put_incident(c, incident), f"incident {incident.get('id')}", write=True)
 
     async def get_incident(self, incident_id: str) -> dict[str, Any] | None:
-        return await self._submit(lambda c: ops_sql.get_incident(c, incident_id))
+        return await self._db.call(lambda c: ops_sql.get_incident(c, incident_id), f"incident {incident_id}")
 
     async def list_incidents(self, *, active_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
-        return await self._submit(lambda c: ops_sql.list_incidents(c, active_only, limit))
+        return await self._db.call(lambda c: ops_sql.list_incidents(c, active_only, limit), "the incidents")
+
+
+_KEY_COLUMNS = tuple(f.name for f in fields(ApiKeyRecord))
+
+
+class PostgresKeys(_Part):
+    """API key records (unique on the hash)."""
 
     async def put_api_key(self, record: ApiKeyRecord) -> None:
-        row = asdict(record)
-        await self._submit(lambda c: c.execute(
-            f"INSERT INTO api_keys ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})", list(row.values())))
+        sql, params = _insert("api_keys", asdict(record))
+        await self._db.call(lambda c: c.execute(sql, params), f"API key {record.id}", write=True)
 
     async def api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
-        found = await self._submit(lambda c: _keys(c, "WHERE key_hash = %s", [key_hash]))
+        found = await self._db.call(lambda c: self._keys(c, "WHERE key_hash = %s", [key_hash]), "the API key")
         return found[0] if found else None
 
     async def list_api_keys(self) -> list[ApiKeyRecord]:
-        return await self._submit(lambda c: _keys(c, "ORDER BY created_at, id", []))
+        return await self._db.call(lambda c: self._keys(c, "ORDER BY created_at, id", []), "the API keys")
 
     async def revoke_api_key(self, key_id: str, ts: float) -> bool:
-        return await self._submit(lambda c: c.execute(
-            "UPDATE api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL", [ts, key_id]).rowcount > 0)
+        return await self._db.call(lambda c: c.execute(
+            "UPDATE api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL", [ts, key_id]).rowcount > 0,
+            f"the revocation of API key {key_id}", write=True)
 
-    def record_guardrail(self, decision: GuardrailDecision) -> None:
-        row = asdict(decision)
-        self._put_write(lambda c: c.execute(
-            f"INSERT INTO guardrail_decisions ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})",
-            list(row.values())))
+    @staticmethod
+    def _keys(c: Any, where: str, params: list[Any]) -> list[ApiKeyRecord]:
+        return [ApiKeyRecord(*row) for row in c.execute(f"SELECT {', '.join(_KEY_COLUMNS)} FROM api_keys {where}",
+                                                         params)]
 
-    # -- coordination across replicas (server.store.postgres_locks) ---------------------------------------
+
+class PostgresStore:
+    """:class:`~server.store.Store` on a PostgreSQL database that replicas share.
+
+    Args:
+        database: the database (:class:`server.store.location.PostgresDatabase`); migrated on open.
+
+    Raises:
+        StoreUnavailable: the database cannot be reached or migrated (named without its password).
+    """
+
+    shared = True
+    """Several replicas share this store: budgets read everyone's spend, interval jobs claim their slot here."""
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self.location = database
+        self.database = PostgresWorker(database)
+        self.calls = PostgresCalls(self.database)
+        self.guardrails = PostgresGuardrails(self.database)
+        self.conversations = PostgresConversations(self.database)
+        self.cache = PostgresCache(self.database)
+        self.patterns = PostgresPatterns(self.database)
+        self.workflows = PostgresWorkflows(self.database)
+        self.runs = PostgresRuns(self.database)
+        self.incidents = PostgresIncidents(self.database)
+        self.keys = PostgresKeys(self.database)
+
+    # -- coordination across replicas (server.store.postgres_locks) -------------------------------------
 
     async def claim_interval(self, job: str, interval_s: float, now: float) -> bool:
         """Whether this replica runs ``job`` in the interval slot ``now`` falls in: true for exactly one replica
         per slot (:func:`server.store.postgres_locks.claim_interval`)."""
-        return await self._submit(lambda c: claim_interval(c, job, interval_s, now))
+        return await self.database.call(lambda c: claim_interval(c, job, interval_s, now), f"the {job} slot",
+                                        write=True)
+
+    def notify(self, channel: str, payload: str) -> None:
+        """Queue a NOTIFY (sent when its batch commits, after the writes queued before it)."""
+        self.database.enqueue(lambda c: notify(c, channel, payload), "a notification")
+
+    def listen(self, channel: str, on_message: Callable[[str], None]) -> Listener:
+        """LISTEN on ``channel`` (a connection and thread of its own); close the returned listener to stop."""
+        return Listener(self.location, channel, on_message)
 
     async def shared_key(self, name: str) -> bytes:
         """A 256-bit random key every replica reads alike: made (and stored) by the first replica that asks."""
-        import os
-        import time
-
         candidate = os.urandom(32)
 
         def read(c: Any) -> bytes:
@@ -332,40 +334,10 @@ class PostgresStore:
                       [name, candidate, time.time()])
             return bytes(c.execute("SELECT key FROM shared_keys WHERE name = %s", [name]).fetchone()[0])
 
-        return await self._submit(read)
-
-    def notify(self, channel: str, payload: str) -> None:
-        """Queue a NOTIFY (sent when its batch commits, after the writes queued before it)."""
-        self._put_write(lambda c: notify(c, channel, payload))
-
-    def listen(self, channel: str, on_message: Callable[[str], None]) -> Listener:
-        """LISTEN on ``channel`` (a connection and thread of its own); close the returned listener to stop."""
-        return Listener(self.database, channel, on_message)
-
-    async def count_calls(self) -> int:
-        return await self._submit(lambda c: c.execute("SELECT count(*) FROM calls").fetchone()[0])
-
-    async def flush(self) -> None:
-        await self._submit(lambda c: None)
+        return await self.database.call(read, f"the shared key {name!r}", write=True)
 
     def close(self) -> None:
-        """Write what is queued, close the connection and join the thread (bounded). Idempotent, blocking."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(_STOP)
-        self._thread.join(_CLOSE_TIMEOUT_S)
-        if self._thread.is_alive():
-            logger.error("store thread did not finish within %.0f s; some writes may be lost", _CLOSE_TIMEOUT_S)
+        self.database.close()
 
     async def aclose(self) -> None:
-        import anyio
-
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.close)
-
-
-def _keys(connection: Any, where: str, params: list[Any]) -> list[ApiKeyRecord]:
-    columns = ("id", "name", "role", "key_hash", "prefix", "created_at", "expires_at", "revoked_at")
-    return [ApiKeyRecord(**dict(zip(columns, row, strict=True)))
-            for row in connection.execute(f"SELECT {', '.join(columns)} FROM api_keys {where}", params)]
+        await self.database.aclose()

@@ -38,7 +38,7 @@ class SessionLocks:
     """
 
     def __init__(self, database: PostgresDatabase, application_name: str = "ai-orchestration-mcp-locks") -> None:
-        from server.store.postgres import connect
+        from server.store.postgres_db import connect
 
         self._connection = connect(database, application_name=application_name)
         self._mutex = threading.Lock()
@@ -136,7 +136,7 @@ class Listener:
         self._ready.wait(15)
 
     def _run(self) -> None:
-        from server.store.postgres import connect
+        from server.store.postgres_db import connect
 
         while not self._stopped.is_set():
             try:

@@ -31,8 +31,9 @@ def insert_calls(connection: Any, records: Sequence[CallRecord]) -> None:
             (r.ts, r.call_id, r.tool, r.provider, r.model, r.status, r.error_class, r.latency_ms, r.input_tokens,
              r.output_tokens, r.cost_usd, r.attempt, r.ab_bucket, r.cached, r.workflow) for r in records])
     minutes = aggregate(records, PERIODS_S[0])
+    hours = coarsen(minutes, PERIODS_S[1])  # before merging: merging adds the stored figures into `minutes`
     _merge(connection, minutes, PERIODS_S[0])
-    _merge(connection, coarsen(minutes, PERIODS_S[1]), PERIODS_S[1])
+    _merge(connection, hours, PERIODS_S[1])
 
 
 def _merge(connection: Any, aggregates: dict[tuple, Aggregate], period_s: int) -> None:

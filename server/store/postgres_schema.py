@@ -80,6 +80,15 @@ MIGRATIONS: list[tuple[str, str]] = [
     # Keys every replica must hold alike (the MCP SDK's request-state sealing key), made by the first replica.
     ("007_shared_keys", "CREATE TABLE shared_keys (name text PRIMARY KEY, key bytea NOT NULL, "
                         "created_at double precision NOT NULL);"),
+    # Workflow run records of the server's own (server.store.WorkflowRun), as SQLite's 008_runs.
+    ("008_runs", """
+CREATE TABLE runs (run_id text PRIMARY KEY, workflow text NOT NULL, fingerprint text NOT NULL,
+    created_at double precision NOT NULL, updated_at double precision, owner text, workflow_version integer,
+    status text NOT NULL, steps integer, deadline_at double precision, error text);
+CREATE INDEX runs_created ON runs (created_at);
+CREATE INDEX runs_owner ON runs (owner, created_at);
+CREATE INDEX runs_status ON runs (status, created_at);
+"""),
 ]
 
 

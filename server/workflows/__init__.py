@@ -72,4 +72,4 @@ async def open_workflows(services: StepServices, store: Store, *, runtime_factor
     interpreter = Interpreter(services, tracker)
     factory = runtime_factory or memory_runtime(clock)
     async with factory(interpreter) as runtime:
-        yield WorkflowService(runtime, store, tracker, clock=clock, limits=getattr(services.config, "limits", None))
+        yield WorkflowService(runtime, store.workflows, tracker, clock=clock, limits=getattr(services.config, "limits", None))

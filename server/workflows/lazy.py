@@ -64,7 +64,7 @@ class LazyWorkflows:
             tracker = RunTracker()
             self._interpreter = Interpreter(services, tracker)
             self._runtime = DeferredRuntime("memory" if self._runtime_factory is None else "workflow")
-            self._service = WorkflowService(self._runtime, self._store, tracker, clock=self._clock,
+            self._service = WorkflowService(self._runtime, self._store.workflows, tracker, clock=self._clock,
                                             limits=getattr(services.config, "limits", None))
             self._built.set()
         return self._service

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from server.models import DeferredModel
 from server.security.limits import check_workflow_ceilings
-from server.store import Store, WorkflowRecord
+from server.store import WorkflowRecord, WorkflowStore
 from server.workflows.interpreter import RunTracker, approval_topic, step_name
 from server.workflows.model import (
     Definition,
@@ -113,7 +113,7 @@ class WorkflowService:
     ``None`` sees every run.
     """
 
-    def __init__(self, runtime: WorkflowRuntime, store: Store, tracker: RunTracker, *,
+    def __init__(self, runtime: WorkflowRuntime, store: WorkflowStore, tracker: RunTracker, *,
                  clock: Callable[[], float] = time.time, limits: Any = None) -> None:
         self.runtime = runtime
         self.store = store

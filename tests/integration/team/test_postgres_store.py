@@ -1,6 +1,6 @@
-"""The PostgreSQL store answers as the SQLite and in-memory stores do: the store behaviour tests of the unit lane
-(totals, windows, aggregates, patterns and search, versions under concurrency), run against a fresh PostgreSQL
-database each, plus what only a shared database shows (two stores on one database see each other's writes)."""
+"""The PostgreSQL store behind the pattern registry and the operations windows (the unit lane's tests of those,
+run against a fresh PostgreSQL database each), and what only a shared database shows: two stores on one
+database see each other's writes, and concurrent replicas lose none."""
 
 from __future__ import annotations
 
@@ -32,10 +32,6 @@ from tests.unit.test_operations_windows import (  # noqa: F401
     test_thresholds_per_provider_override_the_global_ones,
     test_windows_group_by_each_column_and_compare_with_the_previous_window,
 )
-from tests.unit.test_store import (  # noqa: F401
-    test_group_totals_count_and_sort_within_the_window,
-    test_unknown_grouping_is_refused,
-)
 
 pytestmark = pytest.mark.anyio
 
@@ -47,10 +43,16 @@ def open_postgres(url: str) -> Store:
 
 
 @pytest.fixture
-async def store(postgres_url: str) -> AsyncIterator[Store]:
+async def postgres_store(postgres_url: str) -> AsyncIterator[Store]:
     made = open_postgres(postgres_url)
     yield made
     await made.aclose()
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest, postgres_store: Store):
+    """The registry tests take the whole store, the operations-window tests its call store."""
+    return postgres_store.calls if "operations_windows" in request.function.__module__ else postgres_store
 
 
 def call(i: int, provider: str, ts: float) -> CallRecord:
@@ -62,27 +64,27 @@ async def test_two_stores_on_one_database_share_every_kind_of_state(postgres_url
     a, b = open_postgres(postgres_url), open_postgres(postgres_url)
     try:
         for i in range(50):
-            (a if i % 2 else b).record_call(call(i, "p", 1000.0 + i))
-        a.append_turns("conv-1", [("user", "hi"), ("assistant", "hello")], 5.0, owner="alice")
-        await a.flush()
-        await b.flush()
-        b.append_turns("conv-1", [("user", "again")], 6.0, owner="alice")
-        await b.flush()
-        stored, changed = await a.put_pattern(PatternRecord("greet", 0, "Greets", "Hello {{ who }}", updated_at=1.0))
-        await b.put_api_key(ApiKeyRecord("k1", "alice", "user", "h" * 64, "aiom_k1", 1.0))
-        await a.put_incident({"id": "inc-1", "opened_at": 7.0, "status": "open", "metric": "error_rate"})
+            (a if i % 2 else b).calls.record_call(call(i, "p", 1000.0 + i))
+        await a.conversations.append_turns("conv-1", [("user", "hi"), ("assistant", "hello")], 5.0, owner="alice")
+        await b.conversations.append_turns("conv-1", [("user", "again")], 6.0, owner="alice")
+        await a.calls.flush()
+        await b.calls.flush()
+        stored, changed = await a.patterns.put_pattern(PatternRecord("greet", 0, "Greets", "Hello {{ who }}",
+                                                                     updated_at=1.0))
+        await b.keys.put_api_key(ApiKeyRecord("k1", "alice", "user", "h" * 64, "aiom_k1", 1.0))
+        await a.incidents.put_incident({"id": "inc-1", "opened_at": 7.0, "status": "open", "metric": "error_rate"})
 
         assert (stored.version, changed) == (1, True)
-        assert (await b.get_pattern("greet")).template == "Hello {{ who }}"
-        assert await b.load_turns("conv-1", owner="alice") == [("user", "hi"), ("assistant", "hello"),
-                                                                ("user", "again")]
-        assert await a.load_turns("conv-1", owner="bob") is None
-        assert (await a.api_key_by_hash("h" * 64)).name == "alice"
-        assert [i["id"] for i in await b.list_incidents(active_only=True)] == ["inc-1"]
+        assert (await b.patterns.get_pattern("greet")).template == "Hello {{ who }}"
+        assert await b.conversations.load_turns("conv-1", owner="alice") == [
+            ("user", "hi"), ("assistant", "hello"), ("user", "again")]
+        assert await a.conversations.load_turns("conv-1", owner="bob") is None
+        assert (await a.keys.api_key_by_hash("h" * 64)).name == "alice"
+        assert [i["id"] for i in await b.incidents.list_incidents(active_only=True)] == ["inc-1"]
         # Both replicas' records add up in the shared aggregates (row locks: no lost update).
-        minutes = await b.aggregate_rows(0, 10_000, "provider")
+        minutes = await b.calls.aggregate_rows(0, 10_000, "provider")
         assert sum(row.calls for row in minutes) == 50
-        assert await a.cost_by_provider(0) == {"p": pytest.approx(12.5)}
+        assert await a.calls.cost_by_provider(0) == {"p": pytest.approx(12.5)}
     finally:
         await a.aclose()
         await b.aclose()
@@ -93,14 +95,11 @@ async def test_concurrent_replicas_appending_to_one_conversation_lose_no_turn(po
 
     stores = [open_postgres(postgres_url) for _ in range(3)]
     try:
-        stores[0].append_turns("c", [("user", "start")], 1.0)
-        await stores[0].flush()
-        for n in range(20):
-            stores[n % 3].append_turns("c", [("user", f"t{n}")], 2.0)
+        await stores[0].conversations.append_turns("c", [("user", "start")], 1.0)
         async with anyio.create_task_group() as group:
-            for s in stores:
-                group.start_soon(s.flush)
-        turns = await stores[1].load_turns("c")
+            for n in range(20):
+                group.start_soon(stores[n % 3].conversations.append_turns, "c", [("user", f"t{n}")], 2.0)
+        turns = await stores[1].conversations.load_turns("c")
         assert len(turns) == 21 and {t for _, t in turns} == {"start", *(f"t{n}" for n in range(20))}
     finally:
         for s in stores:

@@ -69,7 +69,7 @@ async def test_a_conversation_started_on_one_replica_continues_on_the_other(
     config = team_config(upstream)
     async with replica(config, postgres_url) as (a, deps_a), replica(config, postgres_url) as (b, _):
         first = await tool(a, "orchestrate", prompt="first question")
-        await deps_a.store.flush()  # the turns are queued writes (awaited once the store's durable writes land)
+        
         second = await tool(b, "orchestrate", prompt="second question", continuation_id=first["continuation_id"])
     assert second["continuation_id"] == first["continuation_id"]
     sent = upstream.requests[-1].body["messages"]
@@ -81,7 +81,7 @@ async def test_spend_from_both_replicas_counts_once_against_one_daily_budget(
     probe = team_config(upstream)
     async with replica(probe, postgres_url) as (a, deps):
         cost = (await tool(a, "orchestrate", prompt="price one call"))["cost_usd"]
-        await deps.store.flush()
+        await deps.store.calls.flush()
     assert cost > 0
     config = team_config(upstream, routing={"daily_budget_usd": cost * 4.5})  # the probe + 4 more calls fit
     answered = refused = 0
@@ -94,7 +94,7 @@ async def test_spend_from_both_replicas_counts_once_against_one_daily_budget(
                 refused += 1
             else:
                 answered += 1
-            await deps.store.flush()
+            await deps.store.calls.flush()
     assert (answered, refused) == (4, 6)  # each replica alone would have answered 4 (8 in all)
 
 
@@ -105,10 +105,10 @@ async def test_one_threshold_crossing_opens_exactly_one_incident(upstream: Upstr
     async with replica(config, postgres_url) as (_, deps_a), replica(config, postgres_url) as (_, deps_b):
         now = deps_a.clock()
         for n in range(10):
-            deps_a.store.record_call(CallRecord(ts=now - 5, call_id=f"c{n}", tool="orchestrate", provider="primary",
+            deps_a.store.calls.record_call(CallRecord(ts=now - 5, call_id=f"c{n}", tool="orchestrate", provider="primary",
                                                 model="gpt-sim", status="error", latency_ms=5.0,
                                                 error_class="server_error"))
-        await deps_a.store.flush()
+        await deps_a.store.calls.flush()
         opened: list[Any] = []
         for _ in range(3):  # three intervals, both replicas ticking in each, at the same moment
             async with anyio.create_task_group() as group:
