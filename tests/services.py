@@ -42,7 +42,8 @@ def postgres_bindir() -> Path | None:
 
 class PostgresCluster:
     """A PostgreSQL cluster in a temporary folder, listening on 127.0.0.1 on a free port (and on a unix socket in
-    that folder), with trust authentication for the one superuser ``aiom``; fsync off (it is thrown away).
+    that folder), with trust authentication for the one superuser ``aiom``; fsync off (it is thrown away) unless
+    ``durable`` (benchmarks: commits reach the disk, as in production).
 
     PostgreSQL refuses to run as root: as root the server runs as the ``postgres`` user that Debian's package
     creates. :meth:`database` makes a fresh database per test, so tests never see each other's rows.
@@ -50,8 +51,9 @@ class PostgresCluster:
 
     USER = "aiom"
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self.bindir = bindir
+        self.durable = durable
         self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="aiom-pg-"))
         self.data = self.folder / "data"
@@ -74,9 +76,10 @@ class PostgresCluster:
     def start(self) -> PostgresCluster:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.USER, "--auth=trust",
                   "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync")
-        options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=400 "
+        options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=400 "
                    "-c shared_buffers=64MB")
+        if not self.durable:  # thrown away after the tests: no need to reach the disk
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
                   "-t", "60", "start")
         return self

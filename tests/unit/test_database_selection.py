@@ -65,9 +65,12 @@ def test_check_refuses_another_scheme_with_exit_2(capsys: pytest.CaptureFixture[
     assert "unsupported database URL scheme 'mysql'" in err and "p@h" not in err
 
 
-def test_simple_mode_refuses_a_postgres_database(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--simple", "check", "--database", URL]) == 2
-    assert "simple mode keeps its state in a JSON file" in capsys.readouterr().err
+def test_simple_mode_refuses_a_postgres_database() -> None:
+    from server.app.simple import state_path
+
+    with pytest.raises(ConfigError, match="simple mode keeps its state in a JSON file") as refused:
+        state_path(load_config(None, {}), {}, URL)
+    assert "s3cr3t-pw" not in str(refused.value)
 
 
 def test_a_bad_replica_id_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
