@@ -17,6 +17,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from server.errors import ConfigError
+from server.store.location import DatabaseLocation, PostgresDatabase, parse_database  # noqa: F401 (re-exported)
+
 from server.security.settings import AuthSettings, GuardrailSettings, LimitSettings, NetworkSettings
 
 APP_NAME = "ai-orchestration-mcp"
@@ -39,8 +41,19 @@ class _Strict(BaseModel):
 class ServerSettings(_Strict):
     """The ``[server]`` table."""
 
-    database: Path | None = None
-    """SQLite file for call records and state; default ``<user data dir>/state.db``."""
+    database: str | None = Field(default=None, min_length=1)
+    """SQLite file for call records and state (default ``<user data dir>/state.db``), or a ``postgresql://`` URL
+    for replicas sharing one database."""
+    replica_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    """This replica's stable, unique id on a shared PostgreSQL database (``--replica-id``; default: the host
+    name). It is the replica's DBOS executor id."""
+
+    @field_validator("database")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_database(value)
+        return value
 
 
 class ProviderConfig(_Strict):
@@ -237,6 +250,13 @@ class WorkflowSettings(_Strict):
     """DBOS's system database: a SQLite file or a ``postgresql://`` URL; default ``<database>.dbos.sqlite``."""
     application_version: str | None = Field(default=None, min_length=1, max_length=100)
     """Overrides the pinned DBOS application version (only for a deliberate migration)."""
+    queue_concurrency: int = Field(default=16, ge=1, le=10_000)
+    """On PostgreSQL: runs of the shared queue one replica executes at once (the rest wait for capacity)."""
+    takeover_interval_s: float = Field(default=2.0, gt=0, le=3600)
+    """On PostgreSQL: how often a replica looks for vanished replicas whose pending runs it resumes."""
+    replica_wait_s: float = Field(default=10.0, ge=0, le=600)
+    """On PostgreSQL: how long a starting replica waits for its id's lock (a survivor may hold it for a moment
+    while taking over) before it is refused as a duplicate."""
 
 
 class DashboardSettings(_Strict):
@@ -358,14 +378,20 @@ def default_data_dir(environ: Mapping[str, str], platform: str = sys.platform) -
     return Path(environ.get("XDG_DATA_HOME") or home / ".local" / "share") / APP_NAME
 
 
-def database_path(config: Config, environ: Mapping[str, str], override: str | None = None) -> Path:
-    """Where the SQLite database lives: ``--database``, then ``AI_ORCHESTRATION_DB``, then the file, then the default."""
-    if override:
-        return Path(override).expanduser()
-    if environ.get("AI_ORCHESTRATION_DB"):
-        return Path(environ["AI_ORCHESTRATION_DB"]).expanduser()
-    if config.server.database is not None:
-        return config.server.database.expanduser()
+def database_path(config: Config, environ: Mapping[str, str], override: str | None = None) -> DatabaseLocation:
+    """Where the state lives: ``--database``, then ``AI_ORCHESTRATION_DB``, then ``[server] database``, then
+    ``<user data dir>/state.db``; a SQLite file, or a PostgreSQL database for a ``postgresql://`` URL.
+
+    Raises:
+        ConfigError: a URL of another scheme (naming where it came from).
+    """
+    for key, value in (("--database", override), ("AI_ORCHESTRATION_DB", environ.get("AI_ORCHESTRATION_DB")),
+                       ("server.database", config.server.database)):
+        if value:
+            try:
+                return parse_database(value)
+            except ValueError as exc:
+                raise ConfigError(str(exc), key=key) from None
     return default_data_dir(environ) / "state.db"
 
 

@@ -83,6 +83,7 @@ async def serve(
     limits: LimitSettings | None = None,
     jwt: JwtSettings | None = None,
     dashboard: Callable[[Any, TransportSecuritySettings], Any] | None = None,
+    replica_id: str | None = None,
 ) -> None:
     """Serve until the transport ends (stdin closed, server stopped) or SIGTERM/SIGINT arrives.
 
@@ -91,6 +92,8 @@ async def serve(
         limits: body size and per-key limits (defaults: :class:`LimitSettings`).
         jwt: JWT settings, for the protected-resource metadata and required scopes.
         dashboard: puts the dashboard beside the MCP app (:func:`server.app.dashboard.dashboard_mounter`).
+        replica_id: one replica among several (team deployment): Streamable HTTP session ids carry it
+            (:mod:`server.app.replica_sessions`) for the proxy's session affinity.
     """
     if transport != "stdio":
         check_bind_host(host, verifier is not None)
@@ -101,6 +104,10 @@ async def serve(
         else:
             app = http_app(mcp, transport, host=host, port=port, allowed_hosts=allowed_hosts, verifier=verifier,
                            limits=limits, jwt=jwt, dashboard=dashboard)
+            if replica_id is not None and transport == "http":
+                from server.app.replica_sessions import ReplicaSessionIds
+
+                app = ReplicaSessionIds(app, replica_id)
             await _run_uvicorn(app, host, port)
         group.cancel_scope.cancel()
 

@@ -29,7 +29,7 @@ from server.operations.histogram import RELATIVE_ERROR, add_value, merge, quanti
 from server.operations.incident_types import Incident
 from server.models import DeferredModel
 from server.pool.status import ProviderState
-from server.store import GROUP_COLUMNS, AggregateRow, CallRow, GroupBy, Store
+from server.store import GROUP_COLUMNS, AggregateRow, CallRow, CallStore, GroupBy
 
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -230,7 +230,7 @@ def alerts_for(groups: Sequence[GroupSummary], thresholds: AlertsConfig, group_b
 
 
 async def operations_summary(
-    store: Store,
+    store: CallStore,
     thresholds: AlertsConfig | None = None,
     *,
     window: str = "1h",

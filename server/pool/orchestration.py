@@ -149,7 +149,9 @@ async def orchestrate(
         ValueError: an empty prompt, both or neither of prompt and pattern, or an unknown ``continuation_id``
             (:class:`UnknownConversation`).
         server.errors.OrchestrationError: no provider, unknown provider, budget, or every provider failed; an
-            unknown pattern or a variable that does not fit it (:class:`knowledge.PatternError`).
+            unknown pattern or a variable that does not fit it (:class:`knowledge.PatternError`); the
+            conversation could not be stored (:class:`server.store.StorageError`: no ``continuation_id`` is
+            returned that does not exist).
     """
     started = timer() if started is None else started
     resolved = await resolve_prompt(patterns, ask.prompt, ask.pattern, ask.variables)
@@ -159,7 +161,7 @@ async def orchestrate(
                          f"pattern '{resolved.pattern}' rendered to empty text: pass values for its variables")
     history: list[tuple[str, str]] = []
     if ask.continuation_id:
-        turns = await store.load_turns(ask.continuation_id, owner=ask.owner_filter)
+        turns = await store.conversations.load_turns(ask.continuation_id, owner=ask.owner_filter)
         if turns is None:
             raise UnknownConversation(f"unknown continuation_id {ask.continuation_id!r}: start without one, "
                                       "and pass back the continuation_id a result returns")
@@ -182,14 +184,15 @@ async def orchestrate(
             screen_output(result.completion.text)
         if key:
             usage = result.completion.usage
-            store.cache_put(key, {"provider": result.attempts[-1].provider, "model": result.completion.model,
+            store.cache.cache_put(key, {"provider": result.attempts[-1].provider, "model": result.completion.model,
                                   "text": result.completion.text, "input_tokens": usage.input_tokens,
                                   "output_tokens": usage.output_tokens}, clock())
     elif screen_output is not None:
         screen_output(result.completion.text)
     continuation_id = ask.continuation_id or uuid.uuid4().hex
-    store.append_turns(continuation_id, [("user", prompt), ("assistant", result.completion.text)], clock(),
-                       owner=ask.owner)
+    # Committed before the id is returned (a failed write raises StorageError: no continuation_id that does not exist).
+    await store.conversations.append_turns(continuation_id, [("user", prompt), ("assistant", result.completion.text)],
+                                           clock(), owner=ask.owner)
     report = _report(result, continuation_id, (timer() - started) * 1000)
     if resolved.pattern is not None:
         report.pattern, report.pattern_version = resolved.pattern, resolved.version
@@ -200,11 +203,11 @@ async def _cached(
     store: Store, key: str, ttl_s: float, options: CallOptions, clock: Callable[[], float]
 ) -> PoolResult | None:
     now = clock()
-    hit = await store.cache_get(key, now - ttl_s)
+    hit = await store.cache.cache_get(key, now - ttl_s)
     if hit is None:
         return None
     usage = Usage(hit["input_tokens"] or 0, hit["output_tokens"] or 0)
-    store.record_call(CallRecord(ts=now, call_id=uuid.uuid4().hex, tool="orchestrate", provider=hit["provider"],
+    store.calls.record_call(CallRecord(ts=now, call_id=uuid.uuid4().hex, tool="orchestrate", provider=hit["provider"],
                                  model=hit["model"], status="ok", latency_ms=0.0, input_tokens=usage.input_tokens,
                                  output_tokens=usage.output_tokens, ab_bucket=options.ab_bucket, cached=True))
     completion = Completion(text=hit["text"], model=hit["model"], usage=usage)

@@ -46,7 +46,7 @@ from server.errors import (
 from server.pool.health import ProviderHealth, seconds_to_utc_midnight, utc_day
 from server.pool.providers import Completion, CompletionRequest, Provider
 from server.pool.routing import Router
-from server.store import CallRecord, Store
+from server.store import CallRecord, CallStore
 from server.pool.text import estimate_tokens, strip_code_fence
 
 logger = logging.getLogger(__name__)
@@ -173,15 +173,20 @@ class ProviderPool:
     def __init__(
         self,
         members: Sequence[tuple[ProviderConfig, Provider]],
-        store: Store,
+        store: CallStore,
         *,
         config: Config | None = None,
         clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.perf_counter,
         rng: random.Random | None = None,
         sleep: Callable[[float], object] = anyio.sleep,
+        shared_spend: bool = False,
     ) -> None:
         self.config = config or Config()
+        # Replicas on one database: today's spend is re-read from the shared records before each budgeted call,
+        # so every replica checks the budgets against everyone's spend.
+        self._shared_spend = shared_spend and (self.config.routing.daily_budget_usd is not None or any(
+            p.daily_budget_usd is not None for p, _ in members))
         routing = self.config.routing
         ordered = sorted(members, key=lambda pair: (pair[0].priority, pair[0].name))
         self._members = {
@@ -321,6 +326,8 @@ class ProviderPool:
             options = replace(options, providers=providers or options.providers,
                               timeout_s=timeout_s if timeout_s is not None else options.timeout_s)
         budget = self.config.routing.daily_budget_usd
+        if self._shared_spend:
+            await self.load_spend()
         if budget is not None and self.spent_today_usd() >= budget:
             raise BudgetExceeded(f"the daily budget of ${budget:g} across all providers is spent; it resets at "
                                  f"00:00 UTC (in {seconds_to_utc_midnight(self._clock()) / 3600:.1f} h)")

@@ -23,7 +23,7 @@ from server.config import ProviderConfig
 from server.errors import OrchestrationError
 from server.security import Principal
 from server.security.settings import GuardrailSettings
-from server.store import GuardrailDecision, Store
+from server.store import GuardrailDecision, GuardrailLog
 
 _PII: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     ("email", "[EMAIL]", re.compile(r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9.\-]{1,253}\.[A-Za-z]{2,24}")),
@@ -75,7 +75,7 @@ class Guardrails:
     """Applies :class:`GuardrailSettings` to one call at a time and records each decision."""
 
     settings: GuardrailSettings
-    store: Store
+    store: GuardrailLog
     configs: Sequence[ProviderConfig]
     clock: Callable[[], float]
 

@@ -21,7 +21,7 @@ from mcp.server.auth.provider import AccessToken
 from server.security import Principal
 from server.security.keys import hash_key, key_state, looks_like_key
 from server.security.settings import JwtSettings
-from server.store import Store
+from server.store import KeyStore
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class ApiKeyVerifier:
         cache_s: how long a verified key is trusted without a store lookup (revocation takes effect within it).
     """
 
-    def __init__(self, store: Store, *, cache_s: float = 2.0, extra_scopes: tuple[str, ...] = (),
+    def __init__(self, store: KeyStore, *, cache_s: float = 2.0, extra_scopes: tuple[str, ...] = (),
                  clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._extra_scopes = list(extra_scopes)

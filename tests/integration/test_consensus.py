@@ -99,7 +99,7 @@ async def test_reliability_is_learned_from_past_outcomes(upstream: Upstream) -> 
     store = MemoryStore()
     from server.pool.pool import ProviderPool
     from server.pool.providers import build_provider
-    pool = ProviderPool([(p, build_provider(p)) for p in config.providers], store, config=config)
+    pool = ProviderPool([(p, build_provider(p)) for p in config.providers], store.calls, config=config)
     service = ConsensusService(pool)
     from server.consensus.service import ConsensusRequest
     for _ in range(5):
@@ -154,7 +154,7 @@ async def test_early_stop_cancels_the_slow_provider(upstream: Upstream) -> None:
     finished = await anyio.to_thread.run_sync(upstream.wait_for_finished, 5)
     assert {r.model: r.outcome for r in finished if r.model in ("d", "e")} == {
         "d": "client_closed", "e": "client_closed"}
-    cancelled = [r for r in store.calls if r.error_class == "cancelled"]
+    cancelled = [r for r in store.calls.records if r.error_class == "cancelled"]
     assert {r.provider for r in cancelled} == {"d", "e"}
     assert all(r.input_tokens == r.output_tokens == 0 and r.cost_usd == 0 for r in cancelled)
 

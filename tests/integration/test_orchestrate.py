@@ -84,7 +84,7 @@ async def test_identical_temperature_zero_request_is_answered_from_the_cache(ups
     assert second["text"] == first["text"] and second["cost_usd"] == 0
     assert second["attempts"] == [{"provider": "alpha", "model": "a", "status": "cached", "error_class": None,
                                    "error": None, "latency_ms": 0.0}]
-    assert [r.cached for r in store.calls] == [False, True, False]
+    assert [r.cached for r in store.calls.records] == [False, True, False]
 
 
 async def test_user_stays_in_one_ab_bucket_and_the_bucket_is_recorded(upstream: Upstream) -> None:
@@ -100,7 +100,7 @@ async def test_user_stays_in_one_ab_bucket_and_the_bucket_is_recorded(upstream: 
     assert all(len(buckets) == 1 for buckets in seen.values())  # sticky
     pairs = {next(iter(b)) for b in seen.values()}
     assert pairs == {("try-beta:variant", "beta"), ("try-beta:control", "alpha")}
-    assert {r.ab_bucket for r in store.calls} == {"try-beta:variant", "try-beta:control"}
+    assert {r.ab_bucket for r in store.calls.records} == {"try-beta:variant", "try-beta:control"}
 
 
 async def test_json_mode_through_the_tool(upstream: Upstream) -> None:

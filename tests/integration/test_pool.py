@@ -18,7 +18,7 @@ from server.errors import (
 from server.pool.pool import CallOptions, ProviderPool
 from server.pool.providers import CompletionRequest, Message, build_provider
 from server.simulator import Behaviour, Upstream
-from server.store.memory import MemoryStore
+from server.store.memory_calls import MemoryCalls
 from tests.conftest import config_for, provider_entry
 
 pytestmark = pytest.mark.anyio
@@ -49,8 +49,8 @@ class Sleeps:
 
 
 @pytest.fixture
-def store() -> MemoryStore:
-    return MemoryStore()
+def store() -> MemoryCalls:
+    return MemoryCalls()
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def make_pool(store: MemoryStore, sleeps: Sleeps, clock: Clock) -> AsyncIterator[Callable[..., ProviderPool]]:
+async def make_pool(store: MemoryCalls, sleeps: Sleeps, clock: Clock) -> AsyncIterator[Callable[..., ProviderPool]]:
     pools: list[ProviderPool] = []
 
     def make(*entries: dict, use_clock: bool = False, **sections) -> ProviderPool:
@@ -114,7 +114,7 @@ async def test_lowest_priority_number_answers_first(two: ProviderPool) -> None:
     ],
 )
 async def test_failure_falls_back_to_the_next_provider_at_once(
-    two: ProviderPool, upstream: Upstream, store: MemoryStore, sleeps: Sleeps, behaviour: Behaviour,
+    two: ProviderPool, upstream: Upstream, store: MemoryCalls, sleeps: Sleeps, behaviour: Behaviour,
     error_class: str,
 ) -> None:
     upstream.script("m1", behaviour)
@@ -126,9 +126,9 @@ async def test_failure_falls_back_to_the_next_provider_at_once(
         ("first", "error", error_class), ("second", "ok", None)]
     assert models_asked(upstream).count("m1") == 1  # no retry of the failing provider
     assert sleeps.waits == []  # and no waiting before the fallback
-    assert [(r.provider, r.status, r.error_class, r.attempt) for r in store.calls] == [
+    assert [(r.provider, r.status, r.error_class, r.attempt) for r in store.records] == [
         ("first", "error", error_class, 1), ("second", "ok", None, 2)]
-    assert len({r.call_id for r in store.calls}) == 1
+    assert len({r.call_id for r in store.records}) == 1
 
 
 async def test_bad_request_is_not_retried_anywhere(two: ProviderPool, upstream: Upstream) -> None:
@@ -366,7 +366,7 @@ async def test_provider_budget_stops_spend_and_overall_budget_refuses(make_pool,
     assert len(upstream.requests) == 5
 
 
-async def test_budget_spend_survives_a_restart(make_pool, upstream: Upstream, store: MemoryStore) -> None:
+async def test_budget_spend_survives_a_restart(make_pool, upstream: Upstream, store: MemoryCalls) -> None:
     entry = provider_entry(upstream, "p", model="p", input_cost_per_mtok=1_000_000, daily_budget_usd=2)
     upstream.script(None, Behaviour(input_tokens=1, output_tokens=0), repeat=True)
     first = make_pool(entry)
@@ -381,13 +381,13 @@ async def test_budget_spend_survives_a_restart(make_pool, upstream: Upstream, st
 # -- A/B buckets ------------------------------------------------------------------------------------------
 
 
-async def test_ab_bucket_routes_and_is_recorded(make_pool, upstream: Upstream, store: MemoryStore) -> None:
+async def test_ab_bucket_routes_and_is_recorded(make_pool, upstream: Upstream, store: MemoryCalls) -> None:
     pool = make_pool(provider_entry(upstream, "control", model="c", priority=1),
                      provider_entry(upstream, "variant", model="v", priority=2))
     options = CallOptions(ab_bucket="exp:variant", bucket_providers=("variant",))
     result = await pool.complete(REQUEST, options=options)
     assert result.provider.name == "variant" and result.ab_bucket == "exp:variant"
-    assert store.calls[-1].ab_bucket == "exp:variant"
+    assert store.records[-1].ab_bucket == "exp:variant"
 
 
 async def test_unknown_provider_names_the_known_ones(two: ProviderPool) -> None:
@@ -401,12 +401,12 @@ async def test_cost_comes_from_configured_prices(two: ProviderPool, upstream: Up
     assert result.cost_usd == pytest.approx((1000 * 2.0 + 500 * 4.0) / 1e6)
 
 
-async def test_empty_pool_says_what_to_set(store: MemoryStore) -> None:
+async def test_empty_pool_says_what_to_set(store: MemoryCalls) -> None:
     with pytest.raises(NoProvidersConfigured, match="OPENAI_API_KEY"):
         await ProviderPool([], store).complete(REQUEST)
 
 
-async def test_provider_without_key_is_named(store: MemoryStore) -> None:
+async def test_provider_without_key_is_named(store: MemoryCalls) -> None:
     config = config_for({"name": "keyless", "kind": "anthropic", "model": "claude-x"})
     pool = ProviderPool([(p, build_provider(p)) for p in config.providers], store, config=config)
     with pytest.raises(NoProvidersConfigured, match="ANTHROPIC_API_KEY"):
