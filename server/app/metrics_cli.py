@@ -57,8 +57,8 @@ def print_metrics(config: Config, db_path: PathLike | str, window: str, group_by
     async def run() -> OperationsSummary:
         store = open_store(db_path)
         try:
-            active = await active_incidents(store)
-            return await operations_summary(store, config.alerts, window=window, group_by=group_by,  # type: ignore[arg-type]
+            active = await active_incidents(store.incidents)
+            return await operations_summary(store.calls, config.alerts, window=window, group_by=group_by,  # type: ignore[arg-type]
                                             settings=config.operations, incidents=active)
         finally:
             await store.aclose()

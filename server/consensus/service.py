@@ -216,7 +216,7 @@ class ConsensusService:
         if not 0 < ask.threshold <= 1:
             raise ConsensusInputError(f"threshold must be in (0, 1], got {ask.threshold}")
         method = self.resolve_method(ask)
-        call = self.pool.call(principal, "consensus")
+        call = await self.pool.call(principal, "consensus")
         providers = self.answerers(ask, resolved.text, call)
         names = list(providers)
         judge = self._judge(ask, names, call) if method == "synthesize" else None

@@ -30,7 +30,7 @@ from server.operations.histogram import RELATIVE_ERROR, add_value, merge, quanti
 from server.operations.incident_types import Incident
 from server.models import DeferredModel
 from server.pool.status import ProviderState
-from server.store import GROUP_COLUMNS, AggregateRow, CallRow, GroupBy, Store
+from server.store import GROUP_COLUMNS, AggregateRow, CallRow, CallStore, GroupBy
 
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -87,7 +87,7 @@ def series_step_s(window_s: float, *, minimum_s: float = 1) -> int:
 
 
 class SeriesPoint(DeferredModel):
-    """One time bucket: ``t`` is its start (Unix seconds); latencies in milliseconds."""
+    """One time bucket: ``t`` is its start (Unix seconds); latencies in milliseconds, cost in USD."""
 
     t: float
     calls: int
@@ -96,6 +96,7 @@ class SeriesPoint(DeferredModel):
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     latency_p99_ms: float | None
+    cost_usd: float = 0.0
 
 
 class Figures(DeferredModel):
@@ -211,7 +212,8 @@ class _Acc:
         p50, p95, p99 = self.percentiles()
         return SeriesPoint(t=t, calls=self.calls, errors=self.errors,
                            error_rate=self.errors / self.calls if self.calls else 0.0,
-                           latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99)
+                           latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99,
+                           cost_usd=round(self.cost_usd, 10))
 
 
 def _round(value: float | None) -> float | None:
@@ -231,7 +233,7 @@ def alerts_for(groups: Sequence[GroupSummary], thresholds: AlertsConfig, group_b
 
 
 async def operations_summary(
-    store: Store,
+    store: CallStore,
     thresholds: AlertsConfig | None = None,
     *,
     window: str = "1h",

@@ -153,7 +153,9 @@ async def orchestrate(
             unknown ``continuation_id`` (:class:`UnknownConversation`).
         server.errors.PolicyError: refused by a guardrail or a ceiling (nothing sent), or the answer withheld.
         server.errors.OrchestrationError: no provider, unknown provider, budget, or every provider failed; an
-            unknown pattern or a variable that does not fit it (:class:`knowledge.PatternError`).
+            unknown pattern or a variable that does not fit it (:class:`knowledge.PatternError`); the
+            conversation could not be stored (:class:`server.store.StorageError`: no ``continuation_id`` is
+            returned that does not exist).
     """
     started = timer() if started is None else started
     require_finite(temperature=ask.temperature, timeout_s=ask.timeout_s)
@@ -164,7 +166,7 @@ async def orchestrate(
                              f"pattern '{resolved.pattern}' rendered to empty text: pass values for its variables")
     history: list[tuple[str, str]] = []
     if ask.continuation_id:
-        turns = await store.load_turns(ask.continuation_id, owner=principal.owner_filter)
+        turns = await store.conversations.load_turns(ask.continuation_id, owner=principal.owner_filter)
         if turns is None:
             raise UnknownConversation(f"unknown continuation_id {ask.continuation_id!r}: start without one, "
                                       "and pass back the continuation_id a result returns")
@@ -177,7 +179,7 @@ async def orchestrate(
     options = CallOptions(providers=ask.providers, strategy=ask.strategy, capabilities=tuple(ask.capabilities),
                           model=ask.model, max_fallbacks=ask.max_fallbacks,
                           bucket_providers=bucket[1] if bucket else ())
-    call = pool.call(principal, "orchestrate", ab_bucket=bucket[0] if bucket else None, progress=progress)
+    call = await pool.call(principal, "orchestrate", ab_bucket=bucket[0] if bucket else None, progress=progress)
     provider = pool.fallback(call, request, options)
     request = await call.policy.screen_request(request)  # what is sent, stored and cached: redacted
     use_cache = (config.cache.enabled if ask.cache is None else ask.cache) and ask.temperature == 0
@@ -187,14 +189,16 @@ async def orchestrate(
         completion = await provider.complete(request)
         if key:
             usage = completion.usage
-            store.cache_put(key, {"provider": completion.provider, "model": completion.model,
+            store.cache.cache_put(key, {"provider": completion.provider, "model": completion.model,
                                   "text": completion.text, "input_tokens": usage.input_tokens,
                                   "output_tokens": usage.output_tokens}, clock())
     else:
         completion = call.policy.screen_completion(completion)
     continuation_id = ask.continuation_id or uuid.uuid4().hex
-    store.append_turns(continuation_id, [("user", request.messages[-1].content), ("assistant", completion.text)],
-                       clock(), owner=principal.owner_id)
+    # Committed before the id is returned (a failed write raises StorageError: no continuation_id that does not exist).
+    await store.conversations.append_turns(continuation_id, [("user", request.messages[-1].content),
+                                                             ("assistant", completion.text)],
+                                           clock(), owner=principal.owner_id)
     report = _report(completion, call, continuation_id, (timer() - started) * 1000)
     if resolved.pattern is not None:
         report.pattern, report.pattern_version = resolved.pattern, resolved.version
@@ -203,11 +207,11 @@ async def orchestrate(
 
 async def _cached(store: Store, key: str, ttl_s: float, call: Call, clock: Callable[[], float]) -> Completion | None:
     now = clock()
-    hit = await store.cache_get(key, now - ttl_s)
+    hit = await store.cache.cache_get(key, now - ttl_s)
     if hit is None:
         return None
     usage = Usage(hit["input_tokens"] or 0, hit["output_tokens"] or 0)
-    store.record_call(CallRecord(ts=now, call_id=call.call_id, tool="orchestrate", provider=hit["provider"],
+    store.calls.record_call(CallRecord(ts=now, call_id=call.call_id, tool="orchestrate", provider=hit["provider"],
                                  model=hit["model"], status="ok", latency_ms=0.0, input_tokens=usage.input_tokens,
                                  output_tokens=usage.output_tokens, ab_bucket=call.ab_bucket, cached=True,
                                  workflow=call.workflow))

@@ -30,8 +30,6 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Protocol
-
 import anyio
 
 from server.config import Config, ProviderConfig
@@ -42,17 +40,11 @@ from server.pool.replies import SecretMasker, clean_text
 from server.pool.text import prompt_tokens
 from server.security import Principal
 from server.security.settings import GuardrailSettings, LimitSettings
-from server.store import GuardrailDecision
+from server.store import GuardrailDecision, GuardrailLog
 
 _THREAD_CHARS = 100_000
 """Texts longer than this are screened on a worker thread (PII redaction of a 1,000,000-character prompt takes
 a noticeable part of a second)."""
-
-
-class DecisionLog(Protocol):
-    """Where guardrail decisions go (the store)."""
-
-    def record_guardrail(self, decision: GuardrailDecision) -> None: ...
 
 
 class Policy:
@@ -67,7 +59,7 @@ class Policy:
         phones: how PII redaction finds phone numbers (``library`` in full mode, ``pattern`` in simple mode).
     """
 
-    def __init__(self, guardrails: GuardrailSettings, limits: LimitSettings, decisions: DecisionLog, *,
+    def __init__(self, guardrails: GuardrailSettings, limits: LimitSettings, decisions: GuardrailLog, *,
                  clock: Callable[[], float] = time.time, secrets: Sequence[str] = (),
                  phones: PhoneMode = "library") -> None:
         self.guardrails = guardrails
@@ -80,7 +72,7 @@ class Policy:
         self.masker = SecretMasker(secrets)
 
     @classmethod
-    def from_config(cls, config: Config, decisions: DecisionLog, *, clock: Callable[[], float] = time.time,
+    def from_config(cls, config: Config, decisions: GuardrailLog, *, clock: Callable[[], float] = time.time,
                     phones: PhoneMode = "library") -> Policy:
         """The policy ``config`` describes (its guardrails, limits and secrets)."""
         return cls(config.guardrails, config.limits, decisions, clock=clock, secrets=config.secrets(), phones=phones)

@@ -39,9 +39,17 @@ from server.pool.recording import RecordingProvider
 from server.pool.routing import Router
 from server.pool.text import prompt_tokens
 from server.security import LOCAL, Principal
-from server.store import Store
+from server.store import CallStore
 
 logger = logging.getLogger(__name__)
+
+
+class _NoDecisionLog:
+    def record_guardrail(self, decision: object) -> None:
+        """Decisions of a pool built without a log (tests, benchmarks) go nowhere."""
+
+
+_NO_LOG = _NoDecisionLog()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +79,11 @@ class ProviderPool:
     Args:
         members: (config, provider) pairs; providers that ``[guardrails] allowed_models`` does not permit leave the
             pool here (naming one is refused by the policy).
-        store: where attempts (and guardrail decisions) are recorded.
+        store: where attempts are recorded (and today's spend read back).
         config: the whole configuration (routing, experiments, guardrails, limits); default: only the members'.
-        policy: the policy layer (default: the one ``config`` describes).
+        policy: the policy layer (default: the one ``config`` describes, its decisions recorded nowhere).
+        shared_spend: replicas share the records (PostgreSQL): today's spend is re-read from them at the start of
+            each call when a budget is configured, so every replica checks budgets against everyone's spend.
         clock: wall clock in Unix seconds (records, limits, breakers); injectable for tests.
         timer: monotonic seconds (latencies, deadlines).
         rng: randomness for routing ties, weighted choices and jitter.
@@ -83,7 +93,7 @@ class ProviderPool:
     def __init__(
         self,
         members: Sequence[tuple[ProviderConfig, Provider]],
-        store: Store,
+        store: CallStore,
         *,
         config: Config | None = None,
         policy: Policy | None = None,
@@ -91,9 +101,12 @@ class ProviderPool:
         timer: Callable[[], float] = time.perf_counter,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
+        shared_spend: bool = False,
     ) -> None:
         self.config = config or Config()
-        self.policy = policy or Policy.from_config(self.config, store, clock=clock)
+        self.policy = policy or Policy.from_config(self.config, _NO_LOG, clock=clock)
+        self._shared_spend = shared_spend and (self.config.routing.daily_budget_usd is not None or any(
+            p.daily_budget_usd is not None for p, _ in members))
         routing = self.config.routing
         permitted = {c.name for c in self.policy.permitted([cfg for cfg, _ in members])}
         self._configured = {cfg.name: cfg for cfg, _ in members}
@@ -192,9 +205,12 @@ class ProviderPool:
 
     # -- providers for a call -------------------------------------------------------------------------------
 
-    def call(self, principal: Principal = LOCAL, tool: str = "orchestrate", *, ab_bucket: str | None = None,
-             progress: Progress | None = None) -> Call:
-        """A new call for ``principal`` on behalf of ``tool`` (see :class:`~server.pool.call.Call`)."""
+    async def call(self, principal: Principal = LOCAL, tool: str = "orchestrate", *, ab_bucket: str | None = None,
+                   progress: Progress | None = None) -> Call:
+        """A new call for ``principal`` on behalf of ``tool`` (see :class:`~server.pool.call.Call`); with shared
+        spend, today's spend is re-read first."""
+        if self._shared_spend:
+            await self.load_spend()
         return Call(principal, tool, self.policy.for_call(principal, tool), ab_bucket=ab_bucket, progress=progress)
 
     def fallback(self, call: Call, request: CompletionRequest, options: CallOptions | None = None) -> ScreenedProvider:
@@ -248,7 +264,7 @@ class ProviderPool:
             options = replace(options, providers=providers)
         if timeout_s is not None:
             request = replace(request, timeout_s=timeout_s)
-        call = self.call(principal, tool)
+        call = await self.call(principal, tool)
         return await self.fallback(call, request, options).complete(request)
 
     def _recorded(self, member: PoolMember, call: Call) -> RecordingProvider:

@@ -4,7 +4,7 @@ A :class:`RecordingProvider` is built per call around a :class:`~server.pool.mem
 attempt with the call's labels (:class:`~server.pool.call.Call`): ``ok`` with usage and cost, ``error`` with its
 error class, or ``cancelled`` — early stop, a deadline, the client going away — which never counts toward error
 rates, breakers or incidents. A member that refused the call (:class:`~server.errors.ProviderUnavailable`) was not
-called, so nothing is recorded. Recording is a queue put (:meth:`server.store.Store.record_call`).
+called, so nothing is recorded. Recording is a queue put (:meth:`server.store.CallStore.record_call`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from server.errors import DeadlineExceeded, ProviderError, ProviderUnavailable
 from server.pool.call import Call
 from server.pool.member import PoolMember
 from server.pool.providers import Completion, CompletionRequest
-from server.store import CallRecord, Store
+from server.store import CallRecord, CallStore
 
 
 class RecordingProvider:
@@ -32,7 +32,7 @@ class RecordingProvider:
         clock: wall clock in Unix seconds (record times); timer: monotonic seconds (latencies).
     """
 
-    def __init__(self, member: PoolMember, store: Store, call: Call, *, clock: Callable[[], float] = time.time,
+    def __init__(self, member: PoolMember, store: CallStore, call: Call, *, clock: Callable[[], float] = time.time,
                  timer: Callable[[], float] = time.perf_counter) -> None:
         self.member = member
         self.name = member.name

@@ -121,7 +121,7 @@ class _Plan:
     mailboxes: dict[str, MessageSlot] = field(default_factory=dict)
     children: dict[str, _Plan] = field(default_factory=dict)
     principal: Principal = LOCAL
-    """Who the run's model calls are made for: its starter (``arguments["owner"]``), or a system principal."""
+    """Who the run's model calls are made for: its starter (the run record's owner), or a system principal."""
 
 
 def step_name(prefix: str, step_id: str) -> str:
@@ -186,7 +186,7 @@ class Interpreter:
                                  else max(0.0, deadline_at - self.services.clock())) as ceiling:
             async with anyio.create_task_group() as receivers:
                 plan = await self._plan(definition, library, execution, "", receivers,
-                                        principal=run_principal(arguments.get("owner")))
+                                        principal=await self._principal(execution.run_id, arguments))
                 try:
                     context = await self._run_dag(plan, library, execution.run_id,
                                                   dict(arguments.get("inputs") or {}))
@@ -203,6 +203,16 @@ class Interpreter:
         except Exception as exc:  # noqa: BLE001 - a render failure fails the run with its message
             raise RunFailed(f"outputs could not be rendered: {exc}") from None
         return {"outputs": outputs}
+
+    async def _principal(self, run_id: str, arguments: Mapping[str, Any]) -> Principal:
+        """Who the run's steps act for: the starter named by its run record (runs started before run records kept
+        the owner in their arguments)."""
+        owner = arguments.get("owner")
+        store = self.services.store
+        if owner is None and store is not None:
+            record = await store.runs.get_run(run_id)
+            owner = record.owner if record is not None else None
+        return run_principal(owner)
 
     async def _plan(self, definition: Definition, library: Mapping[str, Definition], execution: Execution,
                     prefix: str, receivers: TaskGroup, depth: int = 0, *, principal: Principal = LOCAL) -> _Plan:

@@ -38,5 +38,5 @@ async def test_early_stop_closes_the_slow_providers_connections_and_records_them
     finished = await anyio.to_thread.run_sync(upstream.wait_for_finished, 5)
     assert {r.model: r.outcome for r in finished if r.model in ("d", "e")} == {
         "d": "client_closed", "e": "client_closed"}
-    cancelled = [r for r in store.calls if r.status == "cancelled"]
+    cancelled = [r for r in store.calls.records if r.status == "cancelled"]
     assert {r.provider for r in cancelled} == {"d", "e"} and all(r.error_class == "cancelled" for r in cancelled)

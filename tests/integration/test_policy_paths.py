@@ -77,7 +77,7 @@ async def test_a_workflow_orchestrate_step_is_screened_under_the_runs_starter(de
     assert step(status, "pii").status == "completed"
     assert PHRASE.lower() not in received(upstream).lower() and EMAIL not in received(upstream)
     assert "Write to [EMAIL]" in received(upstream)
-    decisions = [(d.principal, d.action) for d in deps.store.guardrail_decisions if d.stage == "input"]
+    decisions = [(d.principal, d.action) for d in deps.store.guardrails.decisions if d.stage == "input"]
     assert decisions == [("key:alice", "block"), ("key:alice", "redact")]
 
 
@@ -164,7 +164,7 @@ async def test_an_incident_started_workflow_runs_under_a_system_principal_and_is
             {"id": "steer", "kind": "orchestrate", "on_error": "continue", "with": {"prompt": PHRASE}}]})
         now = deps.clock()
         for i in range(4):
-            store.record_call(CallRecord(ts=now - 1 - i, call_id=str(i), tool="orchestrate", provider="gamma",
+            store.calls.record_call(CallRecord(ts=now - 1 - i, call_id=str(i), tool="orchestrate", provider="gamma",
                                          model="g", status="error", latency_ms=10.0, error_class="server_error"))
         (incident,) = await deps.incidents.evaluate()
         (action,) = incident.actions
@@ -175,7 +175,7 @@ async def test_an_incident_started_workflow_runs_under_a_system_principal_and_is
     assert step(status, "notify").status == "completed" and step(status, "steer").error_class == "guardrail_blocked"
     assert len(upstream.requests) == 1 and "Tell [EMAIL] that gamma is failing" in received(upstream)
     assert EMAIL not in received(upstream) and PHRASE.lower() not in received(upstream).lower()
-    assert {d.principal for d in store.guardrail_decisions} == {"system:incidents"}
+    assert {d.principal for d in store.guardrails.decisions} == {"system:incidents"}
 
 
 # -- the server the CLI starts -----------------------------------------------------------------------------------
@@ -221,7 +221,7 @@ async def test_an_upstream_that_echoes_the_provider_key_never_gets_it_to_the_cal
         result = await client.call_tool("orchestrate", {"prompt": "what is my key?"})
     out = result.structured_content
     assert out["text"] == "your key is [redacted], keep it safe"
-    turns = await store.load_turns(out["continuation_id"])
+    turns = await store.conversations.load_turns(out["continuation_id"])
     stored = json.dumps(turns)
     assert key[:12] not in stored and echo not in stored and "[redacted]" in stored
     assert echo not in json.dumps(out) and key[:12] not in json.dumps(out)

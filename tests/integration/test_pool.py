@@ -37,7 +37,7 @@ async def test_a_failing_provider_falls_back_through_the_sdks(upstream: Upstream
     store = MemoryStore()
     config = config_for(provider_entry(upstream, "first", kind="openai", model="m1", priority=1, timeout_s=0.5),
                         provider_entry(upstream, "second", kind="anthropic", model="m2", priority=2))
-    pool = ProviderPool([(p, build_provider(p)) for p in config.providers], store, config=config,
+    pool = ProviderPool([(p, build_provider(p)) for p in config.providers], store.calls, config=config,
                         rng=random.Random(0))
     upstream.script("m1", behaviour)
     try:
@@ -49,5 +49,5 @@ async def test_a_failing_provider_falls_back_through_the_sdks(upstream: Upstream
     assert [(a.provider, a.status, a.error_class) for a in result.attempts] == [
         ("first", "error", error_class), ("second", "ok", None)]
     assert [(r.wire, r.model) for r in upstream.requests] == [("openai", "m1"), ("anthropic", "m2")]
-    assert [(r.provider, r.status, r.error_class) for r in store.calls] == [
+    assert [(r.provider, r.status, r.error_class) for r in store.calls.records] == [
         ("first", "error", error_class), ("second", "ok", None)]

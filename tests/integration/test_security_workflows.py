@@ -175,7 +175,7 @@ async def test_incident_text_is_redacted() -> None:
     assert not opened.actions[0].ok and CANARY not in opened.actions[0].detail  # provider error text redacted
     seen = await incidents.acknowledge(opened.id, by=f"ops {CANARY}", note=f"rotated {CANARY} and aiom_0a_b")
     assert CANARY not in (seen.note or "") and CANARY not in (seen.acknowledged_by or "")
-    assert CANARY not in json.dumps(await store.get_incident(opened.id))
+    assert CANARY not in json.dumps(await store.incidents.get_incident(opened.id))
 
 
 async def test_run_listing_pages_over_the_callers_own_runs_only() -> None:

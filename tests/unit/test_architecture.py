@@ -132,20 +132,19 @@ def test_nothing_outside_the_pool_reaches_the_unscreened_provider_path() -> None
 
 
 def test_no_domain_error_is_also_a_builtin_value_or_permission_error() -> None:
-    bases: dict[str, set[str]] = {}
-    for path in _modules().values():
+    classes: list[tuple[str, str, set[str]]] = []  # (module, class, base names)
+    for module, path in _modules().items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ClassDef):
-                names = {b.id if isinstance(b, ast.Name) else b.attr for b in node.bases
-                         if isinstance(b, (ast.Name, ast.Attribute))}
-                bases.setdefault(node.name, set()).update(names)
-    domain, frontier = {"OrchestrationError"}, ["OrchestrationError"]
-    while frontier:
-        parent = frontier.pop()
-        for name, parents in bases.items():
-            if parent in parents and name not in domain:
-                domain.add(name)
-                frontier.append(name)
+                classes.append((module, node.name, {b.id if isinstance(b, ast.Name) else b.attr for b in node.bases
+                                                    if isinstance(b, (ast.Name, ast.Attribute))}))
+    domain = {"OrchestrationError"}
+    while True:
+        grown = domain | {name for _, name, bases in classes if bases & domain}
+        if grown == domain:
+            break
+        domain = grown
     assert len(domain) > 30  # the walk found the domain errors (pool, policy, workflows, knowledge …)
-    mixed = sorted(name for name in domain if bases.get(name, set()) & {"ValueError", "TypeError", "PermissionError"})
+    mixed = sorted(f"{module}.{name}" for module, name, bases in classes
+                   if bases & domain and bases & {"ValueError", "TypeError", "PermissionError"})
     assert not mixed, mixed

@@ -109,7 +109,7 @@ async def test_bayesian_fuses_confidences() -> None:
 async def test_reliability_is_learned_from_past_outcomes() -> None:
     config = pool_config(NAMES[:3])
     fleet = fleet_for(config)
-    service = ConsensusService(ProviderPool([(p, fleet(p)) for p in config.providers], MemoryStore(), config=config))
+    service = ConsensusService(ProviderPool([(p, fleet(p)) for p in config.providers], MemoryStore().calls, config=config))
     for _ in range(5):
         answer(fleet, {"a": "x", "b": "x", "c": "y"})
         # threshold 1.0: no early stop, so every provider's answer counts
@@ -154,10 +154,10 @@ async def test_early_stop_cancels_the_outstanding_answers_and_records_them_as_ca
     assert {r["provider"]: r["status"] for r in out["responses"]} == {
         "a": "ok", "b": "ok", "c": "ok", "d": "cancelled", "e": "cancelled"}
     assert [s.outcome for name in "de" for s in fleet[name].seen] == ["cancelled", "cancelled"]
-    cancelled = [r for r in store.calls if r.status == "cancelled"]
+    cancelled = [r for r in store.calls.records if r.status == "cancelled"]
     assert {r.provider for r in cancelled} == {"d", "e"} and all(r.error_class == "cancelled" for r in cancelled)
     assert all(r.input_tokens == r.output_tokens == 0 and r.cost_usd == 0 for r in cancelled)
-    totals = {t.key: (t.calls, t.errors) for t in await store.group_totals(0, 4e9, "provider")}
+    totals = {t.key: (t.calls, t.errors) for t in await store.calls.group_totals(0, 4e9, "provider")}
     assert totals["d"] == totals["e"] == (0, 0)  # not an error rate for the merely slower providers
 
 
@@ -253,7 +253,7 @@ async def test_bad_input_is_a_clear_error(arguments: dict, message: str) -> None
 async def test_nan_numbers_are_refused(field: str) -> None:
     config = pool_config(NAMES[:3])
     fleet = fleet_for(config)
-    service = ConsensusService(ProviderPool([(p, fleet(p)) for p in config.providers], MemoryStore(), config=config))
+    service = ConsensusService(ProviderPool([(p, fleet(p)) for p in config.providers], MemoryStore().calls, config=config))
     with pytest.raises(InvalidRequest, match=f"{field} must be a finite number"):
         await service.run(ConsensusRequest(prompt="?", **{field: float("nan")}))
     assert fleet.seen() == []

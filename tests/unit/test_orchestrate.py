@@ -94,13 +94,13 @@ async def test_identical_temperature_zero_request_is_answered_from_the_cache() -
     assert second["text"] == first["text"] and second["cost_usd"] == 0
     assert second["attempts"] == [{"provider": "alpha", "model": "a", "status": "cached", "error_class": None,
                                    "error": None, "latency_ms": 0.0}]
-    assert [r.cached for r in store.calls] == [False, True, False]
+    assert [r.cached for r in store.calls.records] == [False, True, False]
 
 
 async def test_the_response_cache_is_per_principal() -> None:
     store, config = MemoryStore(), two_providers(cache={"enabled": True, "ttl_s": 600})
     fleet = fleet_for(config)
-    pool = ProviderPool([(p, fleet(p)) for p in config.providers], store, config=config)
+    pool = ProviderPool([(p, fleet(p)) for p in config.providers], store.calls, config=config)
     ask = OrchestrateRequest(prompt="what is my secret plan?", temperature=0)
     alice, bob = Principal("key:alice", "user"), Principal("key:bob", "user")
     fleet["alpha"].script(Reply(text="alice's plan"), Reply(text="bob's own answer"))
@@ -115,7 +115,7 @@ async def test_the_response_cache_is_per_principal() -> None:
 async def test_a_continuation_id_belongs_to_its_principal() -> None:
     store, config = MemoryStore(), two_providers()
     fleet = fleet_for(config)
-    pool = ProviderPool([(p, fleet(p)) for p in config.providers], store, config=config)
+    pool = ProviderPool([(p, fleet(p)) for p in config.providers], store.calls, config=config)
     alice, bob = Principal("key:alice", "user"), Principal("key:bob", "user")
     first = await orchestrate(pool, store, config, OrchestrateRequest(prompt="hello"), principal=alice)
     with pytest.raises(InvalidRequest, match="unknown continuation_id"):
@@ -135,7 +135,7 @@ async def test_user_stays_in_one_ab_bucket_and_the_bucket_is_recorded() -> None:
                 seen.setdefault(user, set()).add((out["ab_bucket"], out["provider"]))
     assert all(len(buckets) == 1 for buckets in seen.values())  # sticky
     assert {next(iter(b)) for b in seen.values()} == {("try-beta:variant", "beta"), ("try-beta:control", "alpha")}
-    assert {r.ab_bucket for r in store.calls} == {"try-beta:variant", "try-beta:control"}
+    assert {r.ab_bucket for r in store.calls.records} == {"try-beta:variant", "try-beta:control"}
 
 
 async def test_json_mode_through_the_tool() -> None:
@@ -173,7 +173,7 @@ async def test_nan_and_infinite_numbers_are_refused_with_a_clear_error(arguments
     # Through a client, JSON has no NaN (the in-memory client sends null; tests/integration sends the literal).
     store, config = MemoryStore(), two_providers()
     fleet = fleet_for(config)
-    pool = ProviderPool([(p, fleet(p)) for p in config.providers], store, config=config)
+    pool = ProviderPool([(p, fleet(p)) for p in config.providers], store.calls, config=config)
     name = next(iter(arguments))
     with pytest.raises(InvalidRequest, match=f"{name} must be a finite number"):
         await orchestrate(pool, store, config, OrchestrateRequest(prompt="hi", **arguments))

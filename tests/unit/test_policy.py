@@ -107,7 +107,7 @@ async def test_one_bad_reply_is_cleaned_in_its_own_call_and_the_others_are_untou
     store = SQLiteStore(tmp_path / "state.db")
     config = fake_config(fake_entry("p", api_key=KEY))
     fleet = fleet_for(config)
-    pool = ProviderPool([(p, fleet(p)) for p in config.providers], store, config=config)
+    pool = ProviderPool([(p, fleet(p)) for p in config.providers], store.calls, config=config)
     fleet["p"].script(*(Reply(text=f"answer {i}") for i in range(10)), Reply(text=f"bad \ud800 {KEY}"),
                       *(Reply(text=f"answer {i}") for i in range(10, 19)))
     results = {}
@@ -120,10 +120,10 @@ async def test_one_bad_reply_is_cleaned_in_its_own_call_and_the_others_are_untou
             group.start_soon(one, i)
     texts = sorted(r.text for r in results.values())
     assert "bad \ufffd [redacted]" in texts and len([t for t in texts if t.startswith("answer")]) == 19
-    await store.flush()
+    await store.calls.flush()
     try:
         for result in results.values():
-            turns = await store.load_turns(result.continuation_id)
+            turns = await store.conversations.load_turns(result.continuation_id)
             assert turns is not None and turns[-1][1] == result.text  # stored as returned: cleaned and masked
     finally:
         await store.aclose()
@@ -141,7 +141,7 @@ def priced_config(**limits) -> Config:
 async def test_the_cost_ceiling_prices_a_call_at_the_providers_it_can_use() -> None:
     config = priced_config(max_cost_usd_per_call=0.01)  # one dear answer of 1024 tokens: about $1
     fleet = fleet_for(config)
-    pool = ProviderPool([(p, fleet(p)) for p in config.providers], MemoryStore(), config=config)
+    pool = ProviderPool([(p, fleet(p)) for p in config.providers], MemoryStore().calls, config=config)
     free = await pool.complete(REQUEST, providers=["free"])  # the dear one is configured, but cannot answer
     assert free.provider == "free"
     with pytest.raises(CeilingExceeded, match=r"could cost up to \$1\.02"):
@@ -168,7 +168,7 @@ async def test_the_consensus_ceiling_counts_each_answerer_and_the_judge_at_its_o
 async def test_the_token_ceiling_applies_per_answer() -> None:
     config = priced_config(max_tokens_per_call=100)
     fleet = fleet_for(config)
-    pool = ProviderPool([(p, fleet(p)) for p in config.providers], MemoryStore(), config=config)
+    pool = ProviderPool([(p, fleet(p)) for p in config.providers], MemoryStore().calls, config=config)
     with pytest.raises(CeilingExceeded, match="max_tokens 1024 is over"):
         await pool.complete(REQUEST, providers=["free"])
     assert fleet.seen() == []
@@ -193,7 +193,7 @@ async def test_a_consensus_fan_out_records_one_input_decision_and_withholds_a_bl
         "a": ("ok", None), "b": ("ok", None), "c": ("error", "guardrail_blocked")}
     assert "SECRET" not in json.dumps(out)
     assert all(r.messages[0].content == "mail [EMAIL]?" for r in fleet.seen())
-    inputs = [d for d in store.guardrail_decisions if d.stage == "input"]
+    inputs = [d for d in store.guardrails.decisions if d.stage == "input"]
     assert [(d.action, d.detail) for d in inputs] == [("redact", "email=1")]
 
 
@@ -201,10 +201,10 @@ async def test_naming_a_provider_whose_model_is_not_allowed_is_refused() -> None
     config = fake_config(fake_entry("ok", model="allowed"), fake_entry("other", model="banned"),
                          guardrails={"allowed_models": ["allowed"]})
     fleet = fleet_for(config)
-    pool = ProviderPool([(p, fleet(p)) for p in config.providers], MemoryStore(), config=config)
+    pool = ProviderPool([(p, fleet(p)) for p in config.providers], MemoryStore().calls, config=config)
     assert [c.name for c in pool.configs] == ["ok"]
     with pytest.raises(GuardrailBlocked, match="allowed_models"):
         await pool.complete(REQUEST, providers=["other"])
     with pytest.raises(GuardrailBlocked, match="allowed_models"):
-        pool.provider("other", pool.call())
+        pool.provider("other", await pool.call())
     assert fleet.seen() == []

@@ -76,8 +76,8 @@ def make_pool(store: MemoryStore, sleeps: Sleeps, clock: Clock) -> Callable[...,
     def make(*entries: dict, **sections) -> tuple[ProviderPool, Fleet]:
         config = fake_config(*entries, **sections)
         fleet = fleet_for(config)
-        pool = ProviderPool([(p, fleet(p)) for p in config.providers], store, config=config, rng=random.Random(0),
-                            sleep=sleeps, clock=clock)
+        pool = ProviderPool([(p, fleet(p)) for p in config.providers], store.calls, config=config,
+                            rng=random.Random(0), sleep=sleeps, clock=clock)
         return pool, fleet
 
     return make
@@ -93,9 +93,9 @@ def two(make_pool) -> tuple[ProviderPool, Fleet]:
 # -- composition ----------------------------------------------------------------------------------------------
 
 
-def test_every_layer_of_the_provider_path_is_a_provider(two) -> None:
+async def test_every_layer_of_the_provider_path_is_a_provider(two) -> None:
     pool, _ = two
-    call = pool.call()
+    call = await pool.call()
     screened = pool.fallback(call, REQUEST)
     assert isinstance(screened, ScreenedProvider) and isinstance(screened.inner, FallbackProvider)
     member, recorded = screened.inner.candidates[0]
@@ -130,9 +130,9 @@ async def test_a_provider_specific_failure_moves_on_to_the_next_provider_at_once
     assert [(a.provider, a.status, a.error_class) for a in result.attempts] == [
         ("first", "error", error_class), ("second", "ok", None)]
     assert len(fleet["first"].seen) == 1 and sleeps.waits == []  # no retry, no wait before the fallback
-    assert [(r.provider, r.status, r.error_class, r.attempt) for r in store.calls] == [
+    assert [(r.provider, r.status, r.error_class, r.attempt) for r in store.calls.records] == [
         ("first", "error", error_class, 1), ("second", "ok", None, 2)]
-    assert len({r.call_id for r in store.calls}) == 1
+    assert len({r.call_id for r in store.calls.records}) == 1
 
 
 async def test_one_provider_answering_404_no_longer_ends_the_call(two) -> None:
@@ -261,7 +261,7 @@ async def test_the_callers_deadline_bounds_the_call_and_is_recorded_as_cancelled
     with anyio.fail_after(2), pytest.raises(AllProvidersFailed) as info:
         await pool.complete(REQUEST, timeout_s=0.1)
     assert [e.error_class for e in info.value.errors] == ["deadline"]
-    assert [(r.provider, r.status, r.error_class) for r in store.calls] == [("first", "cancelled", "deadline")]
+    assert [(r.provider, r.status, r.error_class) for r in store.calls.records] == [("first", "cancelled", "deadline")]
     assert not pool.members[0].health.outcomes  # nothing counted against the provider
 
 
@@ -273,10 +273,10 @@ async def test_a_cancelled_call_is_recorded_as_cancelled_and_never_counts_agains
     for _ in range(3):
         with anyio.move_on_after(0.02):  # the client goes away
             await pool.complete(REQUEST)
-    assert [(r.status, r.error_class) for r in store.calls] == [("cancelled", "cancelled")] * 3
+    assert [(r.status, r.error_class) for r in store.calls.records] == [("cancelled", "cancelled")] * 3
     health = pool.members[0].health
     assert health.state == "closed" and not health.outcomes and health.in_flight == 0
-    totals = await store.group_totals(0, 4e9, "provider")
+    totals = await store.calls.group_totals(0, 4e9, "provider")
     assert [(t.calls, t.errors, t.latencies_ms) for t in totals] == [(0, 0, [])]  # nothing the incidents read
 
 
@@ -394,9 +394,9 @@ async def test_budget_spend_survives_a_restart(make_pool) -> None:
 
 async def test_ab_bucket_routes_and_is_recorded(make_pool, store: MemoryStore) -> None:
     pool, _ = make_pool(fake_entry("control", priority=1), fake_entry("variant", priority=2))
-    call = pool.call(ab_bucket="exp:variant")
+    call = await pool.call(ab_bucket="exp:variant")
     result = await pool.fallback(call, REQUEST, CallOptions(bucket_providers=("variant",))).complete(REQUEST)
-    assert result.provider == "variant" and store.calls[-1].ab_bucket == "exp:variant"
+    assert result.provider == "variant" and store.calls.records[-1].ab_bucket == "exp:variant"
 
 
 async def test_unknown_provider_names_the_known_ones(two) -> None:
@@ -414,12 +414,12 @@ async def test_cost_comes_from_configured_prices(two) -> None:
 
 async def test_empty_pool_says_what_to_set(store: MemoryStore) -> None:
     with pytest.raises(NoProvidersConfigured, match="OPENAI_API_KEY"):
-        await ProviderPool([], store).complete(REQUEST)
+        await ProviderPool([], store.calls).complete(REQUEST)
 
 
 async def test_provider_without_key_is_named(store: MemoryStore) -> None:
     config = fake_config({"name": "keyless", "kind": "anthropic", "model": "claude-x"})
-    pool = ProviderPool([(p, Fleet()(p)) for p in config.providers], store, config=config)
+    pool = ProviderPool([(p, Fleet()(p)) for p in config.providers], store.calls, config=config)
     with pytest.raises(NoProvidersConfigured, match="ANTHROPIC_API_KEY"):
         await pool.complete(REQUEST)
 
@@ -462,7 +462,7 @@ async def test_progress_reports_each_attempt_and_the_fallback(make_pool) -> None
     async def progress(done: float, total: float | None, message: str) -> None:
         seen.append((done, total, message))
 
-    call = pool.call(progress=progress)
+    call = await pool.call(progress=progress)
     result = await pool.fallback(call, REQUEST).complete(REQUEST)
     assert result.provider == "c"
     assert seen == [(1, 3, "asking a (attempt 1 of 3)"),
