@@ -128,6 +128,9 @@ class RoutingConfig(_Strict):
     breaker_cooldown_s: float = Field(default=30.0, gt=0, le=86_400)
     daily_budget_usd: float | None = Field(default=None, ge=0)
     """Spend per UTC day across all providers; over it, calls that need a model are refused."""
+    fallback_on_content_refused: bool = True
+    """A content-policy refusal moves the call to the next provider (another model may answer); ``false`` ends
+    the call with the refusal."""
 
 
 class Experiment(_Strict):

@@ -23,9 +23,10 @@ from knowledge import Pattern, PatternRegistry
 from knowledge.library import builtin_patterns
 from server.config import Config, PostgresDatabase
 from server.operations.incidents import IncidentService, WorkflowRunner
+from server.pool.policy import Policy
 from server.pool.pool import ProviderPool
 from server.pool.providers import Provider, build_provider
-from server.security.guardrails import Guardrails, permitted_providers
+from server.security import INCIDENT_RESPONSE
 from server.security.hygiene import redact_tool_errors
 from server.dependencies import Dependencies
 from server.store import Store
@@ -91,10 +92,12 @@ async def open_dependencies(
         provider_factory = telemetry.instrument_factory(provider_factory)
     store = store_factory()
     try:
-        permitted = permitted_providers(config.guardrails, config.providers)  # [guardrails].allowed_models
+        # The policy layer wraps every path to a provider ([guardrails], the per-call ceilings of [limits]).
+        policy = Policy.from_config(config, store.guardrails, clock=clock, phones="pattern" if simple else "library")
         shared = getattr(store, "shared", False)  # replicas share this store (PostgreSQL)
-        pool = ProviderPool([(p, provider_factory(p)) for p in permitted], store.calls, config=config, clock=clock,
-                            shared_spend=shared)
+        # Providers that [guardrails].allowed_models does not permit leave the pool there (naming one is refused).
+        pool = ProviderPool([(p, provider_factory(p)) for p in config.providers], store.calls, config=config,
+                            policy=policy, clock=clock, shared_spend=shared)
         await pool.load_spend()
         patterns = PatternRegistry(store.patterns, clock=clock)
         await patterns.load_library(builtin_patterns())
@@ -107,14 +110,14 @@ async def open_dependencies(
     def consensus() -> ConsensusService:
         from server.consensus.service import ConsensusService  # with the aggregation methods, at the first consensus
 
-        return ConsensusService(pool, telemetry=telemetry)
+        return ConsensusService(pool, telemetry=telemetry, patterns=patterns)
 
     try:
-        guardrails = Guardrails(config.guardrails, store.guardrails, config.providers, clock) if config.guardrails.active else None
         workflows = _lazy_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime, telemetry)
         if run_workflow is None:
             async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
-                run_id, _ = await workflows.service().start(name, inputs)
+                # Under a named system principal: its steps' model calls are screened and recorded as its.
+                run_id, _ = await workflows.service().start(name, inputs, owner=INCIDENT_RESPONSE.id)
                 return run_id
 
         incidents = IncidentService(store.incidents, store.calls, pool, config, clock=clock, run_workflow=run_workflow,
@@ -122,7 +125,7 @@ async def open_dependencies(
         async with _running(workflows.serve), _running(incidents.run):
             yield Dependencies(config=config, store=store, pool=pool, lazy_consensus=consensus, patterns=patterns,
                                clock=clock, lazy_workflows=workflows, incidents=incidents, telemetry=telemetry,
-                               simple=simple, guardrails=guardrails)
+                               simple=simple)
     finally:
         with anyio.CancelScope(shield=True):
             await pool.aclose()

@@ -18,15 +18,19 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from server.config import AlertMetric, Config, ResponseAction
+from server.errors import OrchestrationError
 from server.operations.incident_types import Incident, IncidentAction
-from server.pool.pool import PoolMember, ProviderPool
+from server.pool.pool import ProviderPool
 from server.security.redact import redact
 from server.store import CallStore, IncidentStore
+
+if TYPE_CHECKING:
+    from server.pool.member import PoolMember
 
 logger = logging.getLogger(__name__)
 ALERT_METRICS: tuple[AlertMetric, ...] = ("latency_p95_ms", "error_rate", "cost_per_hour_usd")
@@ -35,8 +39,16 @@ WorkflowRunner = Callable[[str, Mapping[str, Any]], Awaitable[str]]
 Listener = Callable[[], Awaitable[None]]
 
 
-class UnknownIncident(ValueError):
+class IncidentError(OrchestrationError):
+    """Root of the incident service's errors."""
+
+
+class UnknownIncident(IncidentError):
     """No incident has the given id."""
+
+
+class IncidentResolved(IncidentError):
+    """The incident was already resolved: there is nothing to acknowledge."""
 
 
 class IncidentService:
@@ -215,7 +227,7 @@ class IncidentService:
         for member in self.pool.members:
             if member.config.name == incident.provider:
                 return member
-        raise ValueError(f"provider {incident.provider!r} is not in the pool")
+        raise IncidentError(f"provider {incident.provider!r} is not in the pool")
 
     @staticmethod
     def _open_circuit(member: PoolMember, duration_s: float, now: float) -> str:
@@ -253,7 +265,7 @@ class IncidentService:
 
         Raises:
             UnknownIncident: no such id.
-            ValueError: the incident is already resolved.
+            IncidentResolved: the incident is already resolved.
         """
         # Free text kept and shown to every reader: secrets (configured keys, key shapes) are masked first.
         secrets = self.config.secrets()
@@ -266,7 +278,7 @@ class IncidentService:
                                       "operations://incidents lists them")
             incident = Incident.model_validate(found)
             if incident.status == "resolved":
-                raise ValueError(f"incident {incident_id} was already resolved; nothing to acknowledge")
+                raise IncidentResolved(f"incident {incident_id} was already resolved; nothing to acknowledge")
             if incident.status == "acknowledged" and (note is None or note == incident.note):
                 return incident
             incident.status = "acknowledged"

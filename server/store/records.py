@@ -24,7 +24,8 @@ class CallRecord:
         tool: the MCP tool that made the call (``orchestrate`` …).
         provider: configured provider name.
         model: model name as configured (or as the upstream reported it).
-        status: ``ok`` or ``error``.
+        status: ``ok``, ``error``, or ``cancelled`` (early stop, a deadline, the client going away: counted in no
+            call, error or latency figure, so it never moves error rates, breakers or incidents).
         error_class: :attr:`server.errors.ProviderError.error_class` for failures.
         latency_ms: time spent waiting on the provider, milliseconds.
         input_tokens / output_tokens: usage reported by the provider.
@@ -40,7 +41,7 @@ class CallRecord:
     tool: str
     provider: str
     model: str
-    status: Literal["ok", "error"]
+    status: Literal["ok", "error", "cancelled"]
     latency_ms: float
     error_class: str | None = None
     input_tokens: int = 0
@@ -68,7 +69,10 @@ class GroupTotals:
     latencies_ms: list[float] = field(default_factory=list)
 
     def add(self, status: str, latency_ms: float, input_tokens: int, output_tokens: int, cost_usd: float) -> None:
-        """Count one attempt (append order is the caller's business; sort before summarising)."""
+        """Count one attempt (append order is the caller's business; sort before summarising); a cancelled one
+        counts for nothing."""
+        if status == "cancelled":
+            return
         self.calls += 1
         self.errors += status != "ok"
         self.input_tokens += input_tokens or 0
@@ -93,7 +97,9 @@ class Aggregate:
     histogram: dict[int, int] = field(default_factory=dict)
 
     def add(self, record: CallRecord) -> None:
-        """Count one record."""
+        """Count one record (a cancelled one counts for nothing: see :attr:`CallRecord.status`)."""
+        if record.status == "cancelled":
+            return
         self.calls += 1
         self.errors += record.status != "ok"
         self.input_tokens += record.input_tokens or 0

@@ -37,19 +37,19 @@ MAX_NESTING = 8
 Progress = Callable[[float, float, str], Awaitable[None]]
 
 
-class WorkflowNotFound(WorkflowError, ValueError):
+class WorkflowNotFound(WorkflowError):
     """No saved workflow of that name."""
 
 
-class RunNotFound(WorkflowError, ValueError):
+class RunNotFound(WorkflowError):
     """No run with that id."""
 
 
-class RunConflict(WorkflowError, ValueError):
+class RunConflict(WorkflowError):
     """The run id exists with other arguments, or the action does not fit the run's state."""
 
 
-class ToolStepsForbidden(WorkflowError, PermissionError):
+class ToolStepsForbidden(WorkflowError):
     """An inline definition with ``tool`` steps, started by a caller who may not run them."""
 
 

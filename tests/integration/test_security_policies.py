@@ -15,10 +15,11 @@ from server.config import Config, load_config
 from server.errors import ConfigError
 from server.security import LOCAL, Principal
 from server.security.addresses import AddressRefused, check_url, check_url_resolved
-from server.security.guardrails import redact_pii
+from server.pool.pii import PiiRedactor
 from server.security.http import KeyLimiter
 from server.security.keys import create_key
-from server.security.limits import CeilingExceeded, check_workflow_ceilings
+from server.errors import CeilingExceeded
+from server.security.limits import check_workflow_ceilings
 from server.security.verifiers import ApiKeyVerifier
 from server.simulator import Behaviour, Upstream
 from server.store.memory import MemoryStore
@@ -77,8 +78,8 @@ async def test_pii_is_redacted_before_the_prompt_leaves_and_in_the_stored_conver
 
 
 def test_card_numbers_must_pass_luhn_to_be_redacted() -> None:
-    assert "[CARD]" not in redact_pii("order 1234 5678 9012 3456")[0]
-    assert redact_pii("card 4242424242424242")[0] == "card [CARD]"
+    assert "[CARD]" not in PiiRedactor().redact("order 1234 5678 9012 3456")[0]
+    assert PiiRedactor().redact("card 4242424242424242")[0] == "card [CARD]"
 
 
 @pytest.mark.anyio

@@ -13,7 +13,7 @@ from mcp.client.subscriptions import ResourceUpdated
 
 from server.app.assembly import build_server, open_dependencies
 from server.config import Config
-from server.operations.incidents import IncidentService
+from server.operations.incidents import IncidentResolved, IncidentService, UnknownIncident
 from server.pool.pool import ProviderPool
 from server.pool.providers import Completion
 from server.store import CallRecord
@@ -101,9 +101,9 @@ async def test_incident_opens_is_acknowledged_and_resolves_after_the_cooldown() 
     assert (resolved.id, resolved.status, resolved.resolved_at) == (opened.id, "resolved", clock.now)
     assert await incidents.active() == []
     assert len(heard) == 3  # opened, acknowledged, resolved
-    with pytest.raises(ValueError, match="already resolved"):
+    with pytest.raises(IncidentResolved, match="already resolved"):
         await incidents.acknowledge(opened.id)
-    with pytest.raises(ValueError, match="no incident with id"):
+    with pytest.raises(UnknownIncident, match="no incident with id"):
         await incidents.acknowledge("inc-000000000000")
 
 

@@ -8,6 +8,7 @@ import statistics
 import pytest
 
 from server.config import AlertsConfig
+from server.errors import InvalidRequest
 from server.operations.summary import operations_summary, parse_window, percentile
 from server.store import CallRecord
 from server.store.memory import MemoryStore
@@ -23,7 +24,7 @@ def test_windows_parse_to_seconds(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "1", "h", "-1h", "0m", "1y", "400d", "1h30m"])
 def test_bad_windows_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="window"):
+    with pytest.raises(InvalidRequest, match="window"):
         parse_window(text)
 
 

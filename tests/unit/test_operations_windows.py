@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.config import AlertsConfig, OperationsConfig
+from server.errors import InvalidRequest
 from server.operations.histogram import RELATIVE_ERROR, add_value, bucket_index, bucket_value, decode, encode, quantiles
 from server.operations.summary import operations_summary, percentile, series_step_s
 from server.store import CallRecord, CallStore, Store
@@ -121,7 +122,7 @@ async def test_metrics_pick_the_figures_and_bad_input_is_refused(store: CallStor
     assert group.errors is None and group.input_tokens is None and group.series is None and group.previous is None
     for kwargs, message in (({"window": "1y"}, "window"), ({"metrics": ["speed"]}, "unknown metric"),
                             ({"group_by": "user"}, "cannot group by")):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(InvalidRequest, match=message):
             await operations_summary(store, clock=lambda: NOW, **kwargs)  # type: ignore[arg-type]
 
 

@@ -16,6 +16,7 @@ from server.store import WorkflowRun
 from server.store.memory import MemoryStore
 from server.workflows import StepServices, WorkflowService, memory_runtime, open_workflows
 from server.workflows.runtime import RunRecord
+from server.workflows.service import RunConflict, RunNotFound
 
 pytestmark = pytest.mark.anyio
 GATE = {"name": "gate", "steps": [{"id": "g", "kind": "approval"}]}
@@ -87,7 +88,7 @@ async def test_a_run_is_recorded_with_its_owner_before_its_id_is_returned(
     status = await service.wait(run_id, 5, owner_filter="key:alice")
     assert status.status == "completed" and status.outputs == {"said": "hi"}
     assert (await store.runs.get_run(run_id)).status == "completed"
-    with pytest.raises(ValueError, match=f"no run '{run_id}'"):
+    with pytest.raises(RunNotFound, match=f"no run '{run_id}'"):
         await service.status(run_id, "key:bob")  # another owner's run is not found
 
 
@@ -150,7 +151,7 @@ async def test_a_run_recorded_but_not_started_is_started_by_the_same_call_again(
                                             created_at=1.0, owner="key:alice", steps=1))
     shown = await service.status("interrupted", "key:alice")  # the server stopped before starting it
     assert shown.status == "pending" and "not started" in (shown.error or "")
-    with pytest.raises(ValueError, match="exists with a different workflow"):
+    with pytest.raises(RunConflict, match="exists with a different workflow"):
         await service.start(SAY | {"name": "first"}, {}, "interrupted", owner="key:bob", owner_filter="key:bob")
     run_id, started = await service.start(SAY | {"name": "first"}, {}, "interrupted", owner="key:alice",
                                           owner_filter="key:alice")
@@ -163,7 +164,7 @@ async def test_a_run_started_before_run_records_is_adopted_with_its_owner(
     # What an older server started: the owner inside the run's arguments, no record in the store.
     arguments = {"definition": GATE, "library": {}, "inputs": {}, "owner": "key:carol"}
     await runtime.inner.start("legacy", "gate", arguments, "legacy-fingerprint")
-    with pytest.raises(ValueError, match="no run 'legacy'"):
+    with pytest.raises(RunNotFound, match="no run 'legacy'"):
         await service.status("legacy", "key:dave")
     assert (await service.status("legacy", "key:carol")).workflow == "gate"
     record = await store.runs.get_run("legacy")
