@@ -10,12 +10,19 @@ connections apart (both through the SDK seams of :mod:`server.app.sdk_seams`).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from mcp.server.subscriptions import InMemorySubscriptionBus
-from mcp.shared.subscriptions import ResourceUpdated, ServerEvent
+from mcp.shared.subscriptions import (
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
+    ToolsListChanged,
+)
 from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 logger = logging.getLogger(__name__)
@@ -23,6 +30,10 @@ logger = logging.getLogger(__name__)
 
 class BridgedBus(InMemorySubscriptionBus):
     """The SDK's in-process bus, plus handshake-era ``resources/subscribe`` subscribers.
+
+    Replicas sharing a database set :attr:`relay`: every event published here is also handed to it (the app
+    sends it to the other replicas through PostgreSQL NOTIFY), and events from other replicas come in through
+    :meth:`deliver_remote`, which reaches this replica's subscribers without being relayed again.
 
     Args:
         connection_of: a request's session -> the connection it belongs to (what a subscription lasts for).
@@ -33,8 +44,18 @@ class BridgedBus(InMemorySubscriptionBus):
         self._connection_of = connection_of
         # connection -> (a session on it that can notify, subscribed URIs); pruned when a send fails.
         self._legacy: dict[Any, tuple[Any, set[str]]] = {}
+        self.relay: Callable[[ServerEvent], None] | None = None
 
     async def publish(self, event: ServerEvent) -> None:
+        await self._deliver(event)
+        if self.relay is not None:
+            self.relay(event)
+
+    async def deliver_remote(self, event: ServerEvent) -> None:
+        """An event another replica published: to this replica's subscribers only."""
+        await self._deliver(event)
+
+    async def _deliver(self, event: ServerEvent) -> None:
         await super().publish(event)
         if not isinstance(event, ResourceUpdated):
             return
@@ -61,3 +82,22 @@ class BridgedBus(InMemorySubscriptionBus):
             if not entry[1]:
                 del self._legacy[connection]
         return EmptyResult()
+
+
+_EVENTS = {cls.__name__: cls for cls in (ToolsListChanged, PromptsListChanged, ResourcesListChanged, ResourceUpdated)}
+
+
+def event_payload(event: ServerEvent, origin: str) -> str:
+    """``event`` as JSON for a NOTIFY payload, tagged with the publishing process."""
+    return json.dumps({"origin": origin, "type": type(event).__name__, "uri": getattr(event, "uri", None)})
+
+
+def event_from_payload(payload: str) -> tuple[str, ServerEvent] | None:
+    """(origin, event) of a payload made by :func:`event_payload`; ``None`` for anything else."""
+    try:
+        data = json.loads(payload)
+        kind = _EVENTS[data["type"]]
+        event = kind(uri=str(data["uri"])) if kind is ResourceUpdated else kind()
+        return str(data["origin"]), event
+    except (ValueError, KeyError, TypeError):
+        return None

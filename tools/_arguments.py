@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -38,6 +39,8 @@ def Guard(*, gt: float | None = None, ge: float | None = None, le: float | None 
     def check(value: Any) -> Any:
         if value is None:
             return value
+        if isinstance(value, float) and not math.isfinite(value):  # JSON parsers take NaN and Infinity
+            raise ValueError("must be a finite number")
         if gt is not None and not value > gt:
             raise ValueError(f"must be above {gt:,}")
         if ge is not None and not value >= ge:
@@ -88,6 +91,8 @@ def validation_message(error: ValidationError, arguments: Mapping[str, Any], sch
             text = f"{path or 'arguments'}: required ({describe(node, schema)})"
         elif item["type"] == "value_error":  # a Guard or Matches check: its own words
             text = f"{path or 'arguments'}: {item['ctx']['error']} (got {given_text(given)})"
+        elif item["type"] == "finite_number":
+            text = f"{path or 'arguments'}: must be a finite number (got {given_text(given)})"
         elif item["type"] == "string_too_short" and item.get("ctx", {}).get("min_length") == 1:
             text = f"{path or 'arguments'}: must not be empty"
         elif item["type"] in _BOUNDS:

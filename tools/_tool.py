@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from server.operations.telemetry import SPAN_TOOL, span
 from tools._arguments import unknown_arguments, validation_message
+from tools._errors import guarded
 from tools._schema import input_schema, output_schema
 
 _call_started: ContextVar[float | None] = ContextVar("tool_call_started", default=None)
@@ -99,6 +100,7 @@ def make_tool(fn: Callable[..., Any], *, name: str, description: str, annotation
     """
     description = " ".join(description.split())  # one paragraph: line breaks are only source formatting
     tool = SurfaceTool.from_function(fn, name=name, description=description, annotations=annotations)
+    tool.fn = guarded(tool.fn, tool.is_async)  # a domain error with its message, a bug as internal error (ref …)
     tool.render = render
     tool.parameters = input_schema(tool.parameters)
     if tool.fn_metadata.output_schema is not None:

@@ -9,11 +9,10 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from knowledge import resolve_prompt
 from server.consensus.service import ConsensusRequest, ConsensusResult, Method
+from server.security import caller
 from tools._arguments import Guard
 from tools._context import core_errors, dependencies, make_tool
-from tools._guard import screen_call
 from tools.orchestrate import MAX_PROMPT_CHARS, Name, PatternName, Variables, check_variables_size
 
 DESCRIPTION = """Ask several LLMs at once and aggregate: method vote or weighted_vote (short answers: give
@@ -30,7 +29,8 @@ async def consensus_tool(
                                                   max_length=32)] = None,
     max_providers: Annotated[int, Field(ge=2), Guard(le=32)] = 3,
     method: Method | None = None,
-    threshold: Annotated[float, Field(description="Agreement needed for consensus.", gt=0, le=1)] = 0.8,
+    threshold: Annotated[float, Field(description="Agreement needed for consensus.", gt=0, le=1,
+                                      allow_inf_nan=False)] = 0.8,
     choices: Annotated[list[Annotated[str, Field(max_length=200)]] | None, Field(max_length=50)] = None,
     answer_path: Annotated[str | None, Field(description='JSON field to compare, e.g. "verdict".',
                                              max_length=200)] = None,
@@ -41,36 +41,20 @@ async def consensus_tool(
                           Guard(gt=0, le=600)] = None,
     hard_deadline_s: Annotated[float | None, Guard(gt=0, le=1200)] = None,
     max_tokens: Annotated[int, Guard(ge=1, le=200_000)] = 1024,
-    temperature: Annotated[float | None, Field(ge=0, le=2)] = None,
+    temperature: Annotated[float | None, Field(ge=0, le=2, allow_inf_nan=False)] = None,
     pattern: PatternName | None = None,
     variables: Variables | None = None,
 ) -> ConsensusResult:
     deps = dependencies(ctx)
     check_variables_size(variables)
-    with core_errors():
-        answers = samples_per_provider * (len(providers) if providers else max_providers) + (1 if judge else 0)
-        screened = await screen_call(ctx, deps, "consensus", prompt=prompt, system=system, pattern=pattern,
-                                     variables=variables, names=[*(providers or ()), *([judge] if judge else [])],
-                                     model=None, max_tokens=max_tokens, answers=answers * (1 + rounds))
-        prompt, system, pattern, variables = screened.prompt, screened.system, screened.pattern, screened.variables
-        resolved = screened.resolved or await resolve_prompt(deps.patterns, prompt, pattern, variables)
     ask = ConsensusRequest(
-        prompt=resolved.text, system=system, providers=providers, max_providers=max_providers, method=method,
+        prompt=prompt, system=system, providers=providers, max_providers=max_providers, method=method,
         threshold=threshold, choices=tuple(choices or ()), answer_path=answer_path, judge=judge, rounds=rounds,
         samples_per_provider=samples_per_provider, deadline_s=deadline_s, hard_deadline_s=hard_deadline_s,
-        max_tokens=max_tokens, temperature=temperature,
+        max_tokens=max_tokens, temperature=temperature, pattern=pattern, variables=variables,
     )
-
-    async def progress(done: float, total: float, message: str) -> None:
-        await ctx.report_progress(done, total, message)
-
     with core_errors():
-        result = await deps.consensus.run(ask, progress)
-        if deps.guardrails is not None:
-            deps.guardrails.screen_output("consensus", screened.principal,
-                                          [result.answer, *(r.answer for r in result.responses)])
-    result.pattern, result.pattern_version = resolved.pattern, resolved.version
-    return result
+        return await deps.consensus.run(ask, ctx.report_progress, principal=caller(ctx))
 
 
 def tool() -> Tool:

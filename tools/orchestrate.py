@@ -13,9 +13,9 @@ from pydantic import Field, JsonValue
 
 from server.config import Strategy
 from server.pool.orchestration import OrchestrateRequest, OrchestrateResult, orchestrate
+from server.security import caller
 from tools._arguments import Guard
 from tools._context import call_started, core_errors, dependencies, make_tool
-from tools._guard import screen_call
 
 MAX_PROMPT_CHARS = 1_000_000
 
@@ -50,7 +50,7 @@ async def orchestrate_tool(
     capabilities: Annotated[list[Name] | None, Field(description="Providers must have all.", max_length=16)] = None,
     model: Annotated[str | None, Field(description="Only providers of this model.", max_length=200)] = None,
     max_tokens: Annotated[int, Guard(ge=1, le=200_000)] = 1024,
-    temperature: Annotated[float | None, Field(ge=0, le=2)] = None,
+    temperature: Annotated[float | None, Field(ge=0, le=2, allow_inf_nan=False)] = None,
     timeout_s: Annotated[float | None, Guard(gt=0, le=600)] = None,
     max_fallbacks: Annotated[int | None, Guard(ge=0, le=100)] = None,
     response_format: Literal["text", "json"] = "text",
@@ -63,26 +63,15 @@ async def orchestrate_tool(
     started = call_started()  # waits before the body ran (warm-up, argument checks) count as overhead
     deps = dependencies(ctx)
     check_variables_size(variables)
+    ask = OrchestrateRequest(
+        prompt=prompt, system=system, providers=providers, strategy=strategy, capabilities=capabilities or (),
+        model=model, max_tokens=max_tokens, temperature=temperature, timeout_s=timeout_s,
+        max_fallbacks=max_fallbacks, user_id=user_id, continuation_id=continuation_id,
+        response_format=response_format, cache=cache, pattern=pattern, variables=variables,
+    )
     with core_errors():
-        history = deps.config.conversations.history_token_budget if continuation_id else 0
-        screened = await screen_call(ctx, deps, "orchestrate", prompt=prompt, system=system, pattern=pattern,
-                                     variables=variables, names=providers or (), model=model,
-                                     max_tokens=max_tokens, history_tokens=history)
-        who = screened.principal
-        ask = OrchestrateRequest(
-            prompt=screened.prompt, system=screened.system, providers=providers, strategy=strategy,
-            capabilities=capabilities or (), model=model, max_tokens=max_tokens, temperature=temperature,
-            timeout_s=timeout_s, max_fallbacks=max_fallbacks, user_id=user_id, continuation_id=continuation_id,
-            response_format=response_format, cache=cache, pattern=screened.pattern, variables=screened.variables,
-            owner=who.owner_id, owner_filter=who.owner_filter,
-        )
-        guard = deps.guardrails
-        result = await orchestrate(
-            deps.pool, deps.store, deps.config, ask, started=started, clock=deps.clock, patterns=deps.patterns,
-            screen_output=None if guard is None else lambda text: guard.screen_output("orchestrate", who, [text]))
-    if screened.resolved is not None:
-        result.pattern, result.pattern_version = screened.resolved.pattern, screened.resolved.version
-    return result
+        return await orchestrate(deps.pool, deps.store, deps.config, ask, principal=caller(ctx), started=started,
+                                 clock=deps.clock, patterns=deps.patterns, progress=ctx.report_progress)
 
 
 def tool() -> Tool:

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from server.config import Config, ProviderConfig
+from server.config import Config, DatabaseLocation, ProviderConfig
 
 PROBE_TIMEOUT_S = 15.0
 _PLACEHOLDER = re.compile(r"\.\.\.|…|<|>|xxx|your|placeholder|change.?me|replace.?me|example|insert|dummy|todo",
@@ -42,14 +42,17 @@ def key_warning(provider: ProviderConfig) -> str | None:
     return None
 
 
-def run_check(config: Config, state: os.PathLike | str, *, simple: bool = False, probe: bool = False,
-              out: TextIO | None = None) -> int:
+def run_check(config: Config, state: os.PathLike | str | DatabaseLocation, *, simple: bool = False,
+              probe: bool = False, replica: str | None = None, out: TextIO | None = None) -> int:
     """Print the check (see the module docstring). Returns the exit status."""
     out = out or sys.stdout
     print(f"configuration: {config.source}", file=out)  # cli-output
     if simple:
         print("mode: simple (wire-protocol providers; call records in memory)", file=out)  # cli-output
+    # A PostgreSQL URL prints without its password (PostgresDatabase.__str__).
     print(f"{'state file' if simple else 'database'}: {state}", file=out)  # cli-output
+    if replica is not None:
+        print(f"replica id: {replica}", file=out)  # cli-output
     print(f"routing strategy: {config.routing.strategy}", file=out)  # cli-output
     if not config.providers:
         print("providers: none configured (tools that need a model will say what to set)", file=out)  # cli-output

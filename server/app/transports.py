@@ -15,7 +15,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -85,6 +85,8 @@ async def serve(
     verifier: Any | None = None,
     limits: LimitSettings | None = None,
     jwt: JwtSettings | None = None,
+    dashboard: Callable[[Any, TransportSecuritySettings], Any] | None = None,
+    replica_id: str | None = None,
 ) -> None:
     """Serve until the transport ends (stdin closed, server stopped) or SIGTERM/SIGINT arrives.
 
@@ -92,6 +94,9 @@ async def serve(
         verifier: a ``TokenVerifier`` (:mod:`server.security.verifiers`): HTTP requests need a bearer token.
         limits: body size and per-key limits (defaults: :class:`LimitSettings`).
         jwt: JWT settings, for the protected-resource metadata and required scopes.
+        dashboard: puts the dashboard beside the MCP app (:func:`server.app.dashboard.dashboard_mounter`).
+        replica_id: one replica among several (team deployment): Streamable HTTP session ids carry it
+            (:mod:`server.app.replica_sessions`) for the proxy's session affinity.
     """
     if transport != "stdio":
         check_bind_host(host, verifier is not None)
@@ -102,7 +107,11 @@ async def serve(
         else:
             stopping = anyio.Event()
             app = http_app(mcp, transport, host=host, port=port, allowed_hosts=allowed_hosts, verifier=verifier,
-                           limits=limits, jwt=jwt)
+                           limits=limits, jwt=jwt, dashboard=dashboard)
+            if replica_id is not None and transport == "http":
+                from server.app.replica_sessions import ReplicaSessionIds
+
+                app = ReplicaSessionIds(app, replica_id)
             server = _Uvicorn(_ending_streams_on(stopping, app), host, port)
 
             def stop() -> None:
@@ -117,8 +126,10 @@ async def serve(
 
 
 def http_app(mcp: MCPServer, transport: Transport, *, host: str, port: int, allowed_hosts: Sequence[str] = (),
-             verifier: Any | None = None, limits: LimitSettings | None = None, jwt: JwtSettings | None = None) -> Any:
-    """The ASGI app for ``sse`` or ``http``: the SDK's transport app inside :func:`server.security.http.secure_app`."""
+             verifier: Any | None = None, limits: LimitSettings | None = None, jwt: JwtSettings | None = None,
+             dashboard: Callable[[Any, TransportSecuritySettings], Any] | None = None) -> Any:
+    """The ASGI app for ``sse`` or ``http``: the SDK's transport app inside :func:`server.security.http.secure_app`,
+    and beside it the dashboard when ``dashboard`` is given."""
     from server.security.http import secure_app
 
     limits = limits or LimitSettings()
@@ -128,7 +139,8 @@ def http_app(mcp: MCPServer, transport: Transport, *, host: str, port: int, allo
     else:
         inner = mcp.streamable_http_app(transport_security=security, host=host,
                                         max_request_body_size=limits.max_body_bytes)
-    return secure_app(inner, security=security, verifier=verifier, limits=limits, jwt=jwt)
+    app = secure_app(inner, security=security, verifier=verifier, limits=limits, jwt=jwt)
+    return app if dashboard is None else dashboard(app, security)
 
 
 GRACEFUL_S = 10.0
@@ -146,7 +158,8 @@ def _Uvicorn(app: Any, host: str, port: int) -> Any:  # noqa: N802 - builds the 
             yield
 
     # log_config=None, log_level=None: uvicorn logs through the entry point's (redacting) handler at its levels.
-    return Server(uvicorn.Config(app, host=host, port=port, log_level=None, log_config=None,
+    # ws="none": MCP speaks no WebSocket, so uvicorn loads no WebSocket library (it would, when one is installed).
+    return Server(uvicorn.Config(app, host=host, port=port, log_level=None, log_config=None, ws="none",
                                  timeout_graceful_shutdown=GRACEFUL_S))
 
 

@@ -3,7 +3,11 @@
 - the import graph of the product's packages (module-level imports, ``TYPE_CHECKING`` blocks aside) has no cycle;
 - nothing in the MCP surface (``tools``, ``resources``, ``prompts``) imports the app assembly (``server.app``);
 - no module is over 500 lines;
-- ``server``'s top level holds packages and at most five modules (``__init__`` and ``__main__`` aside).
+- ``server``'s top level holds packages and at most five modules (``__init__`` and ``__main__`` aside);
+- nothing outside ``server/pool/`` imports the unscreened layers of the provider path (members, fallback,
+  recording): the pool hands out providers only behind the policy layer;
+- no domain error (a subclass of ``OrchestrationError``) is also a ``ValueError``, ``TypeError`` or
+  ``PermissionError``, so only the root maps to a tool error with its message.
 """
 
 from __future__ import annotations
@@ -155,8 +159,13 @@ def _sdk_imported_names(tree: ast.Module) -> set[str]:
     return found
 
 
+NAMEDTUPLE_API = frozenset({"_replace", "_asdict", "_fields", "_make", "_field_defaults"})
+"""Public, documented namedtuple methods (underscored only to stay clear of field names; ``urlsplit`` results)."""
+
+
 def _is_private(name: str) -> bool:
-    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__")) and \
+        name not in NAMEDTUPLE_API
 
 
 def _entry_point_only() -> set[str]:
@@ -235,3 +244,33 @@ def test_the_sdk_seams_say_which_sdk_version_they_were_checked_against() -> None
         "the installed MCP SDK is another minor version: check every seam in server/app/sdk_seams.py against it")
     public = [f for f in vars(seams).values() if callable(f) and getattr(f, "__module__", "") == seams.__name__]
     assert public and all("Why:" in (f.__doc__ or "") and "Private:" in (f.__doc__ or "") for f in public)
+
+
+UNSCREENED = ("server.pool.member", "server.pool.fallback", "server.pool.recording")
+
+
+def test_nothing_outside_the_pool_reaches_the_unscreened_provider_path() -> None:
+    graph = _graph(top_level_only=False)
+    offenders = sorted(f"{name} imports {t}" for name, targets in graph.items()
+                       if not name.startswith("server.pool") for t in targets if t in UNSCREENED)
+    assert not offenders, offenders
+    assert not (REPO / "tools" / "_guard.py").exists()  # the surface does not screen: the core does
+
+
+def test_no_domain_error_is_also_a_builtin_value_or_permission_error() -> None:
+    classes: list[tuple[str, str, set[str]]] = []  # (module, class, base names)
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                classes.append((module, node.name, {b.id if isinstance(b, ast.Name) else b.attr for b in node.bases
+                                                    if isinstance(b, (ast.Name, ast.Attribute))}))
+    domain = {"OrchestrationError"}
+    while True:
+        grown = domain | {name for _, name, bases in classes if bases & domain}
+        if grown == domain:
+            break
+        domain = grown
+    assert len(domain) > 30  # the walk found the domain errors (pool, policy, workflows, knowledge …)
+    mixed = sorted(f"{module}.{name}" for module, name, bases in classes
+                   if bases & domain and bases & {"ValueError", "TypeError", "PermissionError"})
+    assert not mixed, mixed

@@ -192,7 +192,7 @@ async def test_monitor_operations_summarises_24_hours_of_5_providers_in_4_kb_by_
     names = ["alpha", "beta", "gamma", "delta", "epsilon"]
     for minute in range(24 * 60):
         for index, name in enumerate(names):
-            store.record_call(CallRecord(
+            store.calls.record_call(CallRecord(
                 ts=now - minute * 60, call_id=f"{name}-{minute}", tool="orchestrate", provider=name,
                 model=f"{name}-model", status="error" if minute % 17 == index else "ok",
                 latency_ms=100.0 + index * 10 + minute % 50, input_tokens=30, output_tokens=50, cost_usd=0.0001))
