@@ -12,15 +12,8 @@ from pydantic import Field, JsonValue
 
 from server.models import DeferredModel
 from server.security import caller
-from server.workflows.service import (
-    RUN_ID_PATTERN,
-    RunProgress,
-    RunStatus,
-    SavedWorkflow,
-    StepReport,
-    ToolStepsForbidden,
-    WorkflowService,
-)
+from server.workflows.service import RUN_ID_PATTERN, SavedWorkflow, ToolStepsForbidden, WorkflowService
+from server.workflows.status import RunProgress, RunStatus, StepReport
 from tools._context import core_errors, dependencies, make_tool, require_role
 
 RUN_DESCRIPTION = """Run a workflow: a DAG of steps (orchestrate, consensus, pattern, tool on a downstream MCP
@@ -43,8 +36,9 @@ user, and a run is visible only to the key that started it (and to admins)."""
 
 RUN_ACTION_DESCRIPTION = """Follow or steer workflow runs. With `run_id`: action `status` (default) returns the
 run's status, outputs and steps; `cancel` stops it; `approve` / `reject` decide its waiting approval step
-(`step` names it when several wait; `comment` is kept with the decision). Without `run_id`: the recent runs,
-newest first, filtered by `status` and paged with `limit` / `offset`."""
+(`step` names it when several wait; `comment` is kept with the decision; the approver recorded is the
+authenticated caller, and a step may require certain approvers or someone other than the run's starter).
+Without `run_id`: the recent runs, newest first, filtered by `status` and paged with `limit` / `offset`."""
 
 SAVE_DESCRIPTION = """Save a workflow definition under its `name` (create, or update as a new version), after
 validating it: every problem is listed (cycles, unknown dependencies or kinds, duplicate ids, references to
@@ -97,22 +91,19 @@ async def run_workflow(
 ) -> RunStatus:
     service = _service(ctx)
     principal = caller(ctx)
-    owner_filter = principal.owner_filter
     with core_errors():
         try:
-            started_id, _ = await service.start(workflow, inputs, run_id, owner=principal.owner_id,
-                                                owner_filter=owner_filter,
-                                                inline_tool_steps=principal.role == "admin")
+            started_id, _ = await service.start(workflow, inputs, run_id, caller=principal)
         except ToolStepsForbidden:
             require_role(ctx, "admin", "run_workflow with tool steps")
             raise
         if not wait:
-            return await service.status(started_id, owner_filter)
+            return await service.status(started_id, principal)
 
         async def progress(done: float, total: float, message: str) -> None:
             await ctx.report_progress(done, total, message)
 
-        return await service.wait(started_id, wait_s, progress, owner_filter)
+        return await service.wait(started_id, wait_s, progress, principal)
 
 
 async def workflow_run(
@@ -125,28 +116,27 @@ async def workflow_run(
                                       max_length=600)] = None,
     comment: Annotated[str | None, Field(description="approve/reject: kept with the decision.",
                                          max_length=2_000)] = None,
-    by: Annotated[str | None, Field(description="approve/reject: who decides.", max_length=200)] = None,
     status: Annotated[Literal["pending", "running", "waiting", "completed", "failed", "cancelled"] | None, Field(
         description="Listing: only runs in this status.")] = None,
     limit: Annotated[int, Field(description="Listing: runs per page.", ge=1, le=100)] = 20,
     offset: Annotated[int, Field(description="Listing: runs to skip.", ge=0)] = 0,
 ) -> WorkflowRunResult:
     service = _service(ctx)
-    owner_filter = caller(ctx).owner_filter  # another owner's run is "not found", like an unknown id
+    principal = caller(ctx)  # another owner's run is "not found", like an unknown id
     with core_errors():
         if run_id is None:
             if action != "status":
                 raise ToolError(f"action {action!r} needs a run_id")
-            runs = await service.list(status, limit + 1, offset, owner_filter)
+            runs = await service.list(status, limit + 1, offset, principal)
             more = len(runs) > limit
             return WorkflowRunResult(runs=runs[:limit], next_offset=offset + limit if more else None)
         if action == "cancel":
-            return WorkflowRunResult.of(await service.cancel(run_id, owner_filter))
-        if action in ("approve", "reject"):
+            return WorkflowRunResult.of(await service.cancel(run_id, principal))
+        if action in ("approve", "reject"):  # the approver is the authenticated caller, never an argument
             return WorkflowRunResult.of(await service.decide(
-                run_id, "approved" if action == "approve" else "rejected", step=step, by=by, comment=comment,
-                owner_filter=owner_filter))
-        return WorkflowRunResult.of(await service.status(run_id, owner_filter))
+                run_id, "approved" if action == "approve" else "rejected", step=step, comment=comment,
+                caller=principal))
+        return WorkflowRunResult.of(await service.status(run_id, principal))
 
 
 async def save_workflow(
