@@ -238,15 +238,19 @@ class Interpreter:
                 await done[dep].wait()
             skipped_by = [d for d in step.depends_on if outcomes[d].status == "skipped"
                           or (outcomes[d].status == "failed" and definition.step(d).on_error == "skip")]
+            # Every record is written under max_parallel, so a wide run's records arrive at its pace rather than
+            # in one burst of ready tasks that would keep the event loop from everyone else.
             if skipped_by:
-                outcome = await _record(plan.slots[step_id], StepOutcome.skipped(
-                    f"dependency {skipped_by[0]} was skipped or failed"))
+                async with limiter:
+                    outcome = await _record(plan.slots[step_id], StepOutcome.skipped(
+                        f"dependency {skipped_by[0]} was skipped or failed"))
             elif step.when is not None and not evaluate(step.when, context):
-                outcome = await _record(plan.slots[step_id], StepOutcome.skipped("condition is false"))
+                async with limiter:
+                    outcome = await _record(plan.slots[step_id], StepOutcome.skipped("condition is false"))
             elif step.kind == "workflow":  # children run under their own limit: no slot of max_parallel held
                 outcome = await self._run_child(plan, library, step_id, run_id, context, decisions)
-            elif step.kind == "approval":  # waiting for a person holds no slot of max_parallel either
-                outcome = await self._run_approval(plan, step_id, run_id, context, decisions)
+            elif step.kind == "approval":  # waiting for a person holds no slot either: only its opening does
+                outcome = await self._run_approval(plan, step_id, run_id, context, decisions, limiter)
             else:
                 async with limiter:
                     outcome = await self._run_step(plan, step_id, run_id, context)
@@ -329,7 +333,7 @@ class Interpreter:
         return StepOutcome.completed(output, attempts=1, started_at=started, ended_at=clock())
 
     async def _run_approval(self, plan: _Plan, step_id: str, run_id: str, context: dict[str, Any],
-                            decisions: _Decisions) -> StepOutcome:
+                            decisions: _Decisions, limiter: anyio.CapacityLimiter) -> StepOutcome:
         step = plan.definition.step(step_id)
         name = step_name(plan.prefix, step_id)
         clock = self.services.clock
@@ -338,7 +342,8 @@ class Interpreter:
         async def opened_now() -> dict[str, Any]:
             return ApprovalOpened(opened_at=clock()).record()
 
-        recorded = ApprovalOpened.from_record(await plan.extra[step_id].run(opened_now))
+        async with limiter:
+            recorded = ApprovalOpened.from_record(await plan.extra[step_id].run(opened_now))
         opened = recorded.opened_at if recorded is not None else clock()
 
         async def decide() -> StepOutcome:
