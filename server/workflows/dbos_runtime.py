@@ -56,7 +56,7 @@ APPLICATION_VERSION = "ai-orchestration-workflows-1"
 WORKFLOW_NAME = "ai_orchestration_run"
 RECV_TIMEOUT_S = 32 * 86_400.0
 """How long an approval's receiver may wait (beyond the longest approval timeout)."""
-MAX_EXECUTOR_THREADS = 32
+MAX_EXECUTOR_THREADS = 8
 """Threads of DBOS's executor (its checkpoint writes and database reads run there)."""
 _STATUS = {"PENDING": "running", "ENQUEUED": "pending", "DELAYED": "pending", "SUCCESS": "completed",
            "ERROR": "failed", "CANCELLED": "cancelled", "MAX_RECOVERY_ATTEMPTS_EXCEEDED": "failed"}
