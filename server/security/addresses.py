@@ -18,6 +18,8 @@ import socket
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
+from server.errors import OrchestrationError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 METADATA_ADDRESSES = tuple(ipaddress.ip_address(a) for a in (
@@ -26,7 +28,7 @@ METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metada
                             "instance-data.ec2.internal", "metadata.azure.com"})
 
 
-class AddressRefused(ValueError):
+class AddressRefused(OrchestrationError):
     """A URL points at an address the policy refuses. The message names the host, never credentials."""
 
 

@@ -1,23 +1,22 @@
-"""Who may see, start and decide workflow runs: ownership, the caller's own run ids, and an approval step's
-``approvers`` / ``not_starter`` rules (separation of duties: the approver is always the authenticated
-principal, recorded with the decision)."""
+"""Who may see, start and decide workflow runs: ownership (the run record's ``owner``), the caller's own run ids,
+and an approval step's ``approvers`` / ``not_starter`` rules (separation of duties: the approver is always the
+authenticated principal, recorded with the decision)."""
 
 from __future__ import annotations
 
 import hashlib
 
 from server.security import ROLE_RANK, Principal
-from server.workflows.runtime import RunRecord
 from server.workflows.status import PlannedStep
 
 
-def refusal(step: PlannedStep, caller: Principal, record: RunRecord) -> str | None:
-    """Why ``caller`` may not decide ``step``, or ``None``."""
-    if step.not_starter and caller.owner_id == record.arguments.get("owner"):
+def refusal(step: PlannedStep, caller: Principal, owner: str | None) -> str | None:
+    """Why ``caller`` may not decide ``step`` of a run started by ``owner``, or ``None``."""
+    if step.not_starter and caller.owner_id == owner:
         return "the principal that started the run may not decide it (not_starter); ask another approver"
     if step.approvers and not named(step.approvers, caller):
         return f"needs an approver among {', '.join(step.approvers)}; you are {caller.id} (role {caller.role})"
-    if not step.approvers and not visible(record, caller.owner_filter):
+    if not step.approvers and not visible(owner, caller.owner_filter):
         return "only the run's owner or an admin may decide it"
     return None
 
@@ -29,9 +28,9 @@ def named(approvers: tuple[str, ...], caller: Principal) -> bool:
                for entry in approvers)
 
 
-def visible(record: RunRecord, owner_filter: str | None) -> bool:
-    """Whether a caller with ``owner_filter`` may see ``record`` (``None``: every run)."""
-    return owner_filter is None or record.arguments.get("owner") == owner_filter
+def visible(owner: str | None, owner_filter: str | None) -> bool:
+    """Whether a caller with ``owner_filter`` may see a run of ``owner`` (``None`` filter: every run)."""
+    return owner_filter is None or owner == owner_filter
 
 
 def _owner_tag(owner: str) -> str:
@@ -39,21 +38,23 @@ def _owner_tag(owner: str) -> str:
 
 
 def own_id(run_id: str, owner: str | None) -> str:
-    """Where a caller-chosen run id is kept: under the owner's tag (unauthenticated callers: as it is)."""
+    """Where a caller-chosen run id is kept (run record and runtime): under the owner's tag (unauthenticated
+    callers: as it is)."""
     return run_id if owner is None else f"{run_id}:{_owner_tag(owner)}"
 
 
 def keys_for(run_id: str, owner: str | None) -> list[str]:
-    """The runtime ids ``run_id`` may name for ``owner``: its own chosen id, then a server-made (or admin-seen)
+    """The stored ids ``run_id`` may name for ``owner``: its own chosen id, then a server-made (or admin-seen)
     id as it is."""
     own = own_id(run_id, owner)
     return [own] if own == run_id else [own, run_id]
 
 
-def shown_id(record: RunRecord, owner: str | None) -> str:
-    """A run's id as ``owner`` addresses it: its own chosen ids without the tag."""
-    if owner is not None and record.arguments.get("owner") == owner:
-        suffix = f":{_owner_tag(owner)}"
-        if record.run_id.endswith(suffix):
-            return record.run_id[:-len(suffix)]
-    return record.run_id
+def shown_id(key: str, owner: str | None, caller_owner: str | None) -> str:
+    """A run's id (stored as ``key``, started by ``owner``) as the caller addresses it: its own chosen ids
+    without the tag."""
+    if caller_owner is not None and owner == caller_owner:
+        suffix = f":{_owner_tag(caller_owner)}"
+        if key.endswith(suffix):
+            return key[:-len(suffix)]
+    return key

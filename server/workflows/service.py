@@ -8,13 +8,16 @@ has ceilings on unfinished runs and on the approval steps in them (``[limits]``)
 a decision taking effect) wait on the runtime's and the tracker's events, each bounded.
 
 Callers are :class:`server.security.Principal` s (default :data:`server.security.LOCAL`). A run belongs to the
-principal that started it; another principal's run answers like an unknown id. A run id chosen by the caller
-is the caller's own: it is kept as ``<run_id>:<owner tag>`` (the caller keeps using ``run_id``), so another
-principal's run of the same id is neither found nor taken.
+principal that started it: the ``owner`` of its run record (:class:`server.store.WorkflowRun`, written before
+the run id is returned; not part of its arguments or fingerprint); another principal's run answers like an
+unknown id. A run id chosen by the caller is the caller's own: its record and runtime run are kept under
+``<run_id>:<owner tag>`` (the caller keeps using ``run_id``), so another principal's run of the same id is
+neither found nor taken. Listings and the per-principal ceilings are queries on the run records.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -28,15 +31,15 @@ import anyio
 from server.models import DeferredModel
 from server.security import LOCAL, Principal
 from server.security.limits import CeilingExceeded, check_workflow_ceilings
-from server.store import Store, WorkflowRecord
+from server.store import RunStore, StorageError, WorkflowRecord, WorkflowRun, WorkflowStore
 from server.workflows.access import keys_for, named, own_id, refusal, shown_id, visible
 from server.workflows.inputs import check_inputs
-from server.workflows.interpreter import APPROVALS_TOPIC, LAYOUT, RunFailed, approval_topic
-from server.workflows.model import MAX_STEPS, Definition, InvalidWorkflow, WorkflowError, mermaid
+from server.workflows.interpreter import APPROVALS_TOPIC, LAYOUT, RunFailed, approval_topic, parse_arguments
+from server.workflows.library import sub_workflows
+from server.workflows.model import Definition, InvalidWorkflow, WorkflowError, mermaid
 from server.workflows.runtime import RunRecord, WorkflowRuntime
 from server.workflows.status import (
     FINISHED,
-    MAX_NESTING,
     PlannedStep,
     RunProgress,
     RunStatus,
@@ -55,23 +58,25 @@ VALIDATION_THREADS = 2
 WAIT_AFTER_ACTION_S = 5.0
 """How long cancel and approve/reject wait for the run to show the action's effect."""
 _PLANS_KEPT = 256
+NOT_STARTED = ("recorded, not started yet: if this lasts, the server stopped before starting it; call run_workflow "
+               "again with this run_id and the same workflow and inputs to start it")
 Progress = Callable[[float, float, str], Awaitable[None]]
 T = TypeVar("T")
 
 
-class WorkflowNotFound(WorkflowError, ValueError):
+class WorkflowNotFound(WorkflowError):
     """No saved workflow of that name."""
 
 
-class RunNotFound(WorkflowError, ValueError):
+class RunNotFound(WorkflowError):
     """No run with that id (or another principal's)."""
 
 
-class RunConflict(WorkflowError, ValueError):
+class RunConflict(WorkflowError):
     """The run id exists with other arguments, or the action does not fit the run's state."""
 
 
-class ToolStepsForbidden(WorkflowError, PermissionError):
+class ToolStepsForbidden(WorkflowError):
     """An inline definition with ``tool`` steps, started by a caller who may not run them."""
 
 
@@ -95,15 +100,18 @@ class WorkflowService:
         runtime: runs the runs (:class:`server.workflows.runtime.MemoryRuntime` or the DBOS runtime).
         store: keeps saved definitions.
         tracker: the interpreter's live step states (shared with the interpreter).
+        runs: the run records (:class:`server.store.WorkflowRun`): written before a run id is returned; the
+            runtime's entry point keeps their status current (:mod:`server.workflows.run_records`).
         limits: ``[limits]`` (:class:`server.security.settings.LimitSettings`): the step-count and duration
             ceilings every run is checked against, and each principal's ceilings on unfinished runs and
             approval steps; ``None``: no ceilings.
     """
 
-    def __init__(self, runtime: WorkflowRuntime, store: Store, tracker: RunTracker, *,
+    def __init__(self, runtime: WorkflowRuntime, store: WorkflowStore, tracker: RunTracker, *, runs: RunStore,
                  clock: Callable[[], float] = time.time, limits: Any = None) -> None:
         self.runtime = runtime
         self.store = store
+        self.runs = runs
         self.tracker = tracker
         self.limits = limits
         self._clock = clock
@@ -150,61 +158,15 @@ class WorkflowService:
         return await self._off_loop(validate, record.definition), record
 
     async def _library(self, definition: Definition) -> dict[str, Any]:
-        """Every saved workflow ``definition`` uses as a sub-workflow, as JSON data. Each is read and validated
-        once however often it is used; the run's size (its steps with every sub-workflow expanded) is added
-        up while walking, and the step ceiling refuses the definition as soon as it is passed.
-
-        Raises:
-            InvalidWorkflow: a sub-workflow unknown, templated, cyclic or nested deeper than 8.
-            CeilingExceeded: more steps than the ceiling.
-        """
-        ceiling = self.limits.workflow_max_steps if self.limits is not None else 100 * MAX_STEPS
-        found: dict[str, Definition] = {}
-        sized: dict[str, tuple[int, int]] = {}  # name -> (steps expanded, nesting below)
-        problems: list[str] = []
-
-        async def visit(current: Definition, chain: tuple[str, ...]) -> tuple[int, int]:
-            total, height = len(current.steps), 0
-            for step in current.steps:
-                name = step.with_.get("workflow") if step.kind == "workflow" else None
-                if step.kind != "workflow":
-                    continue
-                if not isinstance(name, str) or "{{" in name:
-                    problems.append(f"step {step.id}: `workflow` is a saved workflow's name (no placeholders)")
-                    continue
-                if name in chain:
-                    problems.append(f"step {step.id}: sub-workflow {name!r} would run itself (cycle)")
-                    continue
-                if name not in sized:
-                    if name not in found:
-                        record = await self.store.get_workflow(name)
-                        if record is None:
-                            problems.append(f"step {step.id}: no saved workflow {name!r} (save it first)")
-                            continue
-                        found[name] = await self._off_loop(validate, record.definition)
-                    sized[name] = await visit(found[name], (*chain, name))
-                steps, below = sized[name]
-                if len(chain) + below >= MAX_NESTING:
-                    problems.append(f"step {step.id}: sub-workflows nest deeper than {MAX_NESTING}")
-                total, height = total + steps, max(height, below + 1)
-                if total > ceiling:
-                    raise CeilingExceeded(f"the workflow has at least {total} steps (sub-workflows included, counted "
-                                          f"until the ceiling passed), over this server's ceiling of {ceiling}")
-            return total, height
-
-        total, _ = await visit(definition, (definition.name,))
-        if problems:
-            raise InvalidWorkflow(problems)
-        if self.limits is not None:
-            check_workflow_ceilings(self.limits, total)
-        return {name: found[name].dump() for name in found}
+        """:func:`server.workflows.library.sub_workflows` of ``definition`` over the saved definitions."""
+        return await sub_workflows(definition, self.store, self.limits, lambda data: self._off_loop(validate, data))
 
     # -- runs -------------------------------------------------------------------------------------------
 
     async def start(self, workflow: str | Mapping[str, Any], inputs: Mapping[str, Any] | None,
                     run_id: str | None = None, *, caller: Principal | None = None) -> tuple[str, bool]:
-        """Validate and start a run. Returns the run id (as the caller addresses it) and whether this call
-        started it (``False``: the same id with the same arguments was started before; it is not run again).
+        """Validate, record and start a run. Returns the run id (as the caller addresses it) and whether this
+        call started it (``False``: the same id with the same arguments was started before; it is not run again).
 
         Inline definitions with a ``tool`` step anywhere (sub-workflows included) need role admin; saved
         workflows run whatever their steps.
@@ -215,12 +177,14 @@ class WorkflowService:
                 nothing started.
             ToolStepsForbidden: see above; nothing started.
             RunConflict: the caller's ``run_id`` exists with other arguments.
+            StorageError: the run record could not be written; nothing started.
         """
         caller = caller or LOCAL
+        version = None
         if isinstance(workflow, str) and not workflow.lstrip().startswith(("{", "name:", "steps:")) \
                 and "\n" not in workflow:
-            definition, _ = await self.definition(workflow)
-            inline = False
+            definition, saved = await self.definition(workflow)
+            inline, version = False, saved.version
         else:
             definition = await self._off_loop(parse_definition, workflow)
             inline = True
@@ -237,30 +201,35 @@ class WorkflowService:
         key = own_id(run_id, caller.owner_id) if run_id else shown
         if self._starting is None:
             self._starting = anyio.Lock()
-        async with self._starting:  # the ceilings' count and the start, one at a time in this process
-            existing = await self.runtime.get(key)
-            if existing is not None:
-                if existing.fingerprint != fingerprint or not visible(existing, caller.owner_filter):
-                    raise RunConflict(f"run {shown} exists with a different workflow or inputs; use a new run_id")
+        async with self._starting:  # the ceilings' count, the record and the start, one at a time in this process
+            stored = await self.runs.get_run(key) or await self._adopt(key)
+            created = False
+            if stored is None:  # recorded (committed) before the id is returned to anyone
+                await self._check_principal_ceilings(caller, planned)
+                now = self._clock()
+                stored, created = await self.runs.create_run(WorkflowRun(
+                    run_id=key, workflow=definition.name, fingerprint=fingerprint, created_at=now,
+                    owner=caller.owner_id, workflow_version=version, steps=len(planned),
+                    deadline_at=None if deadline_s is None else now + deadline_s))
+            if stored.fingerprint != fingerprint or not visible(stored.owner, caller.owner_filter):
+                raise RunConflict(f"run {shown} exists with a different workflow or inputs; use a new run_id")
+            if not created and (stored.finished or await self.runtime.get(key) is not None):
                 return shown, False
-            await self._check_principal_ceilings(caller, planned)
-            arguments.update(owner=caller.owner_id, layout=LAYOUT)
-            if deadline_s is not None:
-                arguments["deadline_at"] = self._clock() + deadline_s
+            # New, or recorded by a start that the server did not live to finish: start it now.
+            arguments["layout"] = LAYOUT
+            if stored.deadline_at is not None:
+                arguments["deadline_at"] = stored.deadline_at
             self._remember(fingerprint, planned)
             started = await self.runtime.start(key, definition.name, arguments, fingerprint)
-        if not started:
-            existing = await self.runtime.get(key)
-            if existing is not None and existing.fingerprint != fingerprint:
-                raise RunConflict(f"run {shown} exists with a different workflow or inputs; use a new run_id")
         return shown, started
 
     async def _check_principal_ceilings(self, caller: Principal, planned: list[PlannedStep]) -> None:
-        """Refuse a run past the caller's ceilings on unfinished runs and on approval steps in them."""
+        """Refuse a run past the caller's ceilings on unfinished runs and on approval steps in them (a query on
+        the run records; all unauthenticated callers count as one)."""
         if self.limits is None:
             return
-        active = [r for status in ("pending", "running") for r in await self._owned(status, caller.owner_id, 10**6)]
         most_runs = self.limits.workflow_max_active_runs
+        active = await self.runs.list_runs(owner=caller.owner_id, status=("pending", "running"), limit=most_runs)
         if len(active) >= most_runs:
             raise CeilingExceeded(f"{len(active)} of your workflow runs are unfinished, this server's ceiling "
                                   f"per principal ([limits] workflow_max_active_runs = {most_runs}): wait for one to "
@@ -269,12 +238,27 @@ class WorkflowService:
         if approvals:
             most = self.limits.workflow_max_waiting_approvals
             held = 0
-            for record in active:
-                held += sum(p.kind == "approval" for p in await self._plan_of(record))
+            for run in active:
+                record = await self.runtime.get(run.run_id)
+                if record is not None:
+                    held += sum(p.kind == "approval" for p in await self._plan_of(record))
             if held + approvals > most:
                 raise CeilingExceeded(f"this run has {approvals} approval step(s) and your unfinished runs {held}, "
                                       f"over this server's ceiling of {most} per principal ([limits] "
                                       "workflow_max_waiting_approvals)")
+
+    async def _adopt(self, key: str) -> WorkflowRun | None:
+        """The record of a run the runtime knows and the store does not (started before run records existed,
+        its owner then kept in its arguments), written now; ``None`` when the runtime has no such run."""
+        record = await self.runtime.get(key)
+        if record is None:
+            return None
+        adopted = WorkflowRun(run_id=key, workflow=record.workflow, fingerprint=record.fingerprint,
+                              created_at=record.created_at, updated_at=record.updated_at,
+                              owner=record.arguments.get("owner"), steps=len(await self._plan_of(record)),
+                              status=record.status if record.status in FINISHED else "running",  # type: ignore[arg-type]
+                              deadline_at=record.arguments.get("deadline_at"), error=record.error)
+        return (await self.runs.create_run(adopted))[0]
 
     def _remember(self, fingerprint: str, planned: list[PlannedStep]) -> None:
         self._plans[fingerprint] = planned
@@ -284,6 +268,8 @@ class WorkflowService:
 
     async def _plan_of(self, record: RunRecord) -> list[PlannedStep]:
         """The run's plan, computed once per distinct run (off the loop) and kept for later status reads."""
+        if "definition" not in record.arguments:  # recorded, not started: nothing to plan from yet
+            return []
         planned = self._plans.get(record.fingerprint)
         if planned is None:
             try:
@@ -293,17 +279,40 @@ class WorkflowService:
             self._remember(record.fingerprint, planned)
         return planned
 
-    async def _get(self, run_id: str, caller: Principal) -> RunRecord:
+    async def _find(self, run_id: str, caller: Principal) -> WorkflowRun:
+        """The record of the run ``run_id`` names for the caller (its own chosen id first)."""
         for key in keys_for(run_id, caller.owner_id):
-            record = await self.runtime.get(key)
-            if record is not None and visible(record, caller.owner_filter):
-                return record
+            stored = await self.runs.get_run(key) or await self._adopt(key)
+            if stored is not None and visible(stored.owner, caller.owner_filter):
+                return stored
         raise RunNotFound(f"no run {run_id!r}")
 
-    async def _report(self, record: RunRecord, caller: Principal, *, brief: bool = False) -> RunStatus:
-        recorded = {} if brief else await self.runtime.recorded(record.run_id)
-        return build_status(record, recorded, self.tracker, self.runtime.name, plan=await self._plan_of(record),
-                            brief=brief, run_id=shown_id(record, caller.owner_id))
+    async def _get(self, run_id: str, caller: Principal) -> tuple[WorkflowRun, RunRecord]:
+        stored = await self._find(run_id, caller)
+        return stored, await self._runtime_record(stored)
+
+    async def _runtime_record(self, stored: WorkflowRun) -> RunRecord:
+        """The runtime's account of a recorded run; a finished outcome the record lacks is written back to it."""
+        record = await self.runtime.get(stored.run_id)
+        if record is None:  # recorded and not started, or finished and forgotten by an in-memory runtime
+            return RunRecord(stored.run_id, stored.workflow, {}, stored.fingerprint,
+                             stored.status if stored.finished else "pending", None,
+                             stored.error if stored.finished else NOT_STARTED, stored.created_at, stored.updated_at)
+        if record.status in FINISHED and record.status != stored.status:
+            try:
+                await self.runs.set_run_status(stored.run_id, record.status, record.updated_at,  # type: ignore[arg-type]
+                                               error=record.error, if_unfinished=False)
+            except StorageError:
+                pass  # written back on a later read; the runtime's answer stands
+        return record
+
+    async def _report(self, stored: WorkflowRun, record: RunRecord, caller: Principal) -> RunStatus:
+        """The run's full status, built off the event loop (a run of a thousand steps takes a while)."""
+        recorded = await self.runtime.recorded(record.run_id)
+        planned = await self._plan_of(record)
+        return await self._off_loop(functools.partial(
+            build_status, record, recorded, self.tracker, self.runtime.name, plan=planned,
+            run_id=shown_id(stored.run_id, stored.owner, caller.owner_id)))
 
     async def status(self, run_id: str, caller: Principal | None = None) -> RunStatus:
         """The run's status with every step (recorded outcomes from the runtime, live ones from the tracker).
@@ -312,7 +321,17 @@ class WorkflowService:
             RunNotFound: no such run (or another principal's).
         """
         caller = caller or LOCAL
-        return await self._report(await self._get(run_id, caller), caller)
+        return await self._report(*await self._get(run_id, caller), caller)
+
+    async def diagram(self, run_id: str, caller: Principal | None = None) -> str:
+        """The Mermaid ``flowchart`` of the definition the run was started with (:func:`mermaid`; a run recorded
+        and not started yet: an empty flowchart).
+
+        Raises:
+            RunNotFound: no such run (or another principal's).
+        """
+        _, record = await self._get(run_id, caller or LOCAL)
+        return await self._off_loop(_diagram, record.arguments)
 
     async def wait(self, run_id: str, wait_s: float, progress: Progress | None = None,
                    caller: Principal | None = None) -> RunStatus:
@@ -320,7 +339,7 @@ class WorkflowService:
         goes on). Reports progress (steps done / total) on every step change. Cancelling the wait never
         cancels the run. Waits on the runtime's completion signal and the tracker's change events."""
         caller = caller or LOCAL
-        record = await self._get(run_id, caller)
+        stored, record = await self._get(run_id, caller)
         if record.status not in FINISHED:
             with anyio.move_on_after(wait_s):
                 async with anyio.create_task_group() as tg:
@@ -328,7 +347,7 @@ class WorkflowService:
                         tg.start_soon(self._forward_progress, record.run_id, progress)
                     await self.runtime.finished(record.run_id)
                     tg.cancel_scope.cancel()
-        status = await self._report(await self._get(run_id, caller), caller)
+        status = await self._report(stored, await self._runtime_record(stored), caller)
         if progress is not None and status.status in FINISHED:
             await progress(status.progress.done, status.progress.total, status.progress.message)
         return status
@@ -348,28 +367,28 @@ class WorkflowService:
 
     async def list(self, status: str | None, limit: int, offset: int,
                    caller: Principal | None = None) -> list[RunStatus]:
-        """Recent runs, newest first (``status`` filters: ``waiting`` means running runs with an approval open;
-        another principal's runs are left out, except for admins)."""
+        """Recent runs, newest first, from the run records (a query by owner and status, paged); ``waiting``
+        means running runs with an approval open here; another principal's runs are left out, except for
+        admins."""
         caller = caller or LOCAL
-        wanted = "running" if status == "waiting" else status
-        if caller.owner_filter is None:
-            runs = await self.runtime.list(wanted, limit if status != "waiting" else 1000, offset)
-        else:
-            runs = (await self._owned(wanted, caller.owner_filter,
-                                      offset + (limit if status != "waiting" else 1000)))[offset:]
-        out = [await self._report(r, caller, brief=True) for r in runs]
-        return [s for s in out if status is None or s.status == status][:limit]
+        if status == "waiting":
+            runs = await self.runs.list_runs(owner=caller.owner_filter, status=["running"], limit=1000)
+            waiting = [s for s in (self._brief(r, caller) for r in runs) if s.status == "waiting"]
+            return waiting[offset:offset + limit]
+        runs = await self.runs.list_runs(owner=caller.owner_filter, status=[status] if status else (),  # type: ignore[list-item]
+                                         limit=limit, offset=offset)
+        return [s for s in (self._brief(r, caller) for r in runs) if status is None or s.status == status]
 
-    async def _owned(self, status: str | None, owner: str | None, wanted: int, page: int = 500,
-                     scan_limit: int = 20_000) -> list[RunRecord]:
-        """The newest ``wanted`` runs of ``owner`` (scanning at most ``scan_limit`` runs)."""
-        found: list[RunRecord] = []
-        for offset in range(0, scan_limit, page):
-            runs = await self.runtime.list(status, page, offset)
-            found.extend(r for r in runs if r.arguments.get("owner") == owner)
-            if len(found) >= wanted or len(runs) < page:
-                break
-        return found[:wanted]
+    def _brief(self, run: WorkflowRun, caller: Principal) -> RunStatus:
+        """A listing's line for ``run``: its record, with live progress when it executes here."""
+        live = self.tracker.get(run.run_id)
+        status = run.status if run.finished or live is None else \
+            "waiting" if any(s.status == "waiting" for s in live.steps.values()) else "running"
+        done = run.steps if run.finished else live.progress()[0] if live is not None else 0
+        return RunStatus(run_id=shown_id(run.run_id, run.owner, caller.owner_id), workflow=run.workflow,
+                         status=status, error=run.error, steps=[],
+                         progress=RunProgress(done=done, total=run.steps, message=f"{done}/{run.steps} steps done"),
+                         created_at=run.created_at, updated_at=run.updated_at, runtime=self.runtime.name)
 
     async def cancel(self, run_id: str, caller: Principal | None = None) -> RunStatus:
         """Cancel a run (steps running now are interrupted; recorded ones stay recorded).
@@ -378,13 +397,14 @@ class WorkflowService:
             RunNotFound / RunConflict: unknown (or another principal's) or already finished.
         """
         caller = caller or LOCAL
-        record = await self._get(run_id, caller)
+        stored, record = await self._get(run_id, caller)
         if record.status in FINISHED:
             raise RunConflict(f"run {run_id} is already {record.status}")
-        await self.runtime.cancel(record.run_id)
+        await self.runs.set_run_status(stored.run_id, "cancelled", self._clock())  # before the run can end otherwise
+        await self.runtime.cancel(stored.run_id)
         with anyio.move_on_after(WAIT_AFTER_ACTION_S):
-            await self.runtime.finished(record.run_id)
-        return await self._report(await self._get(run_id, caller), caller)
+            await self.runtime.finished(stored.run_id)
+        return await self._report(stored, await self._runtime_record(stored), caller)
 
     async def decide(self, run_id: str, decision: str, *, step: str | None = None, comment: str | None = None,
                      caller: Principal | None = None) -> RunStatus:
@@ -401,9 +421,10 @@ class WorkflowService:
             ApprovalRefused: the step's ``approvers`` or ``not_starter`` refuse the caller.
         """
         caller = caller or LOCAL
-        record, planned = await self._decidable(run_id, caller)
-        status = build_status(record, await self.runtime.recorded(record.run_id), self.tracker, self.runtime.name,
-                              plan=planned)
+        stored, record, planned = await self._decidable(run_id, caller)
+        recorded = await self.runtime.recorded(record.run_id)
+        status = await self._off_loop(functools.partial(build_status, record, recorded, self.tracker,
+                                                        self.runtime.name, plan=planned))
         waiting = [s.id for s in status.steps if s.status == "waiting"]
         if step is not None and step not in waiting:
             raise RunConflict(f"step {step!r} of run {run_id} is not waiting for approval"
@@ -414,7 +435,7 @@ class WorkflowService:
                                   f"approval{': pass step (' + ', '.join(waiting) + ')' if waiting else ''}")
             step = waiting[0]
         rules = next(p for p in planned if p.name == step)
-        why_not = refusal(rules, caller, record)
+        why_not = refusal(rules, caller, stored.owner)
         if why_not:
             raise ApprovalRefused(f"step {step} of run {run_id}: {why_not}")
         message = {"step": step, "decision": decision, "by": caller.id, "role": caller.role, "comment": comment,
@@ -429,28 +450,31 @@ class WorkflowService:
                 if current is None or current.status != "waiting":
                     break
                 await changed.wait()
-        return await self._report(await self._runtime_record(record.run_id), caller)
+        return await self._report(stored, await self._runtime_record(stored), caller)
 
-    async def _decidable(self, run_id: str, caller: Principal) -> tuple[RunRecord, list[PlannedStep]]:
+    async def _decidable(self, run_id: str, caller: Principal) -> tuple[WorkflowRun, RunRecord, list[PlannedStep]]:
         """The run the caller may decide on: one it can see, or one whose approval steps name it."""
         try:
-            record = await self._get(run_id, caller)
-            return record, await self._plan_of(record)
+            stored, record = await self._get(run_id, caller)
+            return stored, record, await self._plan_of(record)
         except RunNotFound:
             for key in keys_for(run_id, caller.owner_id):
-                record = await self.runtime.get(key)
-                if record is None:
+                stored = await self.runs.get_run(key) or await self._adopt(key)
+                if stored is None:
                     continue
+                record = await self._runtime_record(stored)
                 planned = await self._plan_of(record)
                 if any(p.kind == "approval" and named(p.approvers, caller) for p in planned):
-                    return record, planned
+                    return stored, record, planned
             raise
 
-    async def _runtime_record(self, key: str) -> RunRecord:
-        record = await self.runtime.get(key)
-        if record is None:
-            raise RunNotFound(f"no run {key!r}")
-        return record
+
+def _diagram(arguments: Mapping[str, Any]) -> str:
+    try:
+        definition, _ = parse_arguments(arguments)
+    except RunFailed:
+        return "flowchart TD"
+    return mermaid(definition)
 
 
 def definition_uri(name: str) -> str:

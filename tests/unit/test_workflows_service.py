@@ -18,11 +18,12 @@ import pytest
 from server.security import Principal
 from server.security.limits import CeilingExceeded
 from server.security.settings import LimitSettings
-from server.store.memory import MemoryStore
+from server.store.memory import MemoryStore, MemoryWorkflows
 from server.workflows import StepServices, open_workflows
 from server.workflows.interpreter import Interpreter
 from server.workflows.model import InvalidWorkflow
 from server.workflows.outcome import StepOutcome
+from server.workflows.run_records import RecordedRuns
 from server.workflows.runtime import MemoryRuntime
 from server.workflows.service import ApprovalRefused, RunNotFound, WorkflowService
 from server.workflows.tracker import RunTracker
@@ -32,8 +33,8 @@ ALICE, BOB, OPS = Principal("key:alice", "user"), Principal("key:bob", "user"), 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class CountingStore(MemoryStore):
-    """The in-memory store, counting reads of saved workflows."""
+class CountingWorkflows(MemoryWorkflows):
+    """The in-memory saved workflows, counting reads."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -47,11 +48,12 @@ class CountingStore(MemoryStore):
 @asynccontextmanager
 async def service(store: MemoryStore | None = None, *, max_finished_runs: int = 1_000,
                   **limits: Any) -> AsyncIterator[WorkflowService]:
+    store = store or MemoryStore()
     tracker = RunTracker()
-    interpreter = Interpreter(StepServices(), tracker)
+    interpreter = RecordedRuns(Interpreter(StepServices(), tracker), store.runs)
     runtime = MemoryRuntime(max_finished_runs=max_finished_runs)
     async with runtime.running(interpreter.execute):
-        yield WorkflowService(runtime, store or MemoryStore(), tracker, limits=LimitSettings(**limits))
+        yield WorkflowService(runtime, store.workflows, tracker, runs=store.runs, limits=LimitSettings(**limits))
 
 
 def gate(name: str = "gate", count: int = 1, **with_: Any) -> dict:
@@ -87,18 +89,19 @@ def test_step_outcomes_read_the_records_earlier_versions_wrote() -> None:
 
 
 async def test_sub_workflows_are_read_once_and_the_ceiling_stops_the_expansion() -> None:
-    store = CountingStore()
+    store = MemoryStore()
+    store.workflows = CountingWorkflows()
     async with service(store) as workflows:
         await workflows.save({"name": "child", "steps": [{"id": f"c{i}", "kind": "pattern", "with": {"pattern": "x"}}
                                                           for i in range(10)]})
         await workflows.save({"name": "mid", "steps": [{"id": f"m{i}", "kind": "workflow",
                                                         "with": {"workflow": "child"}} for i in range(9)]})
-        store.reads.clear()
+        store.workflows.reads.clear()
         fan_out = {"name": "fan", "steps": [{"id": f"f{i}", "kind": "workflow", "with": {"workflow": "mid"}}
                                             for i in range(200)]}  # 200 x 99 steps once expanded
         with pytest.raises(CeilingExceeded, match=r"at least 1,?\d+ steps .* ceiling of 1000"):
             await workflows.start(fan_out, {}, caller=ALICE)
-        assert store.reads == {"mid": 1, "child": 1}
+        assert store.workflows.reads == {"mid": 1, "child": 1}
         assert await workflows.list(None, 10, 0, ALICE) == []
 
 
@@ -217,7 +220,8 @@ def test_waits_use_events_not_sleep_loops() -> None:
 
 
 async def test_finished_in_memory_runs_are_bounded_oldest_first() -> None:
-    async with service(max_finished_runs=3) as workflows:
+    # The runtime keeps the steps of the 3 newest finished runs; the records (status, error) of 4 runs.
+    async with service(MemoryStore(max_runs=4), max_finished_runs=3) as workflows:
         waiting, _ = await workflows.start(gate(), {}, caller=ALICE)
         finished = []
         for i in range(5):
@@ -229,6 +233,15 @@ async def test_finished_in_memory_runs_are_bounded_oldest_first() -> None:
         assert kept == [*finished[:1:-1], waiting]  # the three newest finished, and the unfinished one
         with pytest.raises(RunNotFound):
             await workflows.status(finished[0], ALICE)
+    async with service(MemoryStore(max_runs=10), max_finished_runs=1) as workflows:
+        first, _ = await workflows.start(failing("first"), {}, "first", caller=ALICE)
+        with anyio.fail_after(5):
+            assert (await workflows.wait(first, 5, caller=ALICE)).steps
+        for i in range(2):
+            await workflows.wait((await workflows.start(failing(f"n{i}"), {}, caller=ALICE))[0], 5, caller=ALICE)
+        forgotten = await workflows.status(first, ALICE)  # its steps are gone, its record stays
+        assert (forgotten.status, forgotten.steps, forgotten.run_id) == ("completed", [], "first")
+        assert await workflows.start(failing("first"), {}, "first", caller=ALICE) == ("first", False)  # not rerun
 
 
 async def test_a_step_failure_is_logged_once_at_warning_with_run_and_class(caplog: pytest.LogCaptureFixture) -> None:
