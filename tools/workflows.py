@@ -68,7 +68,9 @@ class WorkflowRunResult(DeferredModel):
 
     @classmethod
     def of(cls, status: RunStatus) -> WorkflowRunResult:
-        return cls.model_validate(status.model_dump())
+        """``status``'s fields as they are: already validated, so a run of a thousand steps is not dumped and
+        validated again on the event loop."""
+        return cls.model_construct(**{name: getattr(status, name) for name in RunStatus.model_fields})
 
 
 def _service(ctx: Context) -> WorkflowService:
