@@ -307,8 +307,12 @@ class WorkflowService:
         return record
 
     async def _report(self, stored: WorkflowRun, record: RunRecord, caller: Principal) -> RunStatus:
-        """The run's full status, built off the event loop (a run of a thousand steps takes a while)."""
-        recorded = await self.runtime.recorded(record.run_id)
+        """The run's full status, built off the event loop (a run of a thousand steps takes a while). A run
+        executing here is read from the tracker, which holds every step's outcome as it was recorded (or
+        replayed); the runtime's step records are read only for runs executing elsewhere or finished."""
+        live = self.tracker.get(record.run_id)
+        executing = live is not None and not live.finished and record.status not in FINISHED
+        recorded = {} if executing else await self.runtime.recorded(record.run_id)
         planned = await self._plan_of(record)
         return await self._off_loop(functools.partial(
             build_status, record, recorded, self.tracker, self.runtime.name, plan=planned,
