@@ -37,6 +37,7 @@ from server.workflows.inputs import check_inputs
 from server.workflows.interpreter import APPROVALS_TOPIC, LAYOUT, RunFailed, approval_topic, parse_arguments
 from server.workflows.library import sub_workflows
 from server.workflows.model import Definition, InvalidWorkflow, WorkflowError, mermaid
+from server.workflows.outcome import StepOutcome
 from server.workflows.runtime import RunRecord, WorkflowRuntime
 from server.workflows.status import (
     FINISHED,
@@ -47,7 +48,7 @@ from server.workflows.status import (
     build_status,
     plan_steps,
 )
-from server.workflows.tracker import RunTracker
+from server.workflows.tracker import RunTracker, StepState
 from server.workflows.validation import parse_definition, validate
 
 __all__ = ["ApprovalRefused", "RunConflict", "RunNotFound", "RunProgress", "RunStatus", "SavedWorkflow",
@@ -61,6 +62,7 @@ _PLANS_KEPT = 256
 NOT_STARTED = ("recorded, not started yet: if this lasts, the server stopped before starting it; call run_workflow "
                "again with this run_id and the same workflow and inputs to start it")
 Progress = Callable[[float, float, str], Awaitable[None]]
+_DECIDED = StepState(status="decided")
 T = TypeVar("T")
 
 
@@ -447,14 +449,22 @@ class WorkflowService:
         legacy = record.arguments.get("layout", 1) < LAYOUT
         await self.runtime.send(record.run_id, approval_topic(step) if legacy else APPROVALS_TOPIC, message)
         with anyio.move_on_after(WAIT_AFTER_ACTION_S):
-            while True:  # until the decision shows here (a run executing on another replica: at once)
-                changed = self.tracker.changed(record.run_id)
-                state = self.tracker.get(record.run_id)
-                current = state.steps.get(step) if state is not None else None
-                if current is None or current.status != "waiting":
-                    break
-                await changed.wait()
+            await self._decision_shown(record.run_id, step)
         return await self._report(stored, await self._runtime_record(stored), caller)
+
+    async def _decision_shown(self, key: str, step: str) -> None:
+        """Return once ``step``'s decision shows: on the tracker's events for a run executing here; on another
+        replica, once its step record is written (DBOS notifies nobody of those: read again, 20 ms to 0.5 s)."""
+        pause = 0.02
+        while True:
+            changed, state = self.tracker.changed(key), self.tracker.get(key)
+            if state is not None and state.steps.get(step, _DECIDED).status != "waiting":
+                return
+            if state is None and StepOutcome.from_record((await self.runtime.recorded(key)).get(step)):
+                return
+            with anyio.move_on_after(None if state is not None else pause):  # or as the run changes here
+                await changed.wait()
+            pause = min(pause * 2, 0.5)
 
     async def _decidable(self, run_id: str, caller: Principal) -> tuple[WorkflowRun, RunRecord, list[PlannedStep]]:
         """The run the caller may decide on: one it can see, or one whose approval steps name it."""
