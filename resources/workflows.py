@@ -66,7 +66,7 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> None:
         from server.workflows.service import RunNotFound, run_uri
 
         try:  # another owner's run is "not found", like an unknown id
-            status = await service().status(run_id, caller(ctx).owner_filter)
+            status = await service().status(run_id, caller(ctx))
         except RunNotFound as exc:
             raise ResourceNotFoundError(str(exc)) from exc
         return _json({**status.model_dump(mode="json"), "uri": run_uri(run_id)})

@@ -12,15 +12,8 @@ from pydantic import Field, JsonValue
 
 from server.models import DeferredModel
 from server.security import caller
-from server.workflows.service import (
-    RUN_ID_PATTERN,
-    RunProgress,
-    RunStatus,
-    SavedWorkflow,
-    StepReport,
-    ToolStepsForbidden,
-    WorkflowService,
-)
+from server.workflows.service import RUN_ID_PATTERN, SavedWorkflow, ToolStepsForbidden, WorkflowService
+from server.workflows.status import RunProgress, RunStatus, StepReport
 from tools._arguments import Guard
 from tools._context import core_errors, dependencies, make_tool, require_role
 
@@ -30,8 +23,8 @@ approval). `workflow`: a saved name or a definition like {"name": "b", "steps": 
 ["a"], "with": {...}}], "outputs": {"s": "{{ steps.a.output.text }}"}}; steps may add when, retry, timeout_s,
 on_error. Returns after `wait_s` at most; the run goes on (see workflow_run)."""
 
-RUN_ACTION_DESCRIPTION = """A workflow run's status, or cancel / approve / reject it (`step`: which approval).
-Without `run_id`: recent runs, newest first, by `status`, paged."""
+RUN_ACTION_DESCRIPTION = """A workflow run's status, or cancel / approve / reject it (`step`: which approval;
+you are the approver). Without `run_id`: recent runs, newest first, by `status`, paged."""
 
 SAVE_DESCRIPTION = """Validate a workflow definition (an object or JSON/YAML text; every problem is listed) and
 save it as its name's next version. Needs admin with auth on."""
@@ -58,7 +51,9 @@ class WorkflowRunResult(DeferredModel):
 
     @classmethod
     def of(cls, status: RunStatus) -> WorkflowRunResult:
-        return cls.model_validate(status.model_dump())
+        """``status``'s fields as they are: already validated, so a run of a thousand steps is not dumped and
+        validated again on the event loop."""
+        return cls.model_construct(**{name: getattr(status, name) for name in RunStatus.model_fields})
 
 
 def _service(ctx: Context) -> WorkflowService:
@@ -78,51 +73,47 @@ async def run_workflow(
 ) -> RunStatus:
     service = _service(ctx)
     principal = caller(ctx)
-    owner_filter = principal.owner_filter
     with core_errors():
         try:
-            started_id, _ = await service.start(workflow, inputs, run_id, owner=principal.owner_id,
-                                                owner_filter=owner_filter,
-                                                inline_tool_steps=principal.role == "admin")
+            started_id, _ = await service.start(workflow, inputs, run_id, caller=principal)
         except ToolStepsForbidden:
             require_role(ctx, "admin", "run_workflow with tool steps")
             raise
         if not wait:
-            return await service.status(started_id, owner_filter)
+            return await service.status(started_id, principal)
 
         async def progress(done: float, total: float, message: str) -> None:
             await ctx.report_progress(done, total, message)
 
-        return await service.wait(started_id, wait_s, progress, owner_filter)
+        return await service.wait(started_id, wait_s, progress, principal)
 
 
 async def workflow_run(
     ctx: Context,
-    run_id: Annotated[str | None, Field(max_length=128)] = None,
+    run_id: Annotated[str | None, Field(pattern=RUN_ID_PATTERN)] = None,
     action: Literal["status", "cancel", "approve", "reject"] = "status",
     step: Annotated[str | None, Field(max_length=600)] = None,
     comment: Annotated[str | None, Field(max_length=2_000)] = None,
-    by: Annotated[str | None, Field(description="Who decides.", max_length=200)] = None,
     status: Literal["pending", "running", "waiting", "completed", "failed", "cancelled"] | None = None,
     limit: Annotated[int, Guard(ge=1, le=100)] = 20,
     offset: Annotated[int, Guard(ge=0)] = 0,
 ) -> WorkflowRunResult:
     service = _service(ctx)
-    owner_filter = caller(ctx).owner_filter  # another owner's run is "not found", like an unknown id
+    principal = caller(ctx)  # another owner's run is "not found", like an unknown id
     with core_errors():
         if run_id is None:
             if action != "status":
                 raise ToolError(f"action {action!r} needs a run_id")
-            runs = await service.list(status, limit + 1, offset, owner_filter)
+            runs = await service.list(status, limit + 1, offset, principal)
             more = len(runs) > limit
             return WorkflowRunResult(runs=runs[:limit], next_offset=offset + limit if more else None)
         if action == "cancel":
-            return WorkflowRunResult.of(await service.cancel(run_id, owner_filter))
-        if action in ("approve", "reject"):
+            return WorkflowRunResult.of(await service.cancel(run_id, principal))
+        if action in ("approve", "reject"):  # the approver is the authenticated caller, never an argument
             return WorkflowRunResult.of(await service.decide(
-                run_id, "approved" if action == "approve" else "rejected", step=step, by=by, comment=comment,
-                owner_filter=owner_filter))
-        return WorkflowRunResult.of(await service.status(run_id, owner_filter))
+                run_id, "approved" if action == "approve" else "rejected", step=step, comment=comment,
+                caller=principal))
+        return WorkflowRunResult.of(await service.status(run_id, principal))
 
 
 async def save_workflow(

@@ -122,7 +122,7 @@ async def open_dependencies(
         if run_workflow is None:
             async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
                 # Under a named system principal: its steps' model calls are screened and recorded as its.
-                run_id, _ = await workflows.service().start(name, inputs, owner=INCIDENT_RESPONSE.id)
+                run_id, _ = await workflows.service().start(name, inputs, caller=INCIDENT_RESPONSE)
                 return run_id
 
         incidents = IncidentService(store.incidents, store.calls, pool, config, clock=clock, run_workflow=run_workflow,

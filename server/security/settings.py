@@ -21,6 +21,8 @@ max_tokens_per_call = 16000         # max_tokens ceiling for orchestrate / conse
 max_cost_usd_per_call = 0.50        # worst-case estimate, refused before any provider is called
 workflow_max_steps = 200
 workflow_max_duration_s = 3600
+workflow_max_active_runs = 100      # per principal: unfinished runs
+workflow_max_waiting_approvals = 200  # per principal: approval steps in unfinished runs
 
 [guardrails]
 allowed_models = ["gpt-4o-mini"]
@@ -80,6 +82,10 @@ class LimitSettings(_Strict):
     workflow_max_steps: int = Field(default=1000, ge=1, le=100_000)  # the definition limit
     # A week by default: runs may wait for human approvals (a day each by default).
     workflow_max_duration_s: float = Field(default=7 * 86_400.0, gt=0, le=30 * 86_400)
+    # Per principal (API key, JWT subject; all unauthenticated callers count as one): unfinished runs, and
+    # approval steps in them (each waiting approval holds a receiver until it is decided or times out).
+    workflow_max_active_runs: int = Field(default=100, ge=1, le=100_000)
+    workflow_max_waiting_approvals: int = Field(default=200, ge=1, le=1_000_000)
 
 
 class GuardrailSettings(_Strict):

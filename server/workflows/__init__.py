@@ -1,7 +1,9 @@
-"""Durable DAG workflows: definitions (:mod:`.model`), the interpreter (:mod:`.interpreter`) over a small runtime
-interface (:mod:`.runtime`: the in-memory runtime; :mod:`.dbos_runtime`: DBOS, full mode), step kinds
-(:mod:`.steps`), downstream MCP tool calls (:mod:`.downstream`), the service the MCP surface calls
-(:mod:`.service`) and the server's handle on it, built at first use (:mod:`.lazy`).
+"""Durable DAG workflows: definitions (:mod:`.model`; parsing and validation in :mod:`.validation`, the inputs
+schema in :mod:`.inputs`), the interpreter (:mod:`.interpreter`, step outcomes in :mod:`.outcome`, live state in
+:mod:`.tracker`) over a small runtime interface (:mod:`.runtime`: the in-memory runtime; :mod:`.dbos_runtime`:
+DBOS, full mode), step kinds (:mod:`.steps`), downstream MCP tool calls (:mod:`.downstream`), the service the
+MCP surface calls (:mod:`.service`, run status in :mod:`.status`) and the server's handle on it, built at first
+use (:mod:`.lazy`).
 
 Importing this package imports none of its modules: each name below loads its module when first used (so
 ``server.workflows.lazy`` costs the server nothing at start-up), and DBOS, YAML and the MCP client load only
@@ -18,23 +20,28 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from server.store import Store
-    from server.workflows.interpreter import Interpreter, RunFailed, RunTracker
-    from server.workflows.model import Definition, InvalidWorkflow, WorkflowError, mermaid, parse_definition
+    from server.workflows.interpreter import Interpreter, RunFailed
+    from server.workflows.model import Definition, InvalidWorkflow, WorkflowError, mermaid
+    from server.workflows.outcome import StepOutcome
     from server.workflows.runtime import MemoryRuntime, RunRecord, WorkflowRuntime
-    from server.workflows.service import RunConflict, RunNotFound, RunStatus, WorkflowNotFound, WorkflowService
+    from server.workflows.service import ApprovalRefused, RunConflict, RunNotFound, WorkflowNotFound, WorkflowService
+    from server.workflows.status import RunStatus
     from server.workflows.steps import StepServices
+    from server.workflows.tracker import RunTracker
+    from server.workflows.validation import parse_definition
 
 __all__ = [
-    "Definition", "Interpreter", "InvalidWorkflow", "MemoryRuntime", "RunConflict", "RunFailed", "RunNotFound",
-    "RunRecord", "RunStatus", "RunTracker", "RuntimeFactory", "StepServices", "WorkflowError", "WorkflowNotFound",
-    "WorkflowRuntime", "WorkflowService", "memory_runtime", "mermaid", "open_workflows", "parse_definition",
+    "ApprovalRefused", "Definition", "Interpreter", "InvalidWorkflow", "MemoryRuntime", "RunConflict", "RunFailed",
+    "RunNotFound", "RunRecord", "RunStatus", "RunTracker", "RuntimeFactory", "StepOutcome", "StepServices",
+    "WorkflowError", "WorkflowNotFound", "WorkflowRuntime", "WorkflowService", "memory_runtime", "mermaid",
+    "open_workflows", "parse_definition",
 ]
 _HOMES = {
-    "Interpreter": "interpreter", "RunFailed": "interpreter", "RunTracker": "interpreter",
+    "Interpreter": "interpreter", "RunFailed": "interpreter", "RunTracker": "tracker",
     "Definition": "model", "InvalidWorkflow": "model", "WorkflowError": "model", "mermaid": "model",
-    "parse_definition": "model", "MemoryRuntime": "runtime", "RunRecord": "runtime", "WorkflowRuntime": "runtime",
-    "RunConflict": "service", "RunNotFound": "service", "RunStatus": "service", "WorkflowNotFound": "service",
-    "WorkflowService": "service", "StepServices": "steps",
+    "parse_definition": "validation", "StepOutcome": "outcome", "MemoryRuntime": "runtime", "RunRecord": "runtime",
+    "WorkflowRuntime": "runtime", "ApprovalRefused": "service", "RunConflict": "service", "RunNotFound": "service",
+    "RunStatus": "status", "WorkflowNotFound": "service", "WorkflowService": "service", "StepServices": "steps",
 }
 
 RuntimeFactory = Callable[["Interpreter"], AbstractAsyncContextManager["WorkflowRuntime"]]
@@ -65,9 +72,10 @@ def memory_runtime(clock: Callable[[], float] = time.time) -> RuntimeFactory:
 async def open_workflows(services: StepServices, store: Store, *, runtime_factory: RuntimeFactory | None = None,
                          clock: Callable[[], float] = time.time) -> AsyncIterator[WorkflowService]:
     """The workflow service over a running runtime (in-memory unless ``runtime_factory`` says otherwise)."""
-    from server.workflows.interpreter import Interpreter, RunTracker
+    from server.workflows.interpreter import Interpreter
     from server.workflows.run_records import RecordedRuns
     from server.workflows.service import WorkflowService
+    from server.workflows.tracker import RunTracker
 
     tracker = RunTracker()
     interpreter = RecordedRuns(Interpreter(services, tracker), store.runs, clock=clock)

@@ -22,7 +22,16 @@ Durability contract (what DBOS gives, and how this module keeps its side of it):
   every replica listens to: any replica with capacity (``worker_concurrency``) executes them. Each replica's
   DBOS executor id is its replica id, held under an advisory lock; :mod:`server.workflows.replicas` resumes the
   runs of a replica that died.
-- DBOS's logger writes to stderr (a ``StreamHandler`` with no stream: ``sys.stderr``), never stdout.
+- DBOS's logger writes to stderr (a ``StreamHandler`` with no stream: ``sys.stderr``), never stdout. A run that
+  fails with :class:`~server.workflows.interpreter.RunFailed` (a step's ordinary failure, logged once by the
+  interpreter at WARNING) is not logged again by DBOS with a traceback at ERROR (:class:`_ExpectedFailures`).
+
+Waiting without polling: approval decisions arrive through ``DBOS.recv_async`` (one receiver per run, on one
+topic; DBOS wakes it from its notification listener); a run executing in this process is awaited on its own
+asyncio task, which ends once DBOS has recorded the run's result; only a run executing on another replica is
+awaited through a DBOS workflow handle's ``get_result`` (DBOS's own database checks). DBOS's executor runs at
+most :data:`MAX_EXECUTOR_THREADS` threads (its default is unbounded: a run with a thousand approvals opening
+at once held a thread each).
 
 Only one DBOS instance exists per process (DBOS keeps it in a module global); :class:`DbosRuntime` binds the
 current interpreter to the workflow function below.
@@ -30,18 +39,20 @@ current interpreter to the workflow function below.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
-from server.workflows.interpreter import Interpreter
-from server.workflows.runtime import RunRecord, StepFn, WorkflowRuntime
+from server.workflows.interpreter import Interpreter, RunFailed
+from server.workflows.runtime import Inbox, RunRecord, StepFn, WorkflowRuntime
 
 if TYPE_CHECKING:
     from server.workflows.replicas import Replica
@@ -56,18 +67,46 @@ QUEUE_POLLING_S = 0.2
 """How often each replica's DBOS queue worker looks for runs to start."""
 RECV_TIMEOUT_S = 32 * 86_400.0
 """How long an approval's receiver may wait (beyond the longest approval timeout)."""
+MAX_EXECUTOR_THREADS = 8
+"""Threads of DBOS's executor (its checkpoint writes and database reads run there)."""
 _STATUS = {"PENDING": "running", "ENQUEUED": "pending", "DELAYED": "pending", "SUCCESS": "completed",
            "ERROR": "failed", "CANCELLED": "cancelled", "MAX_RECOVERY_ATTEMPTS_EXCEEDED": "failed"}
 _DBOS_STATUS = {"running": ["PENDING"], "pending": ["ENQUEUED", "DELAYED"], "completed": ["SUCCESS"],
                 "failed": ["ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"], "cancelled": ["CANCELLED"]}
-_bound: list[Interpreter] = []
+
+
+@dataclass
+class _Binding:
+    """The interpreter the workflow function runs, and the runs executing here (each on its asyncio task)."""
+
+    interpreter: Interpreter
+    tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    started: dict[str, Any] = field(default_factory=dict)  # handles of runs started here, until they execute
+
+    def executing(self, run_id: str, task: asyncio.Task[Any] | None) -> None:
+        self.started.pop(run_id, None)
+        if task is None:
+            return
+        self.tasks[run_id] = task
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            if self.tasks.get(run_id) is finished:
+                del self.tasks[run_id]
+
+        task.add_done_callback(done)
+
+
+_bound: list[_Binding] = []
 
 
 @DBOS.workflow(name=WORKFLOW_NAME)
 async def _run(workflow: str, arguments: dict[str, Any], fingerprint: str) -> dict[str, Any]:
     if not _bound:
         raise RuntimeError("no interpreter bound to the DBOS runtime")
-    return await _bound[-1].execute(_Execution(DBOS.workflow_id or ""), arguments)
+    binding, run_id = _bound[-1], DBOS.workflow_id or ""
+    # This task ends after DBOS has recorded the run's result: waiters here await it (DbosRuntime.finished).
+    binding.executing(run_id, asyncio.current_task())
+    return await binding.interpreter.execute(_Execution(run_id), arguments)
 
 
 class _Slot:
@@ -80,20 +119,24 @@ class _Slot:
                                                   "preemptible": True}, fn)
 
 
-class _Mailbox:
-    def __init__(self) -> None:
-        self.started = False
-        self._ready = anyio.Event()
-        self._message: Any = None
+class _Mailbox(Inbox):
+    """Messages of one topic, received by one task calling ``DBOS.recv_async`` again after each message (each
+    call records the message, so a replay receives the same ones in the same order)."""
 
-    async def pump(self, topic: str) -> None:
-        self.started = True  # recv_async draws its step ID synchronously, before its first await
-        self._message = await DBOS.recv_async(topic, timeout_seconds=RECV_TIMEOUT_S)
-        self._ready.set()
-
-    async def receive(self) -> Any:
-        await self._ready.wait()
-        return self._message
+    async def pump(self, topic: str, repeat: bool, *, task_status: TaskStatus[None]) -> None:
+        first = True
+        while True:
+            received = DBOS.recv_async(topic, timeout_seconds=RECV_TIMEOUT_S)
+            if first:
+                # recv_async draws its step IDs as soon as it runs, before it first suspends; start() hands control
+                # back only once this task suspends, so the IDs are drawn before the plan reserves another.
+                task_status.started()
+                first = False
+            message = await received
+            if message is not None:
+                self.put(message)
+            if not repeat:
+                return
 
 
 class _Execution:
@@ -103,11 +146,9 @@ class _Execution:
     def step_slot(self, name: str) -> _Slot:
         return _Slot(name)
 
-    async def message_slot(self, topic: str, task_group: TaskGroup) -> _Mailbox:
+    async def message_slot(self, topic: str, task_group: TaskGroup, *, repeat: bool = True) -> _Mailbox:
         box = _Mailbox()
-        task_group.start_soon(box.pump, topic)
-        while not box.started:  # the receiver's ID must be drawn now, before the next reservation
-            await anyio.sleep(0)
+        await task_group.start(box.pump, topic, repeat)
         return box
 
 
@@ -120,7 +161,8 @@ class DbosRuntime:
 
     name = "dbos"
 
-    def __init__(self, queue: Any = None) -> None:
+    def __init__(self, binding: _Binding, queue: Any = None) -> None:
+        self._binding = binding
         self._queue = queue
 
     async def start(self, run_id: str, workflow: str, arguments: dict[str, Any], fingerprint: str) -> bool:
@@ -128,10 +170,27 @@ class DbosRuntime:
             return False
         with SetWorkflowID(run_id):
             if self._queue is not None:
+                # Any replica may execute it: a waiter here retrieves its handle when it needs one.
                 await self._queue.enqueue_async(_run, workflow, arguments, fingerprint)
-            else:
-                await DBOS.start_workflow_async(_run, workflow, arguments, fingerprint)
+                return True
+            handle = await DBOS.start_workflow_async(_run, workflow, arguments, fingerprint)
+        if run_id not in self._binding.tasks:
+            self._binding.started[run_id] = handle
         return True
+
+    async def finished(self, run_id: str) -> None:
+        status = await DBOS.get_workflow_status_async(run_id)
+        if status is None or _STATUS.get(str(status.status)) in ("completed", "failed", "cancelled"):
+            return
+        task = self._binding.tasks.get(run_id)
+        if task is not None:  # executing here: its task ends once DBOS has recorded the result
+            await asyncio.wait({task})
+            return
+        handle = self._binding.started.get(run_id) or await DBOS.retrieve_workflow_async(run_id)
+        try:
+            await handle.get_result()
+        except Exception:  # noqa: BLE001 - a failed or cancelled run is finished too; its record says how
+            pass
 
     async def get(self, run_id: str) -> RunRecord | None:
         status = await DBOS.get_workflow_status_async(run_id)
@@ -154,6 +213,14 @@ class DbosRuntime:
         steps = await DBOS.list_workflow_steps_async(run_id) or []
         return {s["function_name"]: s["output"] for s in steps
                 if s.get("error") is None and isinstance(s.get("output"), dict)}
+
+
+class _ExpectedFailures(logging.Filter):
+    """Drops DBOS's ERROR record (with traceback) for a run that failed with :class:`RunFailed`: that is an
+    outcome, which the interpreter logged once at WARNING; any other exception still reaches the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], RunFailed))
 
 
 def _record(status: Any) -> RunRecord:
@@ -185,6 +252,7 @@ def dbos_config(system_database: str | Path, *, application_version: str = APPLI
         "application_version": application_version,
         "log_level": "WARNING",
         "notification_listener_polling_interval_sec": 0.05,
+        "max_executor_threads": MAX_EXECUTOR_THREADS,
     }
     if executor_id:
         config["executor_id"] = executor_id
@@ -234,16 +302,21 @@ def dbos_runtime(config: DBOSConfig | None = None, *, launch: bool = True, repli
 
     @asynccontextmanager
     async def factory(interpreter: Interpreter) -> AsyncIterator[WorkflowRuntime]:
-        _bound.append(interpreter)  # before launch: recovery runs need it
+        binding = _Binding(interpreter)
+        _bound.append(binding)  # before launch: recovery runs need it
+        expected = _ExpectedFailures()
+        dbos_logger = logging.getLogger("dbos")
+        dbos_logger.addFilter(expected)
         try:
             if launch:
                 if config is None:
                     raise ValueError("dbos_runtime(launch=True) needs a config")
                 async with launched(config, replica, queue_concurrency) as queue:
-                    yield DbosRuntime(queue)
+                    yield DbosRuntime(binding, queue)
             else:
-                yield DbosRuntime()
+                yield DbosRuntime(binding)
         finally:
-            _bound.remove(interpreter)
+            dbos_logger.removeFilter(expected)
+            _bound.remove(binding)
 
     return factory

@@ -69,6 +69,9 @@ class DeferredRuntime:
     async def cancel(self, run_id: str) -> None:
         await (await self._real()).cancel(run_id)
 
+    async def finished(self, run_id: str) -> None:
+        await (await self._real()).finished(run_id)
+
     async def send(self, run_id: str, topic: str, message: Any) -> None:
         await (await self._real()).send(run_id, topic, message)
 

@@ -64,9 +64,10 @@ class LazyWorkflows:
         """The workflow service (built now, on the first call)."""
         if self._service is None:
             from server.workflows.deferred import DeferredRuntime
-            from server.workflows.interpreter import Interpreter, RunTracker
+            from server.workflows.interpreter import Interpreter
             from server.workflows.run_records import RecordedRuns
             from server.workflows.service import WorkflowService
+            from server.workflows.tracker import RunTracker
 
             services = self._services()
             tracker = RunTracker()

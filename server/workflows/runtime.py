@@ -1,15 +1,19 @@
 """The small runtime interface the interpreter runs on, and the in-memory runtime (simple mode, unit tests).
 
 A runtime gives each run an :class:`Execution`. The interpreter asks it for every slot it may need **at the
-start of the run, in a fixed topological order** — a :class:`StepSlot` per step and a :class:`MessageSlot`
-per approval — and only then starts the branches. A durable runtime (DBOS) numbers its records by that
-order, so which branch finishes first never changes which record a step replays. This module imports
-nothing beyond the standard library and anyio.
+start of the run, in a fixed topological order** — a :class:`StepSlot` per step and one :class:`MessageSlot`
+for the run's approval decisions — and only then starts the branches. A durable runtime (DBOS) numbers its
+records by that order, so which branch finishes first never changes which record a step replays. This module
+imports nothing beyond the standard library and anyio.
+
+The in-memory runtime keeps every unfinished run and the newest :data:`MAX_FINISHED_RUNS` finished ones;
+older finished runs are forgotten, oldest first (their ids then answer like unknown ones).
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,6 +22,8 @@ import anyio
 from anyio.abc import TaskGroup
 
 StepFn = Callable[[], Awaitable[Any]]
+MAX_FINISHED_RUNS = 1_000
+"""Finished runs the in-memory runtime keeps (the newest); unfinished runs are always kept."""
 
 
 class StepSlot(Protocol):
@@ -28,10 +34,11 @@ class StepSlot(Protocol):
 
 
 class MessageSlot(Protocol):
-    """A mailbox for one topic of one run (approval decisions)."""
+    """A mailbox for one topic of one run (approval decisions): messages in the order they were sent."""
 
     async def receive(self) -> Any:
-        """The first message sent to this topic (waits; bound it with a cancel scope)."""
+        """The next message sent to this topic (waits; bound it with a cancel scope). A durable runtime records
+        each message received, so a replay receives the same messages in the same order."""
         ...
 
 
@@ -42,8 +49,10 @@ class Execution(Protocol):
 
     def step_slot(self, name: str) -> StepSlot: ...
 
-    async def message_slot(self, topic: str, task_group: TaskGroup) -> MessageSlot:
-        """A mailbox whose receiver runs in ``task_group`` (cancelled when the run ends)."""
+    async def message_slot(self, topic: str, task_group: TaskGroup, *, repeat: bool = True) -> MessageSlot:
+        """A mailbox whose receiver runs in ``task_group`` (cancelled when the run ends); a durable runtime's
+        receiver takes its record's place now, at this point of the plan. ``repeat=False``: one message only
+        (the receiver takes no further records)."""
         ...
 
 
@@ -60,27 +69,39 @@ class _MemorySlot:
         return result
 
 
-@dataclass
-class _MemoryMailbox:
-    ready: anyio.Event = field(default_factory=anyio.Event)
-    message: Any = None
+class Inbox:
+    """Messages in arrival order, handed out one by one (:class:`MessageSlot` of the in-memory runtime, and
+    where the durable runtime puts what it received)."""
+
+    def __init__(self) -> None:
+        self._messages: deque[Any] = deque()
+        self._arrived: anyio.Event | None = None
+
+    def put(self, message: Any) -> None:
+        self._messages.append(message)
+        if self._arrived is not None:
+            self._arrived.set()
+            self._arrived = None
 
     async def receive(self) -> Any:
-        await self.ready.wait()
-        return self.message
+        while not self._messages:
+            if self._arrived is None:
+                self._arrived = anyio.Event()
+            await self._arrived.wait()
+        return self._messages.popleft()
 
 
 @dataclass
 class _MemoryExecution:
     run_id: str
     records: dict[str, Any]
-    mailboxes: dict[str, _MemoryMailbox]
+    mailboxes: dict[str, Inbox]
 
     def step_slot(self, name: str) -> StepSlot:
         return _MemorySlot(name, self.records)
 
-    async def message_slot(self, topic: str, task_group: TaskGroup) -> MessageSlot:
-        return self.mailboxes.setdefault(topic, _MemoryMailbox())
+    async def message_slot(self, topic: str, task_group: TaskGroup, *, repeat: bool = True) -> MessageSlot:
+        return self.mailboxes.setdefault(topic, Inbox())
 
 
 @dataclass
@@ -123,6 +144,11 @@ class WorkflowRuntime(Protocol):
 
     async def cancel(self, run_id: str) -> None: ...
 
+    async def finished(self, run_id: str) -> None:
+        """Return once the run's final record (completed, failed or cancelled) can be read; waits on the
+        runtime's own completion signal, not by polling. Callers bound the wait with a cancel scope."""
+        ...
+
     async def send(self, run_id: str, topic: str, message: Any) -> None: ...
 
     async def recorded(self, run_id: str) -> dict[str, Any]:
@@ -140,7 +166,7 @@ class MemoryRun:
     fingerprint: str
     created_at: float
     records: dict[str, Any] = field(default_factory=dict)
-    mailboxes: dict[str, _MemoryMailbox] = field(default_factory=dict)
+    mailboxes: dict[str, Inbox] = field(default_factory=dict)
     status: str = "pending"  # pending | running | completed | failed | cancelled
     output: Any = None
     error: str | None = None
@@ -161,9 +187,11 @@ class MemoryRuntime:
 
     name = "memory"
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, max_finished_runs: int = MAX_FINISHED_RUNS) -> None:
         self._clock = clock
         self._runs: dict[str, MemoryRun] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()  # finished run ids, oldest first
+        self._max_finished = max_finished_runs
         self._task_group: TaskGroup | None = None
         self._body: RunBody | None = None
 
@@ -199,6 +227,10 @@ class MemoryRuntime:
             run.status = "cancelled"
         run.updated_at = self._clock()
         run.done.set()
+        self._finished[run.run_id] = None
+        while len(self._finished) > self._max_finished:  # bounded like simple mode's other stores
+            evicted, _ = self._finished.popitem(last=False)
+            self._runs.pop(evicted, None)
 
     async def get(self, run_id: str) -> RunRecord | None:
         run = self._runs.get(run_id)
@@ -215,14 +247,15 @@ class MemoryRuntime:
             if run.cancel_scope is not None:
                 run.cancel_scope.cancel()
 
+    async def finished(self, run_id: str) -> None:
+        run = self._runs.get(run_id)
+        if run is not None:
+            await run.done.wait()
+
     async def send(self, run_id: str, topic: str, message: Any) -> None:
         run = self._runs.get(run_id)
-        if run is None:
-            return
-        box = run.mailboxes.setdefault(topic, _MemoryMailbox())
-        if not box.ready.is_set():
-            box.message = message
-            box.ready.set()
+        if run is not None:
+            run.mailboxes.setdefault(topic, Inbox()).put(message)
 
     async def recorded(self, run_id: str) -> dict[str, Any]:
         run = self._runs.get(run_id)

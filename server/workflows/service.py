@@ -1,40 +1,70 @@
 """The workflow service: save definitions, start runs, wait with progress, report status, cancel, decide
-approvals. Tools and resources call this; it calls the runtime (in-memory or DBOS) and the store."""
+approvals. Tools and resources call this; it calls the runtime (in-memory or DBOS) and the store.
+
+Bounded work per request: parsing, validation, input checks and plans run on a worker thread (at most
+:data:`VALIDATION_THREADS` at once) under a deadline of :data:`VALIDATION_DEADLINE_S`; sub-workflows are
+expanded with every saved workflow visited once and the step ceiling checked while expanding; each principal
+has ceilings on unfinished runs and on the approval steps in them (``[limits]``). Waits (run end, cancellation,
+a decision taking effect) wait on the runtime's and the tracker's events, each bounded.
+
+Callers are :class:`server.security.Principal` s (default :data:`server.security.LOCAL`). A run belongs to the
+principal that started it: the ``owner`` of its run record (:class:`server.store.WorkflowRun`, written before
+the run id is returned; not part of its arguments or fingerprint); another principal's run answers like an
+unknown id. A run id chosen by the caller is the caller's own: its record and runtime run are kept under
+``<run_id>:<owner tag>`` (the caller keeps using ``run_id``), so another principal's run of the same id is
+neither found nor taken. Listings and the per-principal ceilings are queries on the run records.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
-from pydantic import Field
 
 from server.models import DeferredModel
-from server.security.limits import check_workflow_ceilings
+from server.security import LOCAL, Principal
+from server.security.limits import CeilingExceeded, check_workflow_ceilings
 from server.store import RunStore, StorageError, WorkflowRecord, WorkflowRun, WorkflowStore
-from server.workflows.interpreter import RunTracker, approval_topic, step_name
-from server.workflows.model import (
-    Definition,
-    InvalidWorkflow,
-    WorkflowError,
-    check_inputs,
-    mermaid,
-    parse_definition,
-    topological_order,
-    validate,
-)
+from server.workflows.access import keys_for, named, own_id, refusal, shown_id, visible
+from server.workflows.inputs import check_inputs
+from server.workflows.interpreter import APPROVALS_TOPIC, LAYOUT, RunFailed, approval_topic, parse_arguments
+from server.workflows.library import sub_workflows
+from server.workflows.model import Definition, InvalidWorkflow, WorkflowError, mermaid
+from server.workflows.outcome import StepOutcome
 from server.workflows.runtime import RunRecord, WorkflowRuntime
+from server.workflows.status import (
+    FINISHED,
+    PlannedStep,
+    RunProgress,
+    RunStatus,
+    StepReport,
+    build_status,
+    plan_steps,
+)
+from server.workflows.tracker import RunTracker, StepState
+from server.workflows.validation import parse_definition, validate
 
+__all__ = ["ApprovalRefused", "RunConflict", "RunNotFound", "RunProgress", "RunStatus", "SavedWorkflow",
+           "StepReport", "ToolStepsForbidden", "WorkflowNotFound", "WorkflowService", "definition_uri", "run_uri"]
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+VALIDATION_DEADLINE_S = 10.0
+VALIDATION_THREADS = 2
+WAIT_AFTER_ACTION_S = 5.0
+"""How long cancel and approve/reject wait for the run to show the action's effect."""
+_PLANS_KEPT = 256
 NOT_STARTED = ("recorded, not started yet: if this lasts, the server stopped before starting it; call run_workflow "
                "again with this run_id and the same workflow and inputs to start it")
-FINISHED = ("completed", "failed", "cancelled")
-MAX_NESTING = 8
 Progress = Callable[[float, float, str], Awaitable[None]]
+_DECIDED = StepState(status="decided")
+_UNDECIDED = ("pending", "running", "waiting")  # the step has not taken the decision in yet
+T = TypeVar("T")
 
 
 class WorkflowNotFound(WorkflowError):
@@ -42,7 +72,7 @@ class WorkflowNotFound(WorkflowError):
 
 
 class RunNotFound(WorkflowError):
-    """No run with that id."""
+    """No run with that id (or another principal's)."""
 
 
 class RunConflict(WorkflowError):
@@ -53,41 +83,8 @@ class ToolStepsForbidden(WorkflowError):
     """An inline definition with ``tool`` steps, started by a caller who may not run them."""
 
 
-class StepReport(DeferredModel):
-    """One step of a run. Times: Unix seconds and milliseconds."""
-
-    id: str = Field(description="the step's DAG id (parent.child inside sub-workflows)")
-    kind: str
-    status: str = Field(description="pending, running, waiting, completed, failed, skipped or not_run")
-    attempts: int = 0
-    started_at: float | None = None
-    ended_at: float | None = None
-    duration_ms: float | None = None
-    output: Any = None
-    error: str | None = None
-    error_class: str | None = None
-    reason: str | None = Field(default=None, description="why a step was skipped")
-
-
-class RunProgress(DeferredModel):
-    done: int = Field(description="steps finished (completed, failed or skipped)")
-    total: int
-    message: str = ""
-
-
-class RunStatus(DeferredModel):
-    """A run: status, outputs, every step, progress."""
-
-    run_id: str
-    workflow: str
-    status: str = Field(description="pending, running, waiting (an approval), completed, failed or cancelled")
-    outputs: dict[str, Any] | None = None
-    error: str | None = None
-    steps: list[StepReport]
-    progress: RunProgress
-    created_at: float | None = None
-    updated_at: float | None = None
-    runtime: str = ""
+class ApprovalRefused(WorkflowError):
+    """The caller may not decide this approval step (its ``approvers`` or ``not_starter`` say so)."""
 
 
 class SavedWorkflow(DeferredModel):
@@ -109,11 +106,8 @@ class WorkflowService:
         runs: the run records (:class:`server.store.WorkflowRun`): written before a run id is returned; the
             runtime's entry point keeps their status current (:mod:`server.workflows.run_records`).
         limits: ``[limits]`` (:class:`server.security.settings.LimitSettings`): the step-count and duration
-            ceilings every run is checked against; ``None``: no ceilings.
-
-    Ownership: a run belongs to the ``owner`` that started it, a field of its record (not of its arguments or
-    its fingerprint). Lookups take ``owner_filter`` (:attr:`server.security.Principal.owner_filter`): another
-    owner's run is "not found", like an unknown id; ``None`` sees every run. Listing is a query on the records.
+            ceilings every run is checked against, and each principal's ceilings on unfinished runs and
+            approval steps; ``None``: no ceilings.
     """
 
     def __init__(self, runtime: WorkflowRuntime, store: WorkflowStore, tracker: RunTracker, *, runs: RunStore,
@@ -124,6 +118,20 @@ class WorkflowService:
         self.tracker = tracker
         self.limits = limits
         self._clock = clock
+        self._plans: OrderedDict[str, list[PlannedStep]] = OrderedDict()
+        self._validation: anyio.CapacityLimiter | None = None
+        self._starting: anyio.Lock | None = None
+
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on a worker thread under the validation deadline (CPU-heavy work stays off the loop)."""
+        if self._validation is None:
+            self._validation = anyio.CapacityLimiter(VALIDATION_THREADS)
+        try:
+            with anyio.fail_after(VALIDATION_DEADLINE_S):
+                return await anyio.to_thread.run_sync(fn, *args, limiter=self._validation, abandon_on_cancel=True)
+        except TimeoutError:
+            raise InvalidWorkflow([f"checking the definition took over {VALIDATION_DEADLINE_S:g} s (the server is "
+                                   "busy, or the definition is too complex): try again, or simplify it"]) from None
 
     # -- definitions ------------------------------------------------------------------------------------
 
@@ -134,10 +142,8 @@ class WorkflowService:
             InvalidWorkflow: every problem found; nothing is saved.
             CeilingExceeded: more steps than ``[limits] workflow_max_steps`` (sub-workflows included).
         """
-        definition = parse_definition(source)
-        library = await self._library(definition, {definition.name})
-        if self.limits is not None:
-            check_workflow_ceilings(self.limits, len(plan_steps({"definition": definition.dump(), "library": library})))
+        definition = await self._off_loop(parse_definition, source)
+        await self._library(definition)
         record, changed = await self.store.put_workflow(definition.name, definition.dump(), self._clock())
         return SavedWorkflow(name=record.name, version=record.version, changed=changed,
                              steps=len(definition.steps), uri=definition_uri(record.name), mermaid=mermaid(definition))
@@ -152,223 +158,280 @@ class WorkflowService:
         if record is None:
             names = [r.name for r in await self.store.list_workflows()]
             raise WorkflowNotFound(f"no saved workflow {name!r}; saved: {', '.join(names) or 'none'}")
-        return validate(record.definition), record
+        return await self._off_loop(validate, record.definition), record
 
-    async def _library(self, definition: Definition, chain: set[str], depth: int = 0,
-                       found: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Every saved workflow ``definition`` uses as a sub-workflow, recursively, as JSON data."""
-        found = {} if found is None else found
-        problems = []
-        for step in definition.steps:
-            if step.kind != "workflow":
-                continue
-            name = step.with_.get("workflow")
-            if not isinstance(name, str) or "{{" in name:
-                problems.append(f"step {step.id}: `workflow` is a saved workflow's name (no placeholders)")
-                continue
-            if name in chain:
-                problems.append(f"step {step.id}: sub-workflow {name!r} would run itself (cycle)")
-                continue
-            if depth >= MAX_NESTING:
-                problems.append(f"step {step.id}: sub-workflows nest deeper than {MAX_NESTING}")
-                continue
-            record = await self.store.get_workflow(name)
-            if record is None:
-                problems.append(f"step {step.id}: no saved workflow {name!r} (save it first)")
-                continue
-            child = validate(record.definition)
-            found[name] = child.dump()
-            await self._library(child, chain | {name}, depth + 1, found)
-        if problems:
-            raise InvalidWorkflow(problems)
-        return found
+    async def _library(self, definition: Definition) -> dict[str, Any]:
+        """:func:`server.workflows.library.sub_workflows` of ``definition`` over the saved definitions."""
+        return await sub_workflows(definition, self.store, self.limits, lambda data: self._off_loop(validate, data))
 
     # -- runs -------------------------------------------------------------------------------------------
 
     async def start(self, workflow: str | Mapping[str, Any], inputs: Mapping[str, Any] | None,
-                    run_id: str | None = None, *, owner: str | None = None, owner_filter: str | None = None,
-                    inline_tool_steps: bool = True) -> tuple[str, bool]:
-        """Validate and start a run. Returns the run id and whether this call started it (``False``: the same
-        id with the same arguments was started before; it is not run again).
+                    run_id: str | None = None, *, caller: Principal | None = None) -> tuple[str, bool]:
+        """Validate, record and start a run. Returns the run id (as the caller addresses it) and whether this
+        call started it (``False``: the same id with the same arguments was started before; it is not run again).
 
-        Args:
-            owner: recorded as the run's owner (``None``: unauthenticated).
-            owner_filter: the caller's filter; an existing ``run_id`` of another owner is refused.
-            inline_tool_steps: ``False`` refuses an inline definition with a ``tool`` step anywhere (its
-                sub-workflows included); saved workflows run whatever their steps.
+        Inline definitions with a ``tool`` step anywhere (sub-workflows included) need role admin; saved
+        workflows run whatever their steps.
 
         Raises:
             InvalidWorkflow / WorkflowNotFound: bad definition or inputs; nothing started.
-            CeilingExceeded: more steps than ``[limits] workflow_max_steps``; nothing started.
-            ToolStepsForbidden: see ``inline_tool_steps``; nothing started.
-            RunConflict: ``run_id`` exists with other arguments (or another owner).
+            CeilingExceeded: the step ceiling, or the caller's ceilings on unfinished runs and approval steps;
+                nothing started.
+            ToolStepsForbidden: see above; nothing started.
+            RunConflict: the caller's ``run_id`` exists with other arguments.
+            StorageError: the run record could not be written; nothing started.
         """
+        caller = caller or LOCAL
         version = None
         if isinstance(workflow, str) and not workflow.lstrip().startswith(("{", "name:", "steps:")) \
                 and "\n" not in workflow:
             definition, saved = await self.definition(workflow)
             inline, version = False, saved.version
         else:
-            definition = parse_definition(workflow)
+            definition = await self._off_loop(parse_definition, workflow)
             inline = True
-        library = await self._library(definition, {definition.name})
-        values = check_inputs(definition, inputs or {})
+        library = await self._library(definition)
+        values = await self._off_loop(check_inputs, definition, inputs or {})
         arguments: dict[str, Any] = {"definition": definition.dump(), "library": library, "inputs": values}
-        planned = plan_steps(arguments)
-        if inline and not inline_tool_steps and any(kind == "tool" for _, kind in planned):
+        planned = await self._off_loop(plan_steps, arguments)
+        if inline and caller.role != "admin" and any(p.kind == "tool" for p in planned):
             raise ToolStepsForbidden("run_workflow with tool steps needs role admin (inline definitions with "
                                      "`tool` steps); run a saved workflow instead")
         deadline_s = None if self.limits is None else check_workflow_ceilings(self.limits, len(planned))
         fingerprint = hashlib.sha256(json.dumps(arguments, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-        run_id = run_id or f"run-{uuid.uuid4().hex}"
-        conflict = f"run {run_id} exists with a different workflow or inputs; use a new run_id"
-        now = self._clock()
-        stored = await self.runs.get_run(run_id) or await self._adopt(run_id)
-        created = False
-        if stored is None:  # recorded (committed) before the id is returned to anyone
-            stored, created = await self.runs.create_run(WorkflowRun(
-                run_id=run_id, workflow=definition.name, fingerprint=fingerprint, created_at=now, owner=owner,
-                workflow_version=version, steps=len(planned),
-                deadline_at=None if deadline_s is None else now + deadline_s))
-        if stored.fingerprint != fingerprint or not _visible(stored, owner_filter):
-            raise RunConflict(conflict)
-        if not created and await self.runtime.get(run_id) is not None:
-            return run_id, False
-        # New, or recorded by a start that the server did not live to finish: start it now.
-        if stored.deadline_at is not None:
-            arguments["deadline_at"] = stored.deadline_at
-        started = await self.runtime.start(run_id, definition.name, arguments, fingerprint)
-        return run_id, started
+        shown = run_id or f"run-{uuid.uuid4().hex}"
+        key = own_id(run_id, caller.owner_id) if run_id else shown
+        if self._starting is None:
+            self._starting = anyio.Lock()
+        async with self._starting:  # the ceilings' count, the record and the start, one at a time in this process
+            stored = await self.runs.get_run(key) or await self._adopt(key)
+            created = False
+            if stored is None:  # recorded (committed) before the id is returned to anyone
+                await self._check_principal_ceilings(caller, planned)
+                now = self._clock()
+                stored, created = await self.runs.create_run(WorkflowRun(
+                    run_id=key, workflow=definition.name, fingerprint=fingerprint, created_at=now,
+                    owner=caller.owner_id, workflow_version=version, steps=len(planned),
+                    deadline_at=None if deadline_s is None else now + deadline_s))
+            if stored.fingerprint != fingerprint or not visible(stored.owner, caller.owner_filter):
+                raise RunConflict(f"run {shown} exists with a different workflow or inputs; use a new run_id")
+            if not created and (stored.finished or await self.runtime.get(key) is not None):
+                return shown, False
+            # New, or recorded by a start that the server did not live to finish: start it now.
+            arguments["layout"] = LAYOUT
+            if stored.deadline_at is not None:
+                arguments["deadline_at"] = stored.deadline_at
+            self._remember(fingerprint, planned)
+            started = await self.runtime.start(key, definition.name, arguments, fingerprint)
+        return shown, started
 
-    async def _adopt(self, run_id: str) -> WorkflowRun | None:
+    async def _check_principal_ceilings(self, caller: Principal, planned: list[PlannedStep]) -> None:
+        """Refuse a run past the caller's ceilings on unfinished runs and on approval steps in them (a query on
+        the run records; all unauthenticated callers count as one)."""
+        if self.limits is None:
+            return
+        most_runs = self.limits.workflow_max_active_runs
+        active = await self.runs.list_runs(owner=caller.owner_id, status=("pending", "running"), limit=most_runs)
+        if len(active) >= most_runs:
+            raise CeilingExceeded(f"{len(active)} of your workflow runs are unfinished, this server's ceiling "
+                                  f"per principal ([limits] workflow_max_active_runs = {most_runs}): wait for one to "
+                                  "finish, or cancel one")
+        approvals = sum(p.kind == "approval" for p in planned)
+        if approvals:
+            most = self.limits.workflow_max_waiting_approvals
+            held = 0
+            for run in active:
+                record = await self.runtime.get(run.run_id)
+                if record is not None:
+                    held += sum(p.kind == "approval" for p in await self._plan_of(record))
+            if held + approvals > most:
+                raise CeilingExceeded(f"this run has {approvals} approval step(s) and your unfinished runs {held}, "
+                                      f"over this server's ceiling of {most} per principal ([limits] "
+                                      "workflow_max_waiting_approvals)")
+
+    async def _adopt(self, key: str) -> WorkflowRun | None:
         """The record of a run the runtime knows and the store does not (started before run records existed,
         its owner then kept in its arguments), written now; ``None`` when the runtime has no such run."""
-        record = await self.runtime.get(run_id)
+        record = await self.runtime.get(key)
         if record is None:
             return None
-        adopted = WorkflowRun(run_id=run_id, workflow=record.workflow, fingerprint=record.fingerprint,
+        adopted = WorkflowRun(run_id=key, workflow=record.workflow, fingerprint=record.fingerprint,
                               created_at=record.created_at, updated_at=record.updated_at,
-                              owner=record.arguments.get("owner"), steps=len(plan_steps(record.arguments)),
+                              owner=record.arguments.get("owner"), steps=len(await self._plan_of(record)),
                               status=record.status if record.status in FINISHED else "running",  # type: ignore[arg-type]
                               deadline_at=record.arguments.get("deadline_at"), error=record.error)
         return (await self.runs.create_run(adopted))[0]
 
-    async def _record(self, run_id: str, owner_filter: str | None) -> WorkflowRun:
-        stored = await self.runs.get_run(run_id) or await self._adopt(run_id)
-        if stored is None or not _visible(stored, owner_filter):
-            raise RunNotFound(f"no run {run_id!r}")
-        return stored
+    def _remember(self, fingerprint: str, planned: list[PlannedStep]) -> None:
+        self._plans[fingerprint] = planned
+        self._plans.move_to_end(fingerprint)
+        while len(self._plans) > _PLANS_KEPT:
+            self._plans.popitem(last=False)
 
-    async def _get(self, run_id: str, owner_filter: str | None) -> RunRecord:
-        """The runtime's account of a run the caller may see (its record says so); a finished outcome the record
-        lacks is written back to it."""
-        stored = await self._record(run_id, owner_filter)
-        record = await self.runtime.get(run_id)
-        if record is None:
-            return RunRecord(run_id, stored.workflow, {}, stored.fingerprint, "pending", None, NOT_STARTED,
-                             stored.created_at, stored.updated_at)
+    async def _plan_of(self, record: RunRecord) -> list[PlannedStep]:
+        """The run's plan, computed once per distinct run (off the loop) and kept for later status reads."""
+        if "definition" not in record.arguments:  # recorded, not started: nothing to plan from yet
+            return []
+        planned = self._plans.get(record.fingerprint)
+        if planned is None:
+            try:
+                planned = await self._off_loop(plan_steps, record.arguments)
+            except (RunFailed, InvalidWorkflow):
+                planned = []
+            self._remember(record.fingerprint, planned)
+        return planned
+
+    async def _find(self, run_id: str, caller: Principal) -> WorkflowRun:
+        """The record of the run ``run_id`` names for the caller (its own chosen id first)."""
+        for key in keys_for(run_id, caller.owner_id):
+            stored = await self.runs.get_run(key) or await self._adopt(key)
+            if stored is not None and visible(stored.owner, caller.owner_filter):
+                return stored
+        raise RunNotFound(f"no run {run_id!r}")
+
+    async def _get(self, run_id: str, caller: Principal) -> tuple[WorkflowRun, RunRecord]:
+        stored = await self._find(run_id, caller)
+        return stored, await self._runtime_record(stored)
+
+    async def _runtime_record(self, stored: WorkflowRun) -> RunRecord:
+        """The runtime's account of a recorded run; a finished outcome the record lacks is written back to it."""
+        record = await self.runtime.get(stored.run_id)
+        if record is None:  # recorded and not started, or finished and forgotten by an in-memory runtime
+            return RunRecord(stored.run_id, stored.workflow, {}, stored.fingerprint,
+                             stored.status if stored.finished else "pending", None,
+                             stored.error if stored.finished else NOT_STARTED, stored.created_at, stored.updated_at)
         if record.status in FINISHED and record.status != stored.status:
             try:
-                await self.runs.set_run_status(run_id, record.status, record.updated_at,  # type: ignore[arg-type]
+                await self.runs.set_run_status(stored.run_id, record.status, record.updated_at,  # type: ignore[arg-type]
                                                error=record.error, if_unfinished=False)
             except StorageError:
                 pass  # written back on a later read; the runtime's answer stands
         return record
 
-    async def wait(self, run_id: str, wait_s: float, progress: Progress | None = None,
-                   owner_filter: str | None = None) -> RunStatus:
-        """The run's status once it has finished, or when ``wait_s`` passes (then it is still running; the run
-        goes on). Reports progress (steps done / total) on every step change. Cancelling the wait never
-        cancels the run."""
-        last: tuple[int, int] | None = None
-        poll_s = 0.01
-        with anyio.move_on_after(wait_s):
-            while True:
-                state = self.tracker.get(run_id)
-                record = await self._get(run_id, owner_filter)
-                if record.status in FINISHED:
-                    status = await self.status(run_id, owner_filter)
-                    if progress is not None:
-                        await progress(status.progress.done, status.progress.total, status.progress.message)
-                    return status
-                if state is None or state.finished:
-                    # Not (or no longer) executing here: its result is being recorded, or it runs elsewhere.
-                    await anyio.sleep(poll_s)
-                    poll_s = min(poll_s * 2, 0.5)
-                    continue
-                done, total = state.progress()
-                if progress is not None and total and (done, total) != last:
-                    last = (done, total)
-                    await progress(done, total, f"{done}/{total} steps done")
-                with anyio.move_on_after(0.01 if record.status == "pending" else 0.5):
-                    await state.changed.wait()
-                await anyio.sleep(0.02)  # at most ~50 status reads a second, however fast steps finish
-        return await self.status(run_id, owner_filter)
+    async def _report(self, stored: WorkflowRun, record: RunRecord, caller: Principal) -> RunStatus:
+        """The run's full status, built off the event loop (a run of a thousand steps takes a while). A run
+        executing here is read from the tracker, which holds every step's outcome as it was recorded (or
+        replayed); the runtime's step records are read only for runs executing elsewhere or finished."""
+        live = self.tracker.get(record.run_id)
+        executing = live is not None and not live.finished and record.status not in FINISHED
+        recorded = {} if executing else await self.runtime.recorded(record.run_id)
+        planned = await self._plan_of(record)
+        return await self._off_loop(functools.partial(
+            build_status, record, recorded, self.tracker, self.runtime.name, plan=planned,
+            run_id=shown_id(stored.run_id, stored.owner, caller.owner_id)))
 
-    async def status(self, run_id: str, owner_filter: str | None = None) -> RunStatus:
+    async def status(self, run_id: str, caller: Principal | None = None) -> RunStatus:
         """The run's status with every step (recorded outcomes from the runtime, live ones from the tracker).
 
         Raises:
-            RunNotFound: no such run (or another owner's).
+            RunNotFound: no such run (or another principal's).
         """
-        record = await self._get(run_id, owner_filter)
-        return build_status(record, await self.runtime.recorded(run_id), self.tracker, self.runtime.name)
+        caller = caller or LOCAL
+        return await self._report(*await self._get(run_id, caller), caller)
 
-    async def diagram(self, run_id: str, owner_filter: str | None = None) -> str:
-        """The Mermaid ``flowchart`` of the definition the run was started with (:func:`mermaid`).
+    async def diagram(self, run_id: str, caller: Principal | None = None) -> str:
+        """The Mermaid ``flowchart`` of the definition the run was started with (:func:`mermaid`; a run recorded
+        and not started yet: an empty flowchart).
 
         Raises:
-            RunNotFound: no such run (or another owner's).
+            RunNotFound: no such run (or another principal's).
         """
-        record = await self._get(run_id, owner_filter)
-        return mermaid(validate(record.arguments["definition"]))
+        _, record = await self._get(run_id, caller or LOCAL)
+        return await self._off_loop(_diagram, record.arguments)
+
+    async def wait(self, run_id: str, wait_s: float, progress: Progress | None = None,
+                   caller: Principal | None = None) -> RunStatus:
+        """The run's status once it has finished, or when ``wait_s`` passes (then it is still running; the run
+        goes on). Reports progress (steps done / total) on every step change. Cancelling the wait never
+        cancels the run. Waits on the runtime's completion signal and the tracker's change events."""
+        caller = caller or LOCAL
+        stored, record = await self._get(run_id, caller)
+        if record.status not in FINISHED:
+            with anyio.move_on_after(wait_s):
+                async with anyio.create_task_group() as tg:
+                    if progress is not None:
+                        tg.start_soon(self._forward_progress, record.run_id, progress)
+                    await self.runtime.finished(record.run_id)
+                    tg.cancel_scope.cancel()
+        status = await self._report(stored, await self._runtime_record(stored), caller)
+        if progress is not None and status.status in FINISHED:
+            await progress(status.progress.done, status.progress.total, status.progress.message)
+        return status
+
+    async def _forward_progress(self, key: str, progress: Progress) -> None:
+        last: tuple[int, int] | None = None
+        while True:
+            changed = self.tracker.changed(key)
+            state = self.tracker.get(key)
+            if state is not None:
+                done, total = state.progress()
+                if total and (done, total) != last:
+                    last = (done, total)
+                    await progress(done, total, f"{done}/{total} steps done")
+                    continue  # steps may have moved on while the notification went out
+            await changed.wait()
 
     async def list(self, status: str | None, limit: int, offset: int,
-                   owner_filter: str | None = None) -> list[RunStatus]:
+                   caller: Principal | None = None) -> list[RunStatus]:
         """Recent runs, newest first, from the run records (a query by owner and status, paged); ``waiting``
-        means running runs with an approval open here; ``owner_filter`` leaves out other owners' runs."""
+        means running runs with an approval open here; another principal's runs are left out, except for
+        admins."""
+        caller = caller or LOCAL
         if status == "waiting":
-            runs = await self.runs.list_runs(owner=owner_filter, status=["running"], limit=1000)
-            waiting = [s for s in map(self._brief, runs) if s.status == "waiting"]
+            runs = await self.runs.list_runs(owner=caller.owner_filter, status=["running"], limit=1000)
+            waiting = [s for s in (self._brief(r, caller) for r in runs) if s.status == "waiting"]
             return waiting[offset:offset + limit]
-        runs = await self.runs.list_runs(owner=owner_filter, status=[status] if status else (),  # type: ignore[list-item]
+        runs = await self.runs.list_runs(owner=caller.owner_filter, status=[status] if status else (),  # type: ignore[list-item]
                                          limit=limit, offset=offset)
-        return [s for s in map(self._brief, runs) if status is None or s.status == status]
+        return [s for s in (self._brief(r, caller) for r in runs) if status is None or s.status == status]
 
-    def _brief(self, run: WorkflowRun) -> RunStatus:
+    def _brief(self, run: WorkflowRun, caller: Principal) -> RunStatus:
         """A listing's line for ``run``: its record, with live progress when it executes here."""
         live = self.tracker.get(run.run_id)
         status = run.status if run.finished or live is None else \
             "waiting" if any(s.status == "waiting" for s in live.steps.values()) else "running"
         done = run.steps if run.finished else live.progress()[0] if live is not None else 0
-        return RunStatus(run_id=run.run_id, workflow=run.workflow, status=status, error=run.error, steps=[],
+        return RunStatus(run_id=shown_id(run.run_id, run.owner, caller.owner_id), workflow=run.workflow,
+                         status=status, error=run.error, steps=[],
                          progress=RunProgress(done=done, total=run.steps, message=f"{done}/{run.steps} steps done"),
                          created_at=run.created_at, updated_at=run.updated_at, runtime=self.runtime.name)
 
-    async def cancel(self, run_id: str, owner_filter: str | None = None) -> RunStatus:
+    async def cancel(self, run_id: str, caller: Principal | None = None) -> RunStatus:
         """Cancel a run (steps running now are interrupted; recorded ones stay recorded).
 
         Raises:
-            RunNotFound / RunConflict: unknown (or another owner's) or already finished.
+            RunNotFound / RunConflict: unknown (or another principal's) or already finished.
         """
-        record = await self._get(run_id, owner_filter)
+        caller = caller or LOCAL
+        stored, record = await self._get(run_id, caller)
         if record.status in FINISHED:
             raise RunConflict(f"run {run_id} is already {record.status}")
-        await self.runs.set_run_status(run_id, "cancelled", self._clock())  # before the run can end otherwise
-        await self.runtime.cancel(run_id)
-        with anyio.move_on_after(5):
-            while (await self.status(run_id)).status not in FINISHED:
-                await anyio.sleep(0.02)
-        return await self.status(run_id)
+        await self.runs.set_run_status(stored.run_id, "cancelled", self._clock())  # before the run can end otherwise
+        await self.runtime.cancel(stored.run_id)
+        with anyio.move_on_after(WAIT_AFTER_ACTION_S):
+            await self.runtime.finished(stored.run_id)
+        return await self._report(stored, await self._runtime_record(stored), caller)
 
-    async def decide(self, run_id: str, decision: str, *, step: str | None = None, by: str | None = None,
-                     comment: str | None = None, owner_filter: str | None = None) -> RunStatus:
-        """Approve or reject the run's waiting approval step (``step`` names it when several wait).
+    async def decide(self, run_id: str, decision: str, *, step: str | None = None, comment: str | None = None,
+                     caller: Principal | None = None) -> RunStatus:
+        """Approve or reject the run's waiting approval step (``step`` names it when several wait). The
+        decision is recorded with the caller as the approver (``by``: the principal id, and its ``role``).
+
+        Who may decide: the run's owner and admins, unless the step names ``approvers`` (role names, matched
+        by that role or a higher one, or principal ids; those principals may then decide it even if they
+        cannot otherwise see the run) or says ``not_starter: true`` (the principal that started the run may not).
 
         Raises:
-            RunNotFound / RunConflict: unknown run (or another owner's), or no (such) approval waiting.
+            RunNotFound: unknown run (or another principal's that the caller may not decide).
+            RunConflict: no (such) approval waiting.
+            ApprovalRefused: the step's ``approvers`` or ``not_starter`` refuse the caller.
         """
-        status = await self.status(run_id, owner_filter)
+        caller = caller or LOCAL
+        stored, record, planned = await self._decidable(run_id, caller)
+        recorded = await self.runtime.recorded(record.run_id)
+        status = await self._off_loop(functools.partial(build_status, record, recorded, self.tracker,
+                                                        self.runtime.name, plan=planned))
         waiting = [s.id for s in status.steps if s.status == "waiting"]
         if step is not None and step not in waiting:
             raise RunConflict(f"step {step!r} of run {run_id} is not waiting for approval"
@@ -378,25 +441,55 @@ class WorkflowService:
                 raise RunConflict(f"run {run_id} has {'no step' if not waiting else 'several steps'} waiting for "
                                   f"approval{': pass step (' + ', '.join(waiting) + ')' if waiting else ''}")
             step = waiting[0]
-        message = {"decision": decision, "by": by, "comment": comment, "at": self._clock()}
-        await self.runtime.send(run_id, approval_topic(step), message)
-        with anyio.move_on_after(5):
-            while True:
-                state = self.tracker.get(run_id)
-                current = next((s for s in (await self.status(run_id)).steps if s.id == step), None)
-                if current is None or current.status != "waiting":
-                    break
-                if state is None:  # decided on another replica's run, or just recorded: poll
-                    await anyio.sleep(0.05)
+        rules = next(p for p in planned if p.name == step)
+        why_not = refusal(rules, caller, stored.owner)
+        if why_not:
+            raise ApprovalRefused(f"step {step} of run {run_id}: {why_not}")
+        message = {"step": step, "decision": decision, "by": caller.id, "role": caller.role, "comment": comment,
+                   "at": self._clock()}
+        legacy = record.arguments.get("layout", 1) < LAYOUT
+        await self.runtime.send(record.run_id, approval_topic(step) if legacy else APPROVALS_TOPIC, message)
+        with anyio.move_on_after(WAIT_AFTER_ACTION_S):
+            await self._decision_shown(record.run_id, step)
+        return await self._report(stored, await self._runtime_record(stored), caller)
+
+    async def _decision_shown(self, key: str, step: str) -> None:
+        """Return once ``step``'s decision shows: on the tracker's events for a run executing here; on another
+        replica, once its step record is written (DBOS notifies nobody of those: read again, 20 ms to 0.5 s)."""
+        pause = 0.02
+        while True:
+            changed, state = self.tracker.changed(key), self.tracker.get(key)
+            if state is not None and state.steps.get(step, _DECIDED).status not in _UNDECIDED:
+                return
+            if state is None and StepOutcome.from_record((await self.runtime.recorded(key)).get(step)):
+                return
+            with anyio.move_on_after(None if state is not None else pause):  # or as the run changes here
+                await changed.wait()
+            pause = min(pause * 2, 0.5)
+
+    async def _decidable(self, run_id: str, caller: Principal) -> tuple[WorkflowRun, RunRecord, list[PlannedStep]]:
+        """The run the caller may decide on: one it can see, or one whose approval steps name it."""
+        try:
+            stored, record = await self._get(run_id, caller)
+            return stored, record, await self._plan_of(record)
+        except RunNotFound:
+            for key in keys_for(run_id, caller.owner_id):
+                stored = await self.runs.get_run(key) or await self._adopt(key)
+                if stored is None:
                     continue
-                with anyio.move_on_after(0.5):
-                    await state.changed.wait()
-        return await self.status(run_id)
+                record = await self._runtime_record(stored)
+                planned = await self._plan_of(record)
+                if any(p.kind == "approval" and named(p.approvers, caller) for p in planned):
+                    return stored, record, planned
+            raise
 
 
-def _visible(record: WorkflowRun, owner_filter: str | None) -> bool:
-    """Whether a caller with ``owner_filter`` may see ``record`` (``None``: every run)."""
-    return owner_filter is None or record.owner == owner_filter
+def _diagram(arguments: Mapping[str, Any]) -> str:
+    try:
+        definition, _ = parse_arguments(arguments)
+    except RunFailed:
+        return "flowchart TD"
+    return mermaid(definition)
 
 
 def definition_uri(name: str) -> str:
@@ -405,67 +498,3 @@ def definition_uri(name: str) -> str:
 
 def run_uri(run_id: str) -> str:
     return f"workflows://runs/{run_id}"
-
-
-def plan_steps(arguments: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(record name, kind) of every step of a run, in plan order (sub-workflow steps after their parent's
-    children, under ``parent.``)."""
-    library = arguments.get("library") or {}
-    if "definition" not in arguments:  # a run recorded but not started: nothing to plan from
-        return []
-
-    def walk(data: Mapping[str, Any], prefix: str, depth: int) -> list[tuple[str, str]]:
-        definition = validate(data)
-        out: list[tuple[str, str]] = []
-        for step_id in topological_order(definition):
-            step = definition.step(step_id)
-            name = step_name(prefix, step_id)
-            if step.kind == "workflow" and depth < MAX_NESTING and step.with_.get("workflow") in library:
-                out.extend(walk(library[step.with_["workflow"]], f"{name}.", depth + 1))
-            out.append((name, step.kind))
-        return out
-
-    return walk(arguments["definition"], "", 0)
-
-
-def build_status(record: RunRecord, recorded: Mapping[str, Any], tracker: RunTracker, runtime: str,
-                 *, brief: bool = False) -> RunStatus:
-    """A :class:`RunStatus` from the runtime's record, its recorded step outcomes and the live tracker."""
-    live = tracker.get(record.run_id)
-    steps: list[StepReport] = []
-    for name, kind in plan_steps(record.arguments):
-        outcome = recorded.get(name)
-        state = live.steps.get(name) if live else None
-        if isinstance(outcome, dict) and "status" in outcome:
-            report = StepReport(id=name, kind=kind, status=outcome["status"], attempts=outcome.get("attempts", 0),
-                                started_at=outcome.get("started_at"), ended_at=outcome.get("ended_at"),
-                                output=outcome.get("output"), error=outcome.get("error"),
-                                error_class=outcome.get("error_class"), reason=outcome.get("reason"))
-        elif isinstance(recorded.get(f"{name}#opened"), dict) and (state is None or state.status == "pending"):
-            # An approval opened (recorded) and not decided: waiting, whichever process runs it.
-            report = StepReport(id=name, kind=kind, status="waiting", attempts=1,
-                                started_at=recorded[f"{name}#opened"].get("opened_at"))
-        elif state is not None:
-            report = StepReport(id=name, kind=kind, status=state.status, attempts=state.attempts,
-                                started_at=state.started_at, ended_at=state.ended_at, output=state.output,
-                                error=state.error, error_class=state.error_class, reason=state.reason)
-        else:
-            report = StepReport(id=name, kind=kind, status="pending")
-        if record.status in FINISHED and report.status in ("pending", "running", "waiting"):
-            report.status = "skipped" if record.status == "completed" else "not_run"
-        if report.started_at is not None and report.ended_at is not None:
-            report.duration_ms = round((report.ended_at - report.started_at) * 1000, 3)
-        if brief:
-            report.output = None
-        steps.append(report)
-    status = record.status
-    if status == "running" and any(s.status == "waiting" for s in steps):
-        status = "waiting"
-    done = sum(s.status in ("completed", "failed", "skipped", "not_run") for s in steps)
-    active = [s.id for s in steps if s.status in ("running", "waiting")]
-    message = f"{done}/{len(steps)} steps done" + (f"; {', '.join(active[:5])} {status}" if active else "")
-    outputs = record.output.get("outputs") if isinstance(record.output, dict) else None
-    return RunStatus(run_id=record.run_id, workflow=record.workflow, status=status, outputs=outputs,
-                     error=record.error, steps=[] if brief else steps,
-                     progress=RunProgress(done=done, total=len(steps), message=message),
-                     created_at=record.created_at, updated_at=record.updated_at, runtime=runtime)

@@ -20,6 +20,7 @@ from mcp import Client, StdioServerParameters
 from server.app.assembly import build_server, open_dependencies
 from server.config import Config
 from server.dependencies import Dependencies
+from server.security import run_principal
 from server.simulator import Behaviour, Upstream
 from server.store import CallRecord
 from server.store.memory import MemoryStore
@@ -55,7 +56,7 @@ async def run(deps: Dependencies, definition: dict[str, Any], inputs: dict[str, 
               owner: str | None = None) -> Any:
     service = deps.workflows
     assert service is not None
-    run_id, _ = await service.start(definition, inputs or {}, owner=owner)
+    run_id, _ = await service.start(definition, inputs or {}, caller=run_principal(owner))
     with anyio.fail_after(20):
         return await service.wait(run_id, 20)
 

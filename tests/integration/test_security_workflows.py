@@ -82,6 +82,7 @@ async def test_roles_and_run_ownership_over_http_survive_a_restart(tmp_path: Pat
                 await call(client, "run_workflow", workflow=inline_wrapper))  # tool steps in a sub-workflow
             mine = ok(await call(client, "run_workflow", workflow="probe", run_id="alice-run-1"))
             assert mine["status"] == "completed", mine
+            assert ok(await call(client, "run_workflow", workflow=plain(), run_id="alice-run-2"))["status"] == "completed"
             seen = json.loads(mine["outputs"]["seen"])
             assert "authorization" not in {k.lower() for k in seen}  # the client's token stays here
             assert alice not in mine["outputs"]["seen"] and admin not in admin_run["outputs"]["seen"]
@@ -96,21 +97,32 @@ async def check_ownership(url: str, alice: str, bob: str, admin: str) -> None:
     async with mcp_client(url, bob) as client:
         unknown = refused(await call(client, "workflow_run", run_id="never-was"))
         for action in ("status", "cancel", "approve", "reject"):
-            text = refused(await call(client, "workflow_run", run_id="alice-run-1", action=action))
-            assert text == unknown.replace("never-was", "alice-run-1"), (action, text)
+            text = refused(await call(client, "workflow_run", run_id="alice-run-2", action=action))
+            assert text == unknown.replace("never-was", "alice-run-2"), (action, text)
         listing = ok(await call(client, "workflow_run"))
-        assert all(r["run_id"] != "alice-run-1" for r in listing["runs"])
+        assert all(r["run_id"] != "alice-run-2" for r in listing["runs"])
         with pytest.raises(MCPError) as caught:
-            await client.read_resource("workflows://runs/alice-run-1")
-        assert "no run 'alice-run-1'" in str(caught.value)
-        assert "exists with a different workflow" in refused(
-            await call(client, "run_workflow", workflow="probe", run_id="alice-run-1"))
-    for token in (alice, admin):
-        async with mcp_client(url, token) as client:
-            assert ok(await call(client, "workflow_run", run_id="alice-run-1"))["status"] == "completed"
-            assert any(r["run_id"] == "alice-run-1" for r in ok(await call(client, "workflow_run"))["runs"])
-            contents = (await client.read_resource("workflows://runs/alice-run-1")).contents
-            assert json.loads(contents[0].text)["run_id"] == "alice-run-1"
+            await client.read_resource("workflows://runs/alice-run-2")
+        assert "no run 'alice-run-2'" in str(caught.value)
+        # Another principal's run id answers like an unknown one: it starts bob's own run (once: the same id
+        # again is his idempotent run), and takes nothing of alice's.
+        own = ok(await call(client, "run_workflow", workflow="probe", run_id="alice-run-1"))
+        assert own["run_id"] == "alice-run-1" and own["status"] == "completed", own
+        assert [r["run_id"] for r in ok(await call(client, "workflow_run"))["runs"]].count("alice-run-1") == 1
+    async with mcp_client(url, alice) as client:
+        mine = ok(await call(client, "workflow_run", run_id="alice-run-1"))
+        assert mine["status"] == "completed" and mine["run_id"] == "alice-run-1"
+        assert any(r["run_id"] == "alice-run-1" for r in ok(await call(client, "workflow_run"))["runs"])
+        contents = (await client.read_resource("workflows://runs/alice-run-1")).contents
+        assert json.loads(contents[0].text)["run_id"] == "alice-run-1"
+    async with mcp_client(url, admin) as client:  # admins see both, each under its owner-tagged id
+        tagged = [r["run_id"] for r in ok(await call(client, "workflow_run", limit=100))["runs"]
+                  if r["run_id"].startswith("alice-run-")]
+        assert sorted(run_id.split(":")[0] for run_id in tagged) == ["alice-run-1", "alice-run-1", "alice-run-2"]
+        for run_id in tagged:
+            assert ok(await call(client, "workflow_run", run_id=run_id))["status"] == "completed"
+            contents = (await client.read_resource(f"workflows://runs/{run_id}")).contents
+            assert json.loads(contents[0].text)["run_id"] == run_id
 
 
 @pytest.fixture
@@ -179,18 +191,21 @@ async def test_incident_text_is_redacted() -> None:
 
 
 async def test_run_listing_pages_over_the_callers_own_runs_only() -> None:
+    from server.security import Principal
     from server.workflows import StepServices, open_workflows
 
     gate = {"name": "gate", "steps": [{"id": "g", "kind": "approval"}]}
     clock = iter(range(1, 1000))
+    principals = {name: Principal(f"key:{name}", "user") for name in ("alice", "bob")}
     async with open_workflows(StepServices(), MemoryStore(), clock=lambda: float(next(clock))) as workflows:
         started = {"alice": [], "bob": []}
         for i in range(10):
             owner = "alice" if i % 3 else "bob"
-            run_id, _ = await workflows.start(gate, {}, f"r{i}", owner=owner, owner_filter=owner)
+            run_id, _ = await workflows.start(gate, {}, f"r{i}", caller=principals[owner])
             started[owner].append(run_id)
-        pages = [await workflows.list(None, 2, offset, "alice") for offset in range(0, 8, 2)]
+        pages = [await workflows.list(None, 2, offset, principals["alice"]) for offset in range(0, 8, 2)]
         assert [s.run_id for page in pages for s in page] == started["alice"][::-1]
-        assert [s.run_id for s in await workflows.list(None, 20, 0, None)] == [f"r{i}" for i in range(9, -1, -1)]
+        everyone = [s.run_id for s in await workflows.list(None, 20, 0, None)]  # the local admin: every run
+        assert [run_id.split(":")[0] for run_id in everyone] == [f"r{i}" for i in range(9, -1, -1)]
         with pytest.raises(RunNotFound, match="no run 'r0'"):
-            await workflows.status("r0", "alice")
+            await workflows.status("r0", principals["alice"])

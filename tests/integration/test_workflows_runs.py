@@ -171,10 +171,10 @@ async def test_approval_waits_for_a_decision(client: Client) -> None:
     assert steps_of(out)["side"]["status"] == "completed"  # a waiting approval holds no max_parallel slot
     listed = await call(client, "workflow_run", status="waiting")
     assert out["run_id"] in [r["run_id"] for r in listed["runs"]]
-    decided = await call(client, "workflow_run", run_id=out["run_id"], action="approve", by="ada")
+    decided = await call(client, "workflow_run", run_id=out["run_id"], action="approve")
     assert steps_of(decided)["ok"]["status"] in ("completed",)
     final = await wait_done(client, out["run_id"])
-    assert final["status"] == "completed" and final["outputs"] == {"by": "ada"}
+    assert final["status"] == "completed" and final["outputs"] == {"by": "local"}  # the caller: never an argument
     again = await error(client, "workflow_run", run_id=out["run_id"], action="approve")
     assert "no step waiting" in again
 

@@ -11,7 +11,8 @@ from server.app.dashboard.sessions import SessionSigner
 from server.app.dashboard.web import safe_next
 from server.config import load_config
 from server.errors import ConfigError
-from server.workflows.model import mermaid, validate
+from server.workflows.model import mermaid
+from server.workflows.validation import validate
 
 SECRET = "s" * 40
 

@@ -212,7 +212,8 @@ definitions = st.one_of(hostile_definitions, near_definitions)
                         definitions.map(lambda d: json.dumps(d, ensure_ascii=False)),
                         definitions.map(lambda d: yaml_text(d))))
 def test_the_workflow_validator_only_ever_raises_invalid_workflow(source: object) -> None:
-    from server.workflows.model import InvalidWorkflow, mermaid, parse_definition, topological_order
+    from server.workflows.model import InvalidWorkflow, mermaid, topological_order
+    from server.workflows.validation import parse_definition
 
     try:
         definition = parse_definition(source)  # type: ignore[arg-type]

@@ -12,9 +12,11 @@ import pytest
 
 from knowledge import PatternRegistry
 from knowledge.model import validate_spec
+from server.security import Principal
 from server.store import WorkflowRun
 from server.store.memory import MemoryStore
 from server.workflows import StepServices, WorkflowService, memory_runtime, open_workflows
+from server.workflows.access import own_id
 from server.workflows.runtime import RunRecord
 from server.workflows.service import RunConflict, RunNotFound
 
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.anyio
 GATE = {"name": "gate", "steps": [{"id": "g", "kind": "approval"}]}
 SAY = {"name": "say", "steps": [{"id": "s", "kind": "pattern", "with": {"pattern": "say", "variables": {"text": "hi"}}}],
        "outputs": {"said": "{{ steps.s.output.text }}"}}
+ALICE, BOB, CAROL = (Principal(f"key:{name}", "user") for name in ("alice", "bob", "carol"))
 FAILS = {"name": "fails", "steps": [{"id": "s", "kind": "pattern", "with": {"pattern": "missing"}}]}
 
 
@@ -42,6 +45,9 @@ class WatchedRuntime:
 
     async def list(self, status: str | None, limit: int, offset: int) -> list[RunRecord]:
         raise AssertionError("runs were listed from the runtime")
+
+    async def finished(self, run_id: str) -> None:
+        await self.inner.finished(run_id)
 
     async def cancel(self, run_id: str) -> None:
         await self.inner.cancel(run_id)
@@ -80,16 +86,16 @@ async def test_a_run_is_recorded_with_its_owner_before_its_id_is_returned(
         watched: tuple[WorkflowService, WatchedRuntime], store: MemoryStore) -> None:
     service, runtime = watched
     await service.save(SAY)
-    run_id, started = await service.start("say", {}, owner="key:alice", owner_filter="key:alice")
+    run_id, started = await service.start("say", {}, caller=ALICE)
     record = await store.runs.get_run(run_id)
     assert started and record is not None
     assert (record.owner, record.workflow, record.workflow_version, record.steps) == ("key:alice", "say", 1, 1)
     assert "owner" not in runtime.started[0][1]  # ownership is the record's, not the run's arguments
-    status = await service.wait(run_id, 5, owner_filter="key:alice")
+    status = await service.wait(run_id, 5, caller=ALICE)
     assert status.status == "completed" and status.outputs == {"said": "hi"}
     assert (await store.runs.get_run(run_id)).status == "completed"
     with pytest.raises(RunNotFound, match=f"no run '{run_id}'"):
-        await service.status(run_id, "key:bob")  # another owner's run is not found
+        await service.status(run_id, BOB)  # another owner's run is not found
 
 
 async def test_listing_queries_the_records_by_owner_status_and_page(
@@ -98,22 +104,21 @@ async def test_listing_queries_the_records_by_owner_status_and_page(
     for i in range(3000):  # other people's history: a scan would walk it, a query does not
         await store.runs.create_run(WorkflowRun(run_id=f"old-{i}", workflow="w", fingerprint="f", created_at=0.5,
                                                 owner="key:bob", status="completed"))
-    mine = [(await service.start(GATE, {}, f"mine-{i}", owner="key:alice", owner_filter="key:alice"))[0]
+    mine = [(await service.start(GATE, {}, f"mine-{i}", caller=ALICE))[0]
             for i in range(5)]
-    done, _ = await service.start(SAY | {"name": "say-inline"}, {}, "mine-done", owner="key:alice",
-                                  owner_filter="key:alice")
-    await service.wait(done, 5)
+    done, _ = await service.start(SAY | {"name": "say-inline"}, {}, "mine-done", caller=ALICE)
+    await service.wait(done, 5, caller=ALICE)
     with anyio.fail_after(5):  # every gate open
-        while [(await service.status(r)).status for r in mine] != ["waiting"] * 5:
+        while [(await service.status(r, ALICE)).status for r in mine] != ["waiting"] * 5:
             await anyio.sleep(0.01)
     gets = runtime.gets
-    page = await service.list(None, 2, 1, "key:alice")
+    page = await service.list(None, 2, 1, ALICE)
     assert [s.run_id for s in page] == [mine[4], mine[3]] and runtime.gets == gets  # no runtime read per run
-    assert [s.run_id for s in await service.list("completed", 10, 0, "key:alice")] == ["mine-done"]
-    waiting = await service.list("waiting", 10, 0, "key:alice")
+    assert [s.run_id for s in await service.list("completed", 10, 0, ALICE)] == ["mine-done"]
+    waiting = await service.list("waiting", 10, 0, ALICE)
     assert [s.run_id for s in waiting] == mine[::-1] and {s.status for s in waiting} == {"waiting"}
     assert len(await service.list(None, 100, 0, None)) == 100
-    assert (await service.list(None, 1, 0, "key:alice"))[0].progress.total == 1
+    assert (await service.list(None, 1, 0, ALICE))[0].progress.total == 1
 
 
 async def test_a_run_record_follows_its_run_to_failure_and_cancellation(
@@ -147,15 +152,20 @@ async def test_a_run_recorded_but_not_started_is_started_by_the_same_call_again(
     service, runtime = watched
     await service.start(SAY | {"name": "first"}, {}, "probe")  # the fingerprint a real start records
     fingerprint = (await store.runs.get_run("probe")).fingerprint
-    await store.runs.create_run(WorkflowRun(run_id="interrupted", workflow="first", fingerprint=fingerprint,
+    key = own_id("interrupted", ALICE.id)  # where alice's own run id "interrupted" is kept
+    await store.runs.create_run(WorkflowRun(run_id=key, workflow="first", fingerprint=fingerprint,
                                             created_at=1.0, owner="key:alice", steps=1))
-    shown = await service.status("interrupted", "key:alice")  # the server stopped before starting it
-    assert shown.status == "pending" and "not started" in (shown.error or "")
+    shown = await service.status("interrupted", ALICE)  # the server stopped before starting it
+    assert shown.status == "pending" and "not started" in (shown.error or "") and shown.run_id == "interrupted"
     with pytest.raises(RunConflict, match="exists with a different workflow"):
-        await service.start(SAY | {"name": "first"}, {}, "interrupted", owner="key:bob", owner_filter="key:bob")
-    run_id, started = await service.start(SAY | {"name": "first"}, {}, "interrupted", owner="key:alice",
-                                          owner_filter="key:alice")
-    assert started and (await service.wait(run_id, 5, owner_filter="key:alice")).status == "completed"
+        await service.start(SAY | {"name": "other"}, {}, "interrupted", caller=ALICE)
+    run_id, started = await service.start(SAY | {"name": "first"}, {}, "interrupted", caller=ALICE)
+    assert (run_id, started) == ("interrupted", True) and len(runtime.started) == 2
+    assert runtime.started[-1][0] == key
+    assert (await service.wait(run_id, 5, caller=ALICE)).status == "completed"
+    # bob's "interrupted" is his own: it neither finds nor takes alice's
+    bobs, started = await service.start(SAY | {"name": "first"}, {}, "interrupted", caller=BOB)
+    assert started and (await store.runs.get_run(own_id("interrupted", BOB.id))).owner == "key:bob"
 
 
 async def test_a_run_started_before_run_records_is_adopted_with_its_owner(
@@ -165,8 +175,8 @@ async def test_a_run_started_before_run_records_is_adopted_with_its_owner(
     arguments = {"definition": GATE, "library": {}, "inputs": {}, "owner": "key:carol"}
     await runtime.inner.start("legacy", "gate", arguments, "legacy-fingerprint")
     with pytest.raises(RunNotFound, match="no run 'legacy'"):
-        await service.status("legacy", "key:dave")
-    assert (await service.status("legacy", "key:carol")).workflow == "gate"
+        await service.status("legacy", Principal("key:dave", "user"))
+    assert (await service.status("legacy", CAROL)).workflow == "gate"
     record = await store.runs.get_run("legacy")
     assert record is not None and record.owner == "key:carol" and record.steps == 1
-    assert [s.run_id for s in await service.list(None, 10, 0, "key:carol")] == ["legacy"]
+    assert [s.run_id for s in await service.list(None, 10, 0, CAROL)] == ["legacy"]

@@ -6,16 +6,10 @@ import json
 
 import pytest
 
-from server.workflows.model import (
-    Condition,
-    InvalidWorkflow,
-    check_inputs,
-    mermaid,
-    parse_definition,
-    topological_order,
-    validate,
-)
 from server.workflows.evaluation import evaluate, render_value
+from server.workflows.inputs import check_inputs
+from server.workflows.model import Condition, InvalidWorkflow, mermaid, topological_order
+from server.workflows.validation import parse_definition, validate
 
 
 def step(id: str, *deps: str, kind: str = "pattern", **extra) -> dict:
@@ -145,9 +139,9 @@ def test_mermaid_draws_every_step_and_edge() -> None:
 
 
 def test_status_comes_from_records_alone_when_the_run_executes_elsewhere() -> None:
-    from server.workflows.interpreter import RunTracker
     from server.workflows.runtime import RunRecord
-    from server.workflows.service import build_status
+    from server.workflows.status import build_status
+    from server.workflows.tracker import RunTracker
 
     definition = {"name": "g", "steps": [step("a"), {"id": "ok", "kind": "approval", "depends_on": ["a"]},
                                          step("b", "ok"), step("c", "a", when={"path": "inputs.x", "op": "exists"})]}

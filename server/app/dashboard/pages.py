@@ -3,7 +3,7 @@
 - the overview: :func:`server.operations.monitoring.summarize` (``monitor_operations``'s summary);
 - providers: :func:`server.pool.status.pool_state` (``list_providers``);
 - runs: :class:`server.workflows.service.WorkflowService` ``list`` / ``status`` / ``diagram`` / ``decide``, with the
-  principal's owner filter, as ``tools/workflows.py`` calls them (a user sees their own runs, an admin all);
+  caller (the principal), as ``tools/workflows.py`` calls them (a user sees their own runs, an admin all);
 - incidents: :class:`server.operations.incidents.IncidentService` ``active`` / ``recent`` / ``acknowledge``;
 - patterns: :class:`knowledge.PatternRegistry`.
 
@@ -90,9 +90,9 @@ async def runs(deps: Dependencies, principal: Principal, status: str | None, wor
     offset = int(offset_text)
     service = _service(deps)
     if workflow is None:
-        found = await service.list(status, RUNS_PER_PAGE + 1, offset, principal.owner_filter)
+        found = await service.list(status, RUNS_PER_PAGE + 1, offset, principal)
     else:  # the service filters by status only: filter the newest WORKFLOW_SCAN runs by name
-        scanned = await service.list(status, WORKFLOW_SCAN, 0, principal.owner_filter)
+        scanned = await service.list(status, WORKFLOW_SCAN, 0, principal)
         found = [r for r in scanned if r.workflow == workflow][offset:offset + RUNS_PER_PAGE + 1]
     more = len(found) > RUNS_PER_PAGE
     return {"runs": found[:RUNS_PER_PAGE], "status": status, "workflow": workflow, "statuses": RUN_STATUSES,
@@ -108,8 +108,8 @@ async def run(deps: Dependencies, principal: Principal, run_id: str) -> dict[str
         raise BadRequest("not a run id")
     service = _service(deps)
     try:
-        status = await service.status(run_id, principal.owner_filter)
-        mermaid = await service.diagram(run_id, principal.owner_filter)
+        status = await service.status(run_id, principal)
+        mermaid = await service.diagram(run_id, principal)
     except RunNotFound as exc:
         raise NotFound(str(exc)) from None
     try:
@@ -124,7 +124,8 @@ async def run(deps: Dependencies, principal: Principal, run_id: str) -> dict[str
 async def decide(deps: Dependencies, principal: Principal, run_id: str, form: Mapping[str, str]) -> str:
     """Approve or reject the run's waiting step (as ``workflow_run`` does, the approver being ``principal``).
     Returns the decision (``approved`` or ``rejected``)."""
-    from server.workflows.service import RunConflict, RunNotFound
+    from server.security import Forbidden
+    from server.workflows.service import ApprovalRefused, RunConflict, RunNotFound
 
     if not _RUN_ID.match(run_id):
         raise BadRequest("not a run id")
@@ -138,12 +139,13 @@ async def decide(deps: Dependencies, principal: Principal, run_id: str, form: Ma
     if step is not None and len(step) > 600:
         raise BadRequest("not a step id")
     try:
-        await _service(deps).decide(run_id, decision, step=step, by=principal.id, comment=comment,
-                                    owner_filter=principal.owner_filter)
+        await _service(deps).decide(run_id, decision, step=step, comment=comment, caller=principal)
     except RunNotFound as exc:
         raise NotFound(str(exc)) from None
     except RunConflict as exc:
         raise Refused(str(exc)) from None
+    except ApprovalRefused as exc:  # the step's approvers or not_starter (403)
+        raise Forbidden(str(exc)) from None
     return decision
 
 
