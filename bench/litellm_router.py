@@ -7,11 +7,12 @@ Not imported by the project (its venv has no project code). Setups, as ours in b
 ``fail-503``; one model group of 10 deployments with ``order`` 1..10 (LiteLLM's priority order), ok and
 failing-first. All with ``num_retries=0``; cooldowns disabled in the failing setups (as our breaker is held
 open-proof there). Each measured call is paired with its direct openai SDK baseline in the same process, the
-pair's order alternating round by round, the setups rotating; the upstream's request log is returned for checking.
+pair's order alternating round by round, the setups in a fresh seeded order each round; the upstream's request log is returned for checking.
 """
 
 import asyncio
 import json
+import random
 import sys
 import time
 import urllib.request
@@ -106,8 +107,8 @@ async def main():
     results = {key: [] for name in names for key in (base_key(name), name)}
 
     async def one_round(index, record):
-        shift = index % len(names)  # each round starts one setup later: position effects hit all alike
-        for name in names[shift:] + names[:shift]:
+        # A fresh seeded order each round, as ours in bench/pool.py: no setup always follows the same one.
+        for name in random.Random(index).sample(names, len(names)):
             baseline = direct_pair if SETUPS[name][3] else direct
             if index % 2 == 0:  # the pair's order alternates too: neither side always runs on warm pages
                 base_ms, ours_ms = await baseline(), await routed(name)

@@ -8,8 +8,8 @@ an added latency: a series minus its baseline of direct openai SDK calls to the 
 process, paired call by call, the pair's order alternating from round to round.
 
 The two sides run in alternating processes (``--rounds`` of each, in the order ours, LiteLLM, LiteLLM, ours, …),
-each process doing ``--calls / --rounds`` measured rounds after 30 warm-up rounds, its setups rotating round by
-round (each round starts one setup later). Per-process samples are pooled per series.
+each process doing ``--calls / --rounds`` measured rounds after 30 warm-up rounds, its setups in a fresh seeded
+order each round (so no setup always follows the same one). Per-process samples are pooled per series.
 
 Ours (a process of the project's environment, a SQLite store recording every attempt):
 - in-process: ``ProviderPool.complete`` (policy, routing, fallback, recording; what ``orchestrate`` calls), the
@@ -34,6 +34,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -191,7 +192,9 @@ async def measure_ours(calls: int, base_url: str, upstream_url: str, tmp: Path) 
                 results[base_key] = []
 
         async def one_round(index: int, record: bool) -> None:
-            for base_key, baseline, key, call in alternate(index, steps):
+            # A fresh seeded order each round: with a rotation, each setup would always follow the same one (and
+            # whatever that one leaves behind, an MCP server's store writes, say, would always tax the same setup).
+            for base_key, baseline, key, call in random.Random(index).sample(steps, len(steps)):
                 pair = [(key, call)] + ([(base_key, baseline)] if baseline else [])
                 for series, run in alternate(index, pair):  # the pair's order alternates round by round
                     ms = await run()

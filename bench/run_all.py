@@ -44,6 +44,12 @@ def startup_figures(text: str) -> list[Figure]:
     """The first-answer issue's targets from bench/startup.py's report (the row of ``ours`` in each section)."""
     figures, section = [], ""
     for line in text.splitlines():
+        # The report before the first-answer issue (start -> tools/list only): "full  10  median p10 p90  × hello …".
+        if old := re.match(r"(simple|full)\s+\d+\s+([\d.]+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)", line):
+            median, ratio = float(old.group(2)), float(old.group(3))
+            figures.append(Figure("startup", f"start -> tools/list, {old.group(1)} / hello", median, median / ratio,
+                                  "ms", "<=", 1.15 if old.group(1) == "simple" else 1.3, on_ratio=True))
+            continue
         if not line.startswith("  "):
             section = line
             continue

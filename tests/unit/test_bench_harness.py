@@ -69,3 +69,17 @@ first call 3 s after connecting, openai-kind provider, ms (the call's round trip
     assert figures["start -> first answer (openai), ours / hello+sdk"].passed
     delayed = figures["first call 3 s after connecting (openai), added over hello+sdk"]
     assert (delayed.measured, delayed.passed) == (60.0, False)
+
+
+def test_run_all_reads_the_startup_report_of_before_the_first_answer_issue(harness) -> None:
+    import run_all
+
+    report = """server   tools  median ms      p10      p90  × hello  CPU ms  × hello  RSS MB  target (wall time and RSS)
+hello        1     555.0   536.0   578.0     1.00    693     1.00    65.9
+simple      10     582.0   552.0   610.0     1.05    599     0.86    70.7  ≤1.15× and <80 MB: met
+full        10     623.0   585.0   657.0     1.40    643     0.93    74.7  ≤1.3× and <150 MB: NOT met
+"""
+    figures = {f.name: f for f in run_all.startup_figures(report)}
+    assert figures["start -> tools/list, simple / hello"].passed
+    assert figures["start -> tools/list, full / hello"].ratio == pytest.approx(1.40)
+    assert not figures["start -> tools/list, full / hello"].passed
