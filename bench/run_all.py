@@ -31,7 +31,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "pool": (["--calls", "160", "--rounds", "2"], ["--calls", "500", "--rounds", "4"]),
     "http_load": (["--clients", "20", "--duration", "8", "--warmup", "2", "--windows", "2", "--workers", "2"],
                   ["--clients", "50", "--duration", "30", "--warmup", "5", "--windows", "2", "--workers", "5"]),
-    "startup": (["--runs", "3"], ["--runs", "20"]),
+    "startup": (["--runs", "2"], ["--runs", "20"]),  # 3 rounds took 397 s at load 10
     "consensus": (["--calls", "15"], ["--calls", "50"]),
     "knowledge": (["--patterns", "10000", "--calls", "300"], ["--patterns", "10000", "--calls", "1000"]),
     "operations": (["--calls", "20000", "--records", "200000", "--summaries", "10"], []),
