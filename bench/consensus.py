@@ -38,6 +38,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness import Figure, preamble, write_figures  # noqa: E402
 from overhead import external_upstream, pct  # noqa: E402  (also puts the repo on sys.path)
 
 from mcp import Client  # noqa: E402
@@ -69,7 +70,7 @@ def outcomes(upstream_url: str) -> Counter:
         return Counter((r["model"], r["outcome"]) for r in json.loads(reply.read()))
 
 
-async def measure(calls: int, tmp: Path) -> None:
+async def measure(calls: int, tmp: Path) -> list[Figure]:
     import openai
 
     with external_upstream() as upstream:
@@ -153,15 +154,23 @@ async def measure(calls: int, tmp: Path) -> None:
         print(f"p{q}: all-answer ratio {ratio:.3f} (target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'}); "
               f"early stop minus third-fastest: {margins[0]:+.1f} ms alone, {margins[1]:+.1f} ms in the five "
               f"(target <= +10: {'met' if margins[0] <= 10 else 'NOT met'} / {'met' if margins[1] <= 10 else 'NOT met'})")
+    return [Figure("consensus", "all-answer wall time p50, ours / direct", pct(series["ours_all"], 50),
+                   pct(series["direct_all"], 50), "ms", "<=", 1.05, on_ratio=True),
+            Figure("consensus", "early stop after the lone third-fastest call, p50",
+                   pct(series["ours_early"], 50) - pct(series["direct_third"], 50), pct(series["direct_third"], 50),
+                   "ms", "<=", 10.0)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--json", help="write the headline figures here (for bench/run_all.py)")
     args = parser.parse_args()
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    preamble("bench/consensus.py: consensus wall time beside the same calls made directly")
     with tempfile.TemporaryDirectory() as tmp:
-        anyio.run(measure, args.calls, Path(tmp))
+        figures = anyio.run(measure, args.calls, Path(tmp))
+    write_figures(args.json, figures)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,29 @@
-"""Load over Streamable HTTP: 50 concurrent clients calling `orchestrate` for 60 s, side by side with the same
-load on a minimal `MCPServer` hello-world tool, in one run.
+"""Load over Streamable HTTP: concurrent MCP clients calling `orchestrate` on our server, beside the same load
+on two baseline servers, in alternating windows, in one run.
 
-    python bench/http_load.py [--clients 50] [--duration 60] [--warmup 10] [--workers 5] [--no-auth]
+    python bench/http_load.py [--clients 50] [--duration 30] [--windows 2] [--warmup 5] [--workers 5] [--no-auth]
+                              [--json OUT]
 
 Ours: the server as a subprocess (`--transport http`) with authentication on (an API key made with
 `keys create`, the shared-server case), one provider on a zero-latency simulated upstream (its own process),
-call records going to SQLite. Baseline: `MCPServer` with one `hello(name) -> str` tool, run with
-`run_streamable_http_async` in its own process, no auth. A third server shows the floor for any MCP tool that
-makes a completion: `MCPServer` with one tool that calls the openai SDK directly, same upstream, no auth,
-no pool, no records. Clients are real MCP clients (handshake era, as hosts use today), spread over
-`--workers` processes so the load generator is not the bottleneck; each client calls in a loop, one call at a
-time. A warm-up at full load precedes each measured window. Printed per server: calls, throughput (calls/s),
-p50/p99 latency, errors, the server's CPU per call (user + system from /proc, over the measured window) and
-the upstream's; our throughput as a fraction of the baseline's (goal ≥ 0.7) and of the direct-SDK floor's;
-our server's RSS after warm-up and after the run (goal: within 10%).
+call records going to SQLite. Baselines, run by the venv of the ``[servers]`` pins of
+``bench/requirements-baselines.txt``: a hello-world ``MCPServer`` with one ``hello(name) -> str`` tool, and the
+floor for any MCP tool that makes a completion: ``MCPServer`` with one tool that calls the openai SDK directly
+(same upstream; no auth, pool, records or guardrails).
+
+Like with like: every server runs uvicorn with the same settings (``ws="none"``, log level WARNING, so no
+server writes an access-log line: ours silences ``uvicorn.access`` at WARNING, the baselines' uvicorn logs at
+warning), and its stderr goes to the same sink. The servers are measured in ``--windows`` rounds of windows
+whose order rotates from round to round (A-B-C, B-C-A, …), each window after a ``--warmup`` at full load, so
+drift on the machine hits all alike. With at least 4 cores the servers are pinned (``taskset``) to the first
+half of the cores and the load generator and the upstream to the others; with fewer, nothing is pinned and
+each server's own CPU per call (user + system from /proc over its windows) is the primary figure, since
+throughput then measures the machine's sharing as much as the server.
+
+Clients are real MCP clients (handshake era, as hosts use today), spread over ``--workers`` processes; each
+calls in a loop, one call at a time. Printed per server: calls, throughput, p50/p99 latency, errors, server and
+upstream CPU per call; our throughput as a fraction of the floor's (goal >= 0.7) and our CPU per call above the
+floor's (goal <= 1.0 ms); our server's RSS after its first warm-up and after the run (goal: within 10%).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -31,6 +42,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from harness import Figure, alternate, baseline_python, load_average, preamble, write_figures  # noqa: E402
+
 
 
 def free_port() -> int:
@@ -66,7 +80,6 @@ def rss_mb(pid: int) -> float:
 
 
 # -- processes ---------------------------------------------------------------------------------------------------
-
 def serve_hello(port: int) -> None:
     import anyio
     from mcp.server import MCPServer
@@ -77,10 +90,7 @@ def serve_hello(port: int) -> None:
     async def hello(name: str = "world") -> str:
         return f"hello {name}"
 
-    import logging
-
-    logging.getLogger().setLevel(logging.WARNING)
-    anyio.run(lambda: mcp.run_streamable_http_async(host="127.0.0.1", port=port))
+    anyio.run(serve_uvicorn, mcp, port)
 
 
 def serve_direct_sdk(port: int, base_url: str) -> None:
@@ -99,10 +109,20 @@ def serve_direct_sdk(port: int, base_url: str) -> None:
             model="gpt-sim", messages=[{"role": "user", "content": prompt}])
         return completion.choices[0].message.content or ""
 
+    anyio.run(serve_uvicorn, mcp, port)
+
+
+async def serve_uvicorn(mcp: object, port: int) -> None:
+    """Serve ``mcp``'s Streamable HTTP app with the uvicorn settings our server uses (server/app/transports.py),
+    at log level WARNING (no access-log lines), as ours runs with ``--log-level WARNING``."""
     import logging
 
-    logging.getLogger().setLevel(logging.WARNING)
-    anyio.run(lambda: mcp.run_streamable_http_async(host="127.0.0.1", port=port))
+    import uvicorn
+
+    logging.basicConfig(level=logging.WARNING)
+    config = uvicorn.Config(mcp.streamable_http_app(host="127.0.0.1"), host="127.0.0.1", port=port,
+                            log_level="warning", ws="none")
+    await uvicorn.Server(config).serve()
 
 
 def worker(url: str, tool: str, clients: int, duration_s: float, token: str) -> None:
@@ -144,10 +164,14 @@ def worker(url: str, tool: str, clients: int, duration_s: float, token: str) -> 
 
 # -- the run -----------------------------------------------------------------------------------------------------
 
-def load(url: str, tool: str, clients: int, workers: int, duration_s: float, token: str) -> dict:
+def load(url: str, tool: str, clients: int, workers: int, duration_s: float, token: str,
+         pin: list[str] | None = None) -> dict:
+    """``clients`` MCP clients over ``workers`` processes calling ``tool`` for ``duration_s``; ``pin``: a
+    ``taskset`` prefix for the worker processes."""
     per = [clients // workers + (1 if i < clients % workers else 0) for i in range(workers)]
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", url, tool, str(n), str(duration_s), token],
-                              stdout=subprocess.PIPE, text=True, cwd=REPO) for n in per if n]
+    procs = [subprocess.Popen([*(pin or []), sys.executable, __file__, "--worker", url, tool, str(n),
+                               str(duration_s), token], stdout=subprocess.PIPE, text=True, cwd=REPO)
+             for n in per if n]
     latencies: list[float] = []
     errors = 0
     for proc in procs:
@@ -157,16 +181,34 @@ def load(url: str, tool: str, clients: int, workers: int, duration_s: float, tok
         errors += data["errors"]
     latencies.sort()
     return {"calls": len(latencies), "errors": errors, "throughput": len(latencies) / duration_s,
-            "p50": statistics.median(latencies) if latencies else float("nan"),
+            "latencies": latencies, "p50": statistics.median(latencies) if latencies else float("nan"),
             "p99": latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")}
 
 
+def core_split() -> tuple[list[str], list[str]]:
+    """``taskset`` prefixes for the servers and for the load (generator and upstream): halves of the cores when
+    there are at least 4, else none (the figures then lean on CPU per call)."""
+    cores = os.cpu_count() or 1
+    if cores < 4 or not shutil.which("taskset"):
+        return [], []
+    half = cores // 2
+    return ["taskset", "-c", f"0-{half - 1}"], ["taskset", "-c", f"{half}-{cores - 1}"]
+
+
 def run(args: argparse.Namespace) -> None:
+    baselines = baseline_python("servers")
+    preamble("bench/http_load.py: Streamable HTTP under load, alternating windows", {"baseline servers": baselines},
+             in_process=False)
+    server_pin, load_pin = core_split()
+    print("cores: " + (f"servers on {server_pin[-1]}, load generator and upstream on {load_pin[-1]}" if server_pin
+                       else f"{os.cpu_count()}, shared (not pinned): server CPU per call is the primary figure"))
     tmp = Path(tempfile.mkdtemp(prefix="http-load-"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     up_port = free_port()
-    upstream = subprocess.Popen([sys.executable, "-m", "server", "simulate-upstream", "--port", str(up_port),
-                                 "--log-level", "WARNING"], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    upstream = subprocess.Popen([*load_pin, sys.executable, "-m", "server", "simulate-upstream", "--port",
+                                 str(up_port), "--log-level", "WARNING"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                text=True)
     upstream.stdout.readline()
     config = tmp / "config.toml"
     config.write_text(
@@ -181,48 +223,78 @@ def run(args: argparse.Namespace) -> None:
                                 "keys", "create", "bench"], env=env, cwd=REPO, capture_output=True, text=True,
                                check=True).stdout.strip()
     ours_port, hello_port, direct_port = free_port(), free_port(), free_port()
-    ours = subprocess.Popen([sys.executable, "-m", "server", "--transport", "http", "--port", str(ours_port),
-                             "--config", str(config), "--database", str(database), "--log-level", "WARNING"],
-                            env=env, cwd=REPO, stderr=subprocess.DEVNULL)
-    hello = subprocess.Popen([sys.executable, __file__, "--serve-hello", str(hello_port)], env=env, cwd=REPO,
-                             stderr=subprocess.DEVNULL)
-    direct = subprocess.Popen([sys.executable, __file__, "--serve-direct-sdk", str(direct_port),
-                               f"http://127.0.0.1:{up_port}/v1"], env=env, cwd=REPO, stderr=subprocess.DEVNULL)
+    ours = subprocess.Popen([*server_pin, sys.executable, "-m", "server", "--transport", "http", "--port",
+                             str(ours_port), "--config", str(config), "--database", str(database), "--log-level",
+                             "WARNING"], env=env, cwd=REPO, stderr=subprocess.DEVNULL)
+    hello = subprocess.Popen([*server_pin, str(baselines), __file__, "--serve-hello", str(hello_port)], env=base_env,
+                             cwd=tmp, stderr=subprocess.DEVNULL)
+    direct = subprocess.Popen([*server_pin, str(baselines), __file__, "--serve-direct-sdk", str(direct_port),
+                               f"http://127.0.0.1:{up_port}/v1"], env=base_env, cwd=tmp, stderr=subprocess.DEVNULL)
+    servers = [("hello-world MCPServer", hello, hello_port, "hello", ""),
+               ("MCPServer tool -> openai SDK", direct, direct_port, "orchestrate", ""),
+               (f"ours: orchestrate (auth {'off' if args.no_auth else 'on'})", ours, ours_port, "orchestrate", token)]
+    rows = {name: {"calls": 0, "errors": 0, "latencies": [], "seconds": 0.0, "server_cpu_s": 0.0,
+                   "upstream_cpu_s": 0.0} for name, *_ in servers}
+    warm_rss = None
     try:
         for port, proc in ((ours_port, ours), (hello_port, hello), (direct_port, direct)):
             wait_port(port, proc)
-        rows = {}
-        for name, server, port, tool, key in (
-                ("hello-world MCPServer", hello, hello_port, "hello", ""),
-                ("MCPServer tool -> openai SDK", direct, direct_port, "orchestrate", ""),
-                (f"ours: orchestrate (auth {'off' if args.no_auth else 'on'})", ours, ours_port, "orchestrate", token)):
-            url = f"http://127.0.0.1:{port}/mcp"
-            load(url, tool, args.clients, args.workers, args.warmup, key)
-            if server is ours:
-                warm_rss = rss_mb(ours.pid)
-            cpu_before = (cpu_s(server.pid), cpu_s(upstream.pid))
-            rows[name] = row = load(url, tool, args.clients, args.workers, args.duration, key)
-            calls = max(row["calls"], 1)
-            row["server_cpu_ms"] = (cpu_s(server.pid) - cpu_before[0]) * 1000 / calls
-            row["upstream_cpu_ms"] = (cpu_s(upstream.pid) - cpu_before[1]) * 1000 / calls
-            if server is ours:
-                after_rss = rss_mb(ours.pid)
-        print(f"{args.clients} clients, {args.duration:g} s measured after {args.warmup:g} s warm-up, "
-              f"{args.workers} client processes, zero-latency upstream")
-        print(f"{'server':<36} {'calls':>8} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
-              f"{'server CPU ms/call':>19} {'upstream CPU ms/call':>21}")
-        for name, r in rows.items():
-            print(f"{name:<36} {r['calls']:>8} {r['throughput']:>9.1f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
-                  f"{r['errors']:>7} {r['server_cpu_ms']:>19.2f} {r['upstream_cpu_ms']:>21.2f}")
-        hello_row, direct_row, ours_row = rows.values()
-        print(f"throughput ratio ours/hello-world: {ours_row['throughput'] / hello_row['throughput']:.2f} "
-              f"(goal >= 0.70); ours/direct SDK tool: {ours_row['throughput'] / direct_row['throughput']:.2f}")
-        print(f"server RSS after warm-up {warm_rss:.1f} MB, after the run {after_rss:.1f} MB "
-              f"({(after_rss - warm_rss) / warm_rss * 100:+.1f}%; goal within 10%)")
+        for window in range(args.windows):
+            order = alternate(window, servers)
+            print(f"window round {window + 1}/{args.windows}: {' -> '.join(n.split(':')[0] for n, *_ in order)} "
+                  f"(load {load_average()})", file=sys.stderr, flush=True)
+            for name, server, port, tool, key in order:
+                url = f"http://127.0.0.1:{port}/mcp"
+                load(url, tool, args.clients, args.workers, args.warmup, key, load_pin)
+                if server is ours and warm_rss is None:
+                    warm_rss = rss_mb(ours.pid)
+                cpu_before = (cpu_s(server.pid), cpu_s(upstream.pid))
+                got = load(url, tool, args.clients, args.workers, args.duration, key, load_pin)
+                row = rows[name]
+                row["server_cpu_s"] += cpu_s(server.pid) - cpu_before[0]
+                row["upstream_cpu_s"] += cpu_s(upstream.pid) - cpu_before[1]
+                for field in ("calls", "errors", "latencies"):
+                    row[field] += got[field]
+                row["seconds"] += args.duration
+        after_rss = rss_mb(ours.pid)
+        report(args, rows, warm_rss, after_rss)
     finally:
         for proc in (ours, hello, direct, upstream):
             proc.terminate()
             proc.wait(20)
+
+
+def report(args: argparse.Namespace, rows: dict[str, dict], warm_rss: float, after_rss: float) -> None:
+    print(f"\n{args.clients} clients, {args.windows} windows of {args.duration:g} s per server (each after "
+          f"{args.warmup:g} s warm-up, order rotating), {args.workers} client processes, zero-latency upstream; "
+          f"load average after: {load_average()}")
+    print(f"{'server':<36} {'calls':>8} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
+          f"{'server CPU ms/call':>19} {'upstream CPU ms/call':>21}")
+    for name, r in rows.items():
+        calls, lat = max(r["calls"], 1), sorted(r["latencies"])
+        r["throughput"] = r["calls"] / r["seconds"]
+        r["server_cpu_ms"] = r["server_cpu_s"] * 1000 / calls
+        r["upstream_cpu_ms"] = r["upstream_cpu_s"] * 1000 / calls
+        p50 = statistics.median(lat) if lat else float("nan")
+        p99 = lat[int(len(lat) * 0.99) - 1] if lat else float("nan")
+        print(f"{name:<36} {r['calls']:>8} {r['throughput']:>9.1f} {p50:>8.2f} {p99:>8.2f} {r['errors']:>7} "
+              f"{r['server_cpu_ms']:>19.2f} {r['upstream_cpu_ms']:>21.2f}")
+    hello_row, direct_row, ours_row = rows.values()
+    print(f"throughput ratio ours/direct-SDK floor: {ours_row['throughput'] / direct_row['throughput']:.2f} "
+          f"(goal >= 0.70); ours/hello-world: {ours_row['throughput'] / hello_row['throughput']:.2f}")
+    above = ours_row["server_cpu_ms"] - direct_row["server_cpu_ms"]
+    print(f"our server CPU per call above the floor's: {above:.2f} ms (goal <= 1.0 ms; primary on a shared machine)")
+    growth = (after_rss - warm_rss) / warm_rss * 100
+    print(f"server RSS after warm-up {warm_rss:.1f} MB, after the run {after_rss:.1f} MB ({growth:+.1f}%; "
+          "goal within 10%)")
+    write_figures(args.json, [
+        Figure("http_load", "throughput, ours / direct-SDK floor", ours_row["throughput"], direct_row["throughput"],
+               "calls/s", ">=", 0.7, on_ratio=True),
+        Figure("http_load", "server CPU per call above the floor's", above, direct_row["server_cpu_ms"], "ms",
+               "<=", 1.0),
+        Figure("http_load", "server RSS growth over the run", growth, None, "%", "<=", 10.0)])
+    if any(r["errors"] for r in rows.values()):
+        raise SystemExit("calls failed during the load: the figures above are not comparable")
 
 
 def main() -> None:
@@ -237,10 +309,12 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--duration", type=float, default=60.0)
-    parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per measured window")
+    parser.add_argument("--windows", type=int, default=2, help="windows per server, order rotating")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before each window")
     parser.add_argument("--workers", type=int, default=5)
     parser.add_argument("--no-auth", action="store_true", help="run our server without authentication")
+    parser.add_argument("--json", help="write the headline figures here (for bench/run_all.py)")
     run(parser.parse_args())
 
 

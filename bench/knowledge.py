@@ -35,6 +35,9 @@ from mcp import Client
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.append(str(REPO / "bench"))  # after the repo: bench/knowledge.py must not shadow the knowledge package
+
+from harness import Figure, alternate, preamble, write_figures  # noqa: E402
 
 from knowledge import PatternSpec  # noqa: E402
 from knowledge.registry import search_terms  # noqa: E402
@@ -160,7 +163,7 @@ async def timed(call: Callable[[], Awaitable[object]]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-async def measure(patterns: int, calls: int, folder: Path) -> None:
+async def measure(patterns: int, calls: int, folder: Path) -> list[Figure]:
     path = folder / "knowledge.db"
     config = Config.model_validate({"providers": []})
     print(f"storing {patterns:,} patterns …", flush=True)
@@ -182,16 +185,18 @@ async def measure(patterns: int, calls: int, folder: Path) -> None:
         async with Client(mcp) as modern, Client(mcp, mode="legacy") as legacy:
             clients = {c.protocol_version: c for c in (modern, legacy)}
             for phase, n, seed in (("warm-up", 200, 3), ("timed", calls, 9)):
-                # Interleaved per query: baseline, then each era, so drift and warm caches favour no series.
+                # Interleaved per query, the order rotating query by query (baseline first, then each era first
+                # in turn), so drift and warm caches favour no series.
                 for i, (query, tags) in enumerate(queries(topics, n, seed=seed)):
                     name = rng.choice(names)
-                    timings = {"store search": await timed(
-                        lambda: deps.store.patterns.search_patterns(search_terms(query), tags, 10))}
-                    for era, client in clients.items():
-                        timings[f"search_patterns {era}"] = await timed(lambda: search_mcp(client, query, tags))
-                    timings["store read"] = await timed(lambda: deps.store.patterns.get_pattern(name))
-                    for era, client in clients.items():
-                        timings[f"resource read {era}"] = await timed(lambda: read_mcp(client, name))
+                    searches = [("store search", lambda: deps.store.patterns.search_patterns(search_terms(query), tags, 10))]
+                    searches += [(f"search_patterns {era}", lambda c=client: search_mcp(c, query, tags))
+                                 for era, client in clients.items()]
+                    reads = [("store read", lambda: deps.store.patterns.get_pattern(name))]
+                    reads += [(f"resource read {era}", lambda c=client: read_mcp(c, name)) for era, client in clients.items()]
+                    timings = {}
+                    for key, call in alternate(i, searches) + alternate(i, reads):
+                        timings[key] = await timed(call)
                     if phase == "timed":
                         for key, value in timings.items():
                             results.setdefault(key, []).append(value)
@@ -220,15 +225,22 @@ async def measure(patterns: int, calls: int, folder: Path) -> None:
                 verdicts.append(f"{label} ({era}): p95 {pct(measured, 95):.2f} ms, target < {target:g} ms: "
                                 f"{'met' if pct(measured, 95) < target else 'NOT MET'}")
     print("\n" + "\n".join(verdicts))
+    return [Figure("knowledge", f"{label}, MCP {era}, p95", pct(results[f"{key} {era}"], 95), pct(results[base], 95),
+                   "ms", "<=", target) for key, base, label, target in (
+                ("search_patterns", "store search", "search_patterns", 5.0),
+                ("resource read", "store read", "pattern resource read", 2.0)) for era in eras]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patterns", type=int, default=10_000)
     parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--json", help="write the headline figures here (for bench/run_all.py)")
     args = parser.parse_args()
+    preamble("bench/knowledge.py: pattern search and reads through MCP beside the raw store")
     with tempfile.TemporaryDirectory() as folder:
-        anyio.run(measure, args.patterns, args.calls, Path(folder))
+        figures = anyio.run(measure, args.patterns, args.calls, Path(folder))
+    write_figures(args.json, figures)
 
 
 if __name__ == "__main__":

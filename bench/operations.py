@@ -4,7 +4,7 @@
 
 1. Recording overhead: ``ProviderPool.complete`` with an instant in-process provider, 100,000 calls with
    recording into the SQLite store and 100,000 with a store that drops records, in the same run, interleaved in
-   20 rounds of 5,000 (with, without, with …) so machine drift hits both alike; medians over rounds. The
+   20 rounds of 5,000 (with then without, without then with, …) so machine drift hits both alike; medians over rounds. The
    "with" side includes waiting for its records to be written (the store thread competes for the GIL), so the
    figure is the whole cost of recording, not just the queue put. Target: at most 50 µs per call.
 2. Ingestion: 1,000,000 records (4 providers, 2 tools, spread over 24 h) queued into a fresh SQLite store as
@@ -30,6 +30,9 @@ import anyio
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.append(str(REPO / "bench"))
+
+from harness import Figure, alternate, preamble, write_figures  # noqa: E402
 
 from server.config import Config, OperationsConfig  # noqa: E402
 from server.operations.summary import operations_summary  # noqa: E402
@@ -77,16 +80,18 @@ async def recording_overhead(calls: int, rounds: int, folder: Path) -> tuple[flo
     with_s: list[float] = []
     without_s: list[float] = []
     try:
-        for _ in range(rounds):
-            started = time.perf_counter()
-            for _ in range(per_round):
-                await recording.complete(REQUEST)
-            await store.calls.flush()
-            with_s.append((time.perf_counter() - started) / per_round)
-            started = time.perf_counter()
-            for _ in range(per_round):
-                await dropping.complete(REQUEST)
-            without_s.append((time.perf_counter() - started) / per_round)
+        for index in range(rounds):  # with, without / without, with …: neither side always runs first
+            for side in alternate(index, ("with", "without")):
+                started = time.perf_counter()
+                if side == "with":
+                    for _ in range(per_round):
+                        await recording.complete(REQUEST)
+                    await store.calls.flush()
+                    with_s.append((time.perf_counter() - started) / per_round)
+                else:
+                    for _ in range(per_round):
+                        await dropping.complete(REQUEST)
+                    without_s.append((time.perf_counter() - started) / per_round)
         assert await store.calls.count_calls() == per_round * rounds
     finally:
         await store.aclose()
@@ -132,7 +137,7 @@ def p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
-async def main(calls: int, total_records: int, repeat: int) -> None:
+async def main(calls: int, total_records: int, repeat: int, json_path: str | None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         with_s, without_s, added_s = await recording_overhead(calls, 20, Path(folder))
         print(f"recording overhead ({calls:,} pool calls each side in 20 interleaved rounds, SQLite store incl. "
@@ -154,6 +159,10 @@ async def main(calls: int, total_records: int, repeat: int) -> None:
         print(f"  {'ours (hourly aggregates)':28} {p(ours, 50) * 1000:9.1f} {p(ours, 95) * 1000:9.1f}   "
               "(target p95 < 200 ms)")
         print(f"  {'baseline (raw records)':28} {p(raw, 50) * 1000:9.1f} {p(raw, 95) * 1000:9.1f}")
+    write_figures(json_path, [
+        Figure("operations", "recording added per pool call", added_s * 1e6, without_s * 1e6, "µs", "<=", 50.0),
+        Figure("operations", "ingestion rate", rate, None, "calls/s", ">=", 20_000.0),
+        Figure("operations", "24 h summary p95", p(ours, 95) * 1000, p(raw, 95) * 1000, "ms", "<=", 200.0)])
 
 
 if __name__ == "__main__":
@@ -161,5 +170,7 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--summaries", type=int, default=20)
+    parser.add_argument("--json", help="write the headline figures here (for bench/run_all.py)")
     args = parser.parse_args()
-    anyio.run(main, args.calls, args.records, args.summaries)
+    preamble("bench/operations.py: recording, ingestion and summaries beside their baselines")
+    anyio.run(main, args.calls, args.records, args.summaries, args.json)

@@ -1,31 +1,30 @@
-"""Added latency of `orchestrate` with 1 and 10 providers and on fallback, next to LiteLLM's Router, in one run.
+"""Added latency of the pool with 1 and 10 providers and on fallback, like with like beside LiteLLM's Router
+(both called in-process, no MCP), and ours through an MCP round trip too, in one run.
 
-    python bench/pool.py [--calls 500] [--skip-litellm]
+    python bench/pool.py [--calls 500] [--rounds 4] [--skip-litellm] [--json OUT]
 
-Upstream: the simulator in its own process (zero latency), as in bench/overhead.py. Every figure is an
-added latency: a series minus its baseline of direct `openai` SDK calls to the same upstream, made in the
-same process, interleaved call by call (baseline, measured, baseline, measured …).
+Upstream: the simulator in its own process (zero latency), shared by every process of the run. Every figure is
+an added latency: a series minus its baseline of direct openai SDK calls to the same upstream, made in the same
+process, paired call by call, the pair's order alternating from round to round.
 
-Ours (this process, the project's environment): `orchestrate` through the in-memory MCP client, with
-  - 1 provider;
-  - 10 providers (kind openai, priorities 1..10, different names and models), so candidate selection
-    runs over 10;
-  - 10 providers whose first (priority 1, model `fail-503`) always answers 503: each call makes two
-    upstream requests; its baseline is two sequential direct calls (a 503 with max_retries=0, then an ok).
-    The circuit breaker is set so it never opens during the run (otherwise it would skip the failing
-    provider after 5 calls and the fallback path would no longer be measured).
-The setups are interleaved round by round too (each round starting one setup later), so drift on the machine
-and whatever one call leaves behind hit them alike.
+The two sides run in alternating processes (``--rounds`` of each, in the order ours, LiteLLM, LiteLLM, ours, …),
+each process doing ``--calls / --rounds`` measured rounds after 30 warm-up rounds, its setups in a fresh seeded
+order each round (so no setup always follows the same one). Per-process samples are pooled per series.
 
-LiteLLM (a subprocess of its own venv, `<repo>/.cache/bench-litellm`, created on first use from PyPI):
-`Router.acompletion` with the same setups — 1 deployment; 10 model groups with
-`fallbacks=[{"sim-1": ["sim-2", …, "sim-10"]}]`; the same with the first group's model `fail-503` — all with
-`num_retries=0`, cooldowns disabled for the failing setups (as our breaker is). Also one model group of 10
-deployments with `order` 1..10 (LiteLLM's priority order, with order fallbacks), ok and failing-first.
+Ours (a process of the project's environment, a SQLite store recording every attempt):
+- in-process: ``ProviderPool.complete`` (policy, routing, fallback, recording; what ``orchestrate`` calls), the
+  like-with-like peer of ``Router.acompletion``;
+- through MCP: the ``orchestrate`` tool over the in-memory MCP client (adds the MCP round trip, the tool's
+  argument validation, the conversation turn it stores and the result it returns);
+with 1 provider; 10 providers (kind openai, priorities 1..10); 10 whose first (model ``fail-503``) always
+answers 503, so each call makes two upstream requests (its baseline: two direct calls, a 503 then an ok). The
+circuit breaker is set so that it never opens during the run.
 
-Correctness is checked, not assumed: every call's answer says which provider/model answered, and the
-upstream's own request log (reset before the timed rounds) must show exactly the expected requests per
-model: one per call for the answering model and, in the fallback setups, one 503 per call.
+LiteLLM (``bench/litellm_router.py`` in the venv of the ``[litellm]`` pins of
+``bench/requirements-baselines.txt``): the same setups, plus one group of 10 deployments with ``order`` 1..10.
+
+Correctness is checked, not assumed: every answer names the model that gave it, and the upstream's request log
+(reset before each process's timed rounds) must show exactly the expected requests per model.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ import contextlib
 import json
 import logging
 import os
-import shutil
+import random
 import subprocess
 import sys
 import tempfile
@@ -44,24 +43,17 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-import anyio
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness import BENCH, Figure, alternate, baseline_python, preamble, versions, write_figures  # noqa: E402
 from overhead import REPO, external_upstream, pct  # noqa: E402  (also puts the repo on sys.path)
-
-from mcp import Client  # noqa: E402
-from mcp.server import MCPServer  # noqa: E402
-
-from server.app.assembly import build_server, open_store  # noqa: E402
-from server.config import Config  # noqa: E402
 
 WARMUP_ROUNDS = 30
 DIRECT_MODEL = "direct-model"
 DIRECT_HEADER = {"x-bench": "direct"}  # marks baseline requests in the upstream's log
 FAIL_MODEL = "fail-503"
-LITELLM_VENV = REPO / ".cache" / "bench-litellm"
-LABEL_WIDTH = 62
+LABEL_WIDTH = 66
+QS = (50, 95, 99)
 
 
 # -- the upstream's request log -----------------------------------------------------------------------------
@@ -80,15 +72,13 @@ def upstream_counts(url: str) -> Counter:
     return Counter((r["model"], r["outcome"]) for r in seen if r["headers"].get("x-bench") != "direct")
 
 
-def check_counts(who: str, counts: Counter, expected: Counter) -> list[str]:
-    """Lines describing the upstream's log; raises if it differs from what the setups should have sent."""
+def check_counts(who: str, counts: Counter, expected: Counter) -> None:
     if counts != expected:
         raise SystemExit(f"{who}: upstream requests differ from the expected ones\n"
                          f"  expected: {dict(sorted(expected.items()))}\n  seen:     {dict(sorted(counts.items()))}")
-    return [f"  {model:<16} {outcome:<9} {n:6d}" for (model, outcome), n in sorted(counts.items())]
 
 
-# -- ours ---------------------------------------------------------------------------------------------------
+# -- ours, in a process of its own ----------------------------------------------------------------------------
 
 def providers(prefix: str, first_model: str | None = None, count: int = 10) -> list[dict]:
     """``count`` openai providers p1..pN, priorities 1..N, models ``<prefix>-m<k>`` (the first maybe replaced)."""
@@ -97,26 +87,30 @@ def providers(prefix: str, first_model: str | None = None, count: int = 10) -> l
             for k in range(1, count + 1)]
 
 
-async def measure_ours(calls: int, upstream, tmp: Path) -> tuple[dict[str, list[float]], list[str]]:
+async def measure_ours(calls: int, base_url: str, upstream_url: str, tmp: Path) -> dict[str, list[float]]:
+    import anyio
     import openai
+    from mcp import Client
+    from mcp.server import MCPServer
 
-    base_url = upstream.openai_base_url
+    from server.app.assembly import build_server, open_dependencies, open_store
+    from server.config import Config
+    from server.pool.providers import CompletionRequest, Message
 
     def config(members: list[dict], **routing) -> Config:
         return Config.model_validate({"providers": [{**m, "base_url": base_url} for m in members],
                                       "routing": routing})
 
-    # name -> (config, expected answering provider, expected model, upstream requests per call)
-    setups = {
-        "1": (config(providers("o1", count=1)), "p1", "o1-m1", 1),
-        "10": (config(providers("o10")), "p1", "o10-m1", 1),
-        # The breaker counts failures over breaker_window_s and opens at breaker_min_calls: with a 1 s window
-        # and 10,000 calls it never opens here, so every call goes through the failing provider first.
-        "fallback": (config(providers("ofb", first_model=FAIL_MODEL), breaker_min_calls=10_000,
-                            breaker_window_s=1.0), "p2", "ofb-m2", 2),
-    }
-    servers = {name: build_server(cfg, store_factory=lambda name=name: open_store(tmp / f"ours-{name}.db"))
-               for name, (cfg, *_rest) in setups.items()}
+    # The breaker counts failures over breaker_window_s and opens at breaker_min_calls: with a 1 s window and
+    # 10,000 calls it never opens here, so every call goes through the failing provider first.
+    never_open = {"breaker_min_calls": 10_000, "breaker_window_s": 1.0}
+    # name -> (config, expected answering provider, expected model, attempts per call)
+    setups = {}
+    for side in ("o", "x"):  # o: in-process pool, x: orchestrate over MCP (distinct models in the upstream's log)
+        setups[f"{side} 1"] = (config(providers(f"{side}1", count=1)), "p1", f"{side}1-m1", 1)
+        setups[f"{side} 10"] = (config(providers(f"{side}10")), "p1", f"{side}10-m1", 1)
+        setups[f"{side} fallback"] = (config(providers(f"{side}fb", first_model=FAIL_MODEL), **never_open),
+                                      "p2", f"{side}fb-m2", 2)
     hello = MCPServer("hello")
 
     @hello.tool()
@@ -126,41 +120,48 @@ async def measure_ours(calls: int, upstream, tmp: Path) -> tuple[dict[str, list[
 
     # MCPServer() set root logging to INFO; the pool logs every failed attempt at INFO (the CLI's --log-level).
     logging.getLogger().setLevel(logging.WARNING)
-
     direct_client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0,
                                        default_headers=DIRECT_HEADER)
-    ask = {"prompt": "ping", "max_tokens": 16}
+    messages = [{"role": "user", "content": "ping"}]
+    request = CompletionRequest(messages=(Message("user", "ping"),), max_tokens=16)
 
     async def direct() -> float:
         started = time.perf_counter()
-        await direct_client.chat.completions.create(
-            model=DIRECT_MODEL, messages=[{"role": "user", "content": "ping"}], max_tokens=16)
+        await direct_client.chat.completions.create(model=DIRECT_MODEL, messages=messages, max_tokens=16)
         return (time.perf_counter() - started) * 1000
 
     async def direct_pair() -> float:
         """A 503 (no SDK retry), then an ok call: what a fallback costs without any orchestration."""
         started = time.perf_counter()
         try:
-            await direct_client.chat.completions.create(
-                model=FAIL_MODEL, messages=[{"role": "user", "content": "ping"}], max_tokens=16)
+            await direct_client.chat.completions.create(model=FAIL_MODEL, messages=messages, max_tokens=16)
         except openai.InternalServerError:
             pass
         else:
             raise AssertionError(f"{FAIL_MODEL} answered 200")
-        await direct_client.chat.completions.create(
-            model=DIRECT_MODEL, messages=[{"role": "user", "content": "ping"}], max_tokens=16)
+        await direct_client.chat.completions.create(model=DIRECT_MODEL, messages=messages, max_tokens=16)
         return (time.perf_counter() - started) * 1000
 
-    async def orchestrate(client: Client, name: str) -> float:
+    def expect(name: str, provider: str | None, attempts: int, text: str) -> None:
+        _, want_provider, model, want_attempts = setups[name]
+        if (provider, attempts, text) != (want_provider, want_attempts, f"[{model}] ping"):
+            raise AssertionError(f"setup {name}: expected {want_provider} after {want_attempts} attempt(s) with "
+                                 f"[{model}] ping, got {provider} after {attempts}: {text!r}")
+
+    async def in_process(pool, name: str) -> float:
         started = time.perf_counter()
-        result = await client.call_tool("orchestrate", ask)
+        completion = await pool.complete(request)
+        elapsed = (time.perf_counter() - started) * 1000
+        expect(name, completion.provider, len(completion.attempts), completion.text)
+        return elapsed
+
+    async def over_mcp(client: Client, name: str) -> float:
+        started = time.perf_counter()
+        result = await client.call_tool("orchestrate", {"prompt": "ping", "max_tokens": 16})
         elapsed = (time.perf_counter() - started) * 1000
         assert not result.is_error, result.content
-        _, provider, model, attempts = setups[name]
         content = result.structured_content
-        if content["provider"] != provider or len(content["attempts"]) != attempts or content["text"] != f"[{model}] ping":
-            raise AssertionError(f"setup {name}: expected {provider} after {attempts} attempt(s), got "
-                                 f"{content['provider']} after {content['attempts']}")
+        expect(name, content["provider"], len(content["attempts"]), content["text"])
         return elapsed
 
     async def hello_call(client: Client) -> float:
@@ -170,220 +171,97 @@ async def measure_ours(calls: int, upstream, tmp: Path) -> tuple[dict[str, list[
         assert not result.is_error, result.content
         return elapsed
 
-    results: dict[str, list[float]] = {key: [] for key in (
-        "direct 1", "1", "direct 10", "10", "direct pair", "fallback", "hello")}
+    results: dict[str, list[float]] = {}
     async with contextlib.AsyncExitStack() as stack:
-        clients = {name: await stack.enter_async_context(Client(server)) for name, server in servers.items()}
+        steps = []  # (baseline key, baseline, key, measured call)
+        for name, (cfg, *_rest) in setups.items():
+            store = (lambda name=name: open_store(tmp / f"{name.replace(' ', '-')}.db"))
+            baseline, base_key = (direct_pair, "direct pair") if "fallback" in name else (direct, "direct")
+            if name.startswith("o "):
+                deps = await stack.enter_async_context(open_dependencies(cfg, store_factory=store))
+                call = (lambda pool=deps.pool, name=name: in_process(pool, name))
+            else:
+                client = await stack.enter_async_context(Client(build_server(cfg, store_factory=store)))
+                call = (lambda client=client, name=name: over_mcp(client, name))
+            steps.append((f"{base_key} {name}", baseline, name, call))
         hello_client = await stack.enter_async_context(Client(hello))
-
-        # (baseline key, baseline, key, measured call); each round starts one step later than the previous one,
-        # so whatever a call leaves behind (the store's writer thread, say) lands before every setup alike.
-        steps = [("direct 1", direct, "1", lambda: orchestrate(clients["1"], "1")),
-                 ("direct 10", direct, "10", lambda: orchestrate(clients["10"], "10")),
-                 ("direct pair", direct_pair, "fallback", lambda: orchestrate(clients["fallback"], "fallback")),
-                 (None, None, "hello", lambda: hello_call(hello_client))]
+        steps.append((None, None, "hello", lambda: hello_call(hello_client)))
+        for base_key, _, key, _ in steps:
+            results[key] = []
+            if base_key:
+                results[base_key] = []
 
         async def one_round(index: int, record: bool) -> None:
-            shift = index % len(steps)
-            for base_key, baseline, key, call in steps[shift:] + steps[:shift]:
-                base_ms = await baseline() if baseline is not None else None
-                ms = await call()
-                if record:
-                    results[key].append(ms)
-                    if base_key is not None:
-                        results[base_key].append(base_ms)
+            # A fresh seeded order each round: with a rotation, each setup would always follow the same one (and
+            # whatever that one leaves behind, an MCP server's store writes, say, would always tax the same setup).
+            for base_key, baseline, key, call in random.Random(index).sample(steps, len(steps)):
+                pair = [(key, call)] + ([(base_key, baseline)] if baseline else [])
+                for series, run in alternate(index, pair):  # the pair's order alternates round by round
+                    ms = await run()
+                    if record:
+                        results[series].append(ms)
 
         for index in range(WARMUP_ROUNDS):  # imports, connections, code paths
             await one_round(index, record=False)
-        await anyio.to_thread.run_sync(upstream_reset, upstream.url)
+        await anyio.to_thread.run_sync(upstream_reset, upstream_url)
         for index in range(calls):
             await one_round(index, record=True)
-        counts = await anyio.to_thread.run_sync(upstream_counts, upstream.url)
+        counts = await anyio.to_thread.run_sync(upstream_counts, upstream_url)
     await direct_client.close()
-
-    expected = Counter({("o1-m1", "answered"): calls, ("o10-m1", "answered"): calls,
-                        (FAIL_MODEL, "error"): calls, ("ofb-m2", "answered"): calls})
-    return results, check_counts("ours", counts, expected)
-
-
-# -- LiteLLM, in its own venv --------------------------------------------------------------------------------
-
-LITELLM_SCRIPT = r'''
-import asyncio, json, sys, time, urllib.request
-from collections import Counter
-from importlib.metadata import version
-
-cfg = json.loads(sys.argv[1])
-base, url, calls, warmup = cfg["openai_base_url"], cfg["upstream_url"], cfg["calls"], cfg["warmup"]
-DIRECT, FAIL, HEADER = cfg["direct_model"], cfg["fail_model"], cfg["direct_header"]
-
-started_import = time.perf_counter()
-import litellm, openai
-from litellm import Router
-import_s = time.perf_counter() - started_import
+    expected = Counter({(model, "answered"): calls for _, _, model, _ in setups.values()})
+    expected[(FAIL_MODEL, "error")] = 2 * calls
+    check_counts("ours", counts, expected)
+    return results
 
 
-def deployment(group, model, **extra):
-    return {"model_name": group,
-            "litellm_params": {"model": "openai/" + model, "api_base": base, "api_key": "unused", **extra}}
+def child(cfg_json: str, out: str) -> None:
+    import anyio
+
+    cfg = json.loads(cfg_json)
+    with tempfile.TemporaryDirectory() as folder:
+        series = anyio.run(measure_ours, cfg["calls"], cfg["openai_base_url"], cfg["upstream_url"], Path(folder))
+    Path(out).write_text(json.dumps({"series": series}))
 
 
-def groups(prefix, first=None):
-    """10 model groups sim-1..sim-10, one deployment each, sim-1 falling back to sim-2..sim-10 in order."""
-    names = ["sim-%d" % k for k in range(1, 11)]
-    model_list = [deployment(names[k - 1], first if k == 1 and first else "%s-m%d" % (prefix, k)) for k in range(1, 11)]
-    return dict(model_list=model_list, fallbacks=[{"sim-1": names[1:]}])
+# -- the run: alternating processes ----------------------------------------------------------------------------
 
-
-def ordered(prefix, first=None):
-    """One model group of 10 deployments with order 1..10 (lowest order first, order fallbacks after)."""
-    return dict(model_list=[deployment("pool", first if k == 1 and first else "%s-m%d" % (prefix, k), order=k)
-                            for k in range(1, 11)])
-
-
-# name -> (router, model group to call, model expected to answer, failing first)
-SETUPS = {
-    "1": (Router(model_list=[deployment("sim-1", "l1-m1")], num_retries=0), "sim-1", "l1-m1", False),
-    "10": (Router(**groups("l10"), num_retries=0), "sim-1", "l10-m1", False),
-    "fallback": (Router(**groups("lfb", FAIL), num_retries=0, disable_cooldowns=True), "sim-1", "lfb-m2", True),
-    "10 order": (Router(**ordered("lo"), num_retries=0), "pool", "lo-m1", False),
-    "fallback order": (Router(**ordered("lofb", FAIL), num_retries=0, disable_cooldowns=True), "pool", "lofb-m2", True),
-}
-MESSAGES = [{"role": "user", "content": "ping"}]
-direct_client = openai.AsyncOpenAI(base_url=base, api_key="unused", max_retries=0, default_headers=HEADER)
-
-
-async def direct():
-    started = time.perf_counter()
-    await direct_client.chat.completions.create(model=DIRECT, messages=MESSAGES, max_tokens=16)
-    return (time.perf_counter() - started) * 1000
-
-
-async def direct_pair():
-    started = time.perf_counter()
-    try:
-        await direct_client.chat.completions.create(model=FAIL, messages=MESSAGES, max_tokens=16)
-    except openai.InternalServerError:
-        pass
-    else:
-        raise AssertionError(FAIL + " answered 200")
-    await direct_client.chat.completions.create(model=DIRECT, messages=MESSAGES, max_tokens=16)
-    return (time.perf_counter() - started) * 1000
-
-
-async def routed(name):
-    router, group, model, _ = SETUPS[name]
-    started = time.perf_counter()
-    response = await router.acompletion(model=group, messages=MESSAGES, max_tokens=16)
-    elapsed = (time.perf_counter() - started) * 1000
-    text = response.choices[0].message.content
-    if text != "[%s] ping" % model:
-        raise AssertionError("setup %s: expected the answer of %s, got %r" % (name, model, text))
-    return elapsed
-
-
-def http(path, data=None):
-    request = urllib.request.Request(url + path, data=data, method="POST" if data else "GET",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as reply:
-        return json.loads(reply.read())
-
-
-async def main():
-    results = {}
-    for name, (_, _, _, failing) in SETUPS.items():
-        results["direct pair " + name if failing else "direct " + name] = []
-        results[name] = []
-
-    names = list(SETUPS)
-
-    async def one_round(index, record):
-        shift = index % len(names)  # each round starts one setup later: position effects hit all alike
-        for name in names[shift:] + names[:shift]:
-            failing = SETUPS[name][3]
-            key = "direct pair " + name if failing else "direct " + name
-            base_ms = await (direct_pair() if failing else direct())
-            ours_ms = await routed(name)
-            if record:
-                results[key].append(base_ms)
-                results[name].append(ours_ms)
-
-    for index in range(warmup):
-        await one_round(index, False)
-    http("/_sim/reset", b"{}")
-    for index in range(calls):
-        await one_round(index, True)
-    seen = http("/_sim/requests")
-    counts = Counter("%s|%s" % (r["model"], r["outcome"]) for r in seen if r["headers"].get("x-bench") != "direct")
-    await direct_client.close()
-    return {"series": results, "counts": dict(counts), "import_s": import_s,
-            "versions": {"litellm": version("litellm"),
-                         "openai": openai.__version__, "python": sys.version.split()[0]}}
-
-
-out = asyncio.run(main())
-with open(sys.argv[2], "w") as handle:
-    json.dump(out, handle)
-'''
-
-
-def litellm_python() -> Path:
-    """The venv's python, creating the venv and installing litellm + openai from PyPI when missing."""
-    python = LITELLM_VENV / "bin" / "python"
-    ready = LITELLM_VENV / ".bench-ready"
-    if python.exists() and ready.exists():
-        return python
-    print(f"creating {LITELLM_VENV} and installing litellm, openai from PyPI (first run only) …",
-          file=sys.stderr, flush=True)
-    if LITELLM_VENV.exists():
-        shutil.rmtree(LITELLM_VENV)  # a half-made venv from an interrupted run
-    LITELLM_VENV.parent.mkdir(parents=True, exist_ok=True)
-    for command, timeout_s in (([shutil.which("python3") or sys.executable, "-m", "venv", str(LITELLM_VENV)], 300),
-                               ([str(python), "-m", "pip", "install", "-q", "litellm", "openai"], 1800)):
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-        if done.returncode != 0:
-            raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
-    ready.write_text("litellm + openai installed\n")
-    return python
-
-
-def measure_litellm(calls: int, upstream, tmp: Path) -> dict:
-    python = litellm_python()
-    script, out = tmp / "litellm_bench.py", tmp / "litellm_results.json"
-    script.write_text(LITELLM_SCRIPT)
+def run_process(side: str, calls: int, upstream, tmp: Path, index: int) -> dict:
     cfg = {"openai_base_url": upstream.openai_base_url, "upstream_url": upstream.url, "calls": calls,
            "warmup": WARMUP_ROUNDS, "direct_model": DIRECT_MODEL, "fail_model": FAIL_MODEL,
            "direct_header": DIRECT_HEADER}
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    env.pop("PYTHONPATH", None)
+    out = tmp / f"{side}-{index}.json"
+    env = {**os.environ}
+    if side == "ours":
+        command = [sys.executable, __file__, "--child", json.dumps(cfg), str(out)]
+    else:
+        command = [str(baseline_python("litellm")), str(BENCH / "litellm_router.py"), json.dumps(cfg), str(out)]
+        env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"  # no network fetch of the price map
+        env.pop("PYTHONPATH", None)
+    started = time.perf_counter()
     # subprocess.run kills the child on timeout or on any exception (Ctrl-C included).
-    done = subprocess.run([str(python), str(script), json.dumps(cfg), str(out)], env=env, cwd=tmp,
-                          capture_output=True, text=True, timeout=180 + calls * 1.0)
+    done = subprocess.run(command, env=env, cwd=tmp, capture_output=True, text=True, timeout=300 + calls * 2.0)
     if done.returncode != 0 or not out.exists():
-        raise SystemExit(f"the LiteLLM half failed ({done.returncode}):\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
+        raise SystemExit(f"the {side} process failed ({done.returncode}):\n{done.stdout[-4000:]}{done.stderr[-4000:]}")
     result = json.loads(out.read_text())
-    counts = Counter({tuple(key.split("|", 1)): n for key, n in result["counts"].items()})
-    expected = Counter({("l1-m1", "answered"): calls, ("l10-m1", "answered"): calls,
-                        ("lfb-m2", "answered"): calls, ("lo-m1", "answered"): calls,
-                        ("lofb-m2", "answered"): calls, (FAIL_MODEL, "error"): 2 * calls})
-    result["count_lines"] = check_counts("LiteLLM", counts, expected)
-    return result
-
-
-# -- report -------------------------------------------------------------------------------------------------
-
-QS = (50, 95, 99)
+    if side == "litellm":
+        counts = Counter({tuple(key.split("|", 1)): n for key, n in result["counts"].items()})
+        expected = Counter({(m, "answered"): calls for m in ("l1-m1", "l10-m1", "lfb-m2", "lo-m1", "lofb-m2")})
+        expected[(FAIL_MODEL, "error")] = 2 * calls
+        check_counts("LiteLLM", counts, expected)
+    print(f"  process {index + 1}: {side:<7} {calls} rounds in {time.perf_counter() - started:5.1f} s"
+          + (f" (LiteLLM import {result['import_s']:.1f} s)" if "import_s" in result else ""), flush=True)
+    return result["series"]
 
 
 def fmt_row(label: str, values: list[float]) -> str:
     return f"{label:<{LABEL_WIDTH}} " + " ".join(f"{v:8.3f}" for v in values)
 
 
-def added(measured: list[float], baseline: list[float]) -> list[float]:
-    return [pct(measured, q) - pct(baseline, q) for q in QS]
+def added(series: dict[str, list[float]], key: str, base_key: str) -> list[float]:
+    return [pct(series[key], q) - pct(series[base_key], q) for q in QS]
 
 
-def report_block(title: str, series: dict[str, list[float]], rows: list[tuple[str, str, str]]) -> dict[str, list[float]]:
+def block(title: str, series: dict[str, list[float]], rows: list[tuple[str, str, str]]) -> dict[str, list[float]]:
     """Print baseline, measured and added rows for each (key, baseline key, label); return added per key."""
     print(f"\n{title}")
     print(f"{'milliseconds':<{LABEL_WIDTH}} {'p50':>8} {'p95':>8} {'p99':>8}")
@@ -392,80 +270,75 @@ def report_block(title: str, series: dict[str, list[float]], rows: list[tuple[st
         base_label = "two direct calls, 503 then ok (baseline)" if "pair" in base_key else "direct openai SDK call (baseline)"
         print(fmt_row(base_label, [pct(series[base_key], q) for q in QS]))
         print(fmt_row(label, [pct(series[key], q) for q in QS]))
-        out[key] = added(series[key], series[base_key])
-        print(fmt_row(f"  = ADDED LATENCY, {label.split(', ', 1)[1]}", out[key]))
+        out[key] = added(series, key, base_key)
+        print(fmt_row("  = ADDED LATENCY", out[key]))
     return out
 
 
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:6.2f}" if b > 0 else "   n/a"
-
-
-async def measure(calls: int, skip_litellm: bool, tmp: Path) -> None:
-    import openai
-
-    with external_upstream() as upstream:
-        ours, our_counts = await measure_ours(calls, upstream, tmp)
-        theirs = None if skip_litellm else measure_litellm(calls, upstream, tmp)
-
-    print(f"\n{calls} calls per series after {WARMUP_ROUNDS} warm-up rounds; zero-latency simulator in its own "
-          f"process; setups interleaved round by round; milliseconds")
-    ours_added = report_block(
-        f"OURS: orchestrate via the in-memory MCP client (python {sys.version.split()[0]}, openai {openai.__version__})",
-        ours, [("1", "direct 1", "orchestrate, 1 provider"),
-               ("10", "direct 10", "orchestrate, 10 providers (priorities 1..10)"),
-               ("fallback", "direct pair", "orchestrate, fallback: 10 providers, p1 answers 503 -> p2")])
-    print(fmt_row("hello-world MCP tool, in memory (the MCP round trip alone)", [pct(ours["hello"], q) for q in QS]))
-    print("upstream requests during the timed rounds (baselines excluded):")
-    print("\n".join(our_counts))
-
-    theirs_added = {}
-    if theirs is not None:
-        v = theirs["versions"]
-        theirs_added = report_block(
-            f"LITELLM: Router.acompletion, own venv (litellm {v['litellm']}, openai {v['openai']}, python {v['python']}; "
-            f"import took {theirs['import_s']:.1f} s)",
-            theirs["series"],
-            [("1", "direct 1", "LiteLLM Router, 1 deployment"),
-             ("10", "direct 10", "LiteLLM Router, 10 groups + fallbacks list"),
-             ("fallback", "direct pair fallback", "LiteLLM Router, fallback: 10 groups, sim-1 503 -> sim-2"),
-             ("10 order", "direct 10 order", "LiteLLM Router, 10 deployments in 1 group, order 1..10"),
-             ("fallback order", "direct pair fallback order", "LiteLLM Router, fallback: order group, order 1 503 -> 2")])
-        print("upstream requests during the timed rounds (baselines excluded):")
-        print("\n".join(theirs["count_lines"]))
-
-    print("\nSUMMARY: added latency over a direct openai SDK call in the same process, ms (p50 / p95)")
-    print(f"{'setup':<40} {'ours p50':>9} {'p95':>7}   {'LiteLLM p50':>11} {'p95':>7}   {'ours/LiteLLM p50':>16}")
-    names = {"1": "1 provider", "10": "10 providers", "fallback": "10 providers, first fails (fallback)"}
-    for key, label in names.items():
-        line = f"{label:<40} {ours_added[key][0]:9.3f} {ours_added[key][1]:7.3f}"
-        if key in theirs_added:
-            line += f"   {theirs_added[key][0]:11.3f} {theirs_added[key][1]:7.3f}   {ratio(ours_added[key][0], theirs_added[key][0]):>16}"
-        print(line)
-    if theirs_added:
-        for key, label in (("10 order", "LiteLLM 10 deployments, order 1..10"),
-                           ("fallback order", "LiteLLM order group, first fails")):
-            print(f"{label:<40} {'':>9} {'':>7}   {theirs_added[key][0]:11.3f} {theirs_added[key][1]:7.3f}")
-    r50, r95 = ratio(ours_added["10"][0], ours_added["1"][0]), ratio(ours_added["10"][1], ours_added["1"][1])
-    verdict = "meets" if ours_added["1"][0] > 0 and ours_added["10"][0] / ours_added["1"][0] <= 1.5 else "MISSES"
-    print(f"\nours: 10-provider / 1-provider added latency = {r50.strip()} at p50, {r95.strip()} at p95 "
-          f"(target <= 1.5 at p50: {verdict})")
-    if theirs_added:
-        print(f"LiteLLM: 10-deployment / 1-deployment added latency = "
-              f"{ratio(theirs_added['10'][0], theirs_added['1'][0]).strip()} at p50 (groups), "
-              f"{ratio(theirs_added['10 order'][0], theirs_added['1'][0]).strip()} at p50 (order group)")
-    print("note: ours includes the MCP round trip (see the hello-world row); LiteLLM's is an in-process library call.")
-
-
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--calls", type=int, default=500, help="measured calls per series, over all processes")
+    parser.add_argument("--rounds", type=int, default=4, help="processes per side, alternating")
     parser.add_argument("--skip-litellm", action="store_true", help="measure ours only")
+    parser.add_argument("--json", help="write the headline figures here (for bench/run_all.py)")
     args = parser.parse_args()
-    if args.calls < 1:
-        parser.error("--calls must be at least 1")
-    with tempfile.TemporaryDirectory() as folder:
-        anyio.run(measure, args.calls, args.skip_litellm, Path(folder))
+    if args.calls < args.rounds or args.rounds < 1:
+        parser.error("--rounds must be at least 1 and --calls at least --rounds")
+    litellm = None if args.skip_litellm else baseline_python("litellm")
+    preamble("bench/pool.py: the pool in-process beside LiteLLM's Router in-process, and over MCP",
+             {} if litellm is None else {"LiteLLM side": litellm})
+    per_process = args.calls // args.rounds
+    sides = ["ours"] if litellm is None else ["ours", "litellm"]
+    pooled: dict[str, dict[str, list[float]]] = {side: {} for side in sides}
+    with tempfile.TemporaryDirectory() as folder, external_upstream() as upstream:
+        index = 0
+        for round_ in range(args.rounds):
+            for side in alternate(round_, sides):
+                for key, values in run_process(side, per_process, upstream, Path(folder), index).items():
+                    pooled[side].setdefault(key, []).extend(values)
+                index += 1
+    print(f"\n{per_process * args.rounds} calls per series ({args.rounds} alternating processes per side, "
+          f"{WARMUP_ROUNDS} warm-up rounds each); zero-latency simulator in its own process; milliseconds")
+    ours = pooled["ours"]
+    labels = {"1": "1 provider", "10": "10 providers (priorities 1..10)",
+              "fallback": "fallback: 10 providers, p1 answers 503 -> p2"}
+    base_of = {"1": "direct", "10": "direct", "fallback": "direct pair"}
+    ours_in = block("OURS, in-process: ProviderPool.complete (no MCP)", ours,
+                    [(f"o {k}", f"{base_of[k]} o {k}", f"pool.complete, {v}") for k, v in labels.items()])
+    ours_mcp = block("OURS, through MCP: orchestrate via the in-memory MCP client", ours,
+                     [(f"x {k}", f"{base_of[k]} x {k}", f"orchestrate, {v}") for k, v in labels.items()])
+    print(fmt_row("hello-world MCP tool, in memory (the MCP round trip alone)", [pct(ours["hello"], q) for q in QS]))
+    theirs: dict[str, list[float]] = {}
+    if litellm is not None:
+        v = versions(litellm)
+        theirs = block(f"LITELLM, in-process: Router.acompletion (litellm {v.get('litellm')}, openai {v.get('openai')})",
+                       pooled["litellm"],
+                       [("1", "direct 1", "Router, 1 deployment"),
+                        ("10", "direct 10", "Router, 10 groups + fallbacks list"),
+                        ("fallback", "direct pair fallback", "Router, fallback: 10 groups, sim-1 503 -> sim-2"),
+                        ("10 order", "direct 10 order", "Router, 10 deployments in 1 group, order 1..10"),
+                        ("fallback order", "direct pair fallback order", "Router, fallback: order group, 1 503 -> 2")])
+    print("\nSUMMARY: added latency over a direct openai SDK call in the same process, ms, p50 (p95)")
+    print(f"{'setup':<40} {'ours in-process':>16} {'LiteLLM':>16} {'ours/LiteLLM':>13} {'ours via MCP':>16}")
+    figures = []
+    for key, label in labels.items():
+        mine, mcp = ours_in[f"o {key}"], ours_mcp[f"x {key}"]
+        line = f"{label.split(' (')[0]:<40} {mine[0]:7.3f} ({mine[1]:6.3f})"
+        if theirs:
+            ratio = mine[0] / theirs[key][0] if theirs[key][0] > 0 else float("nan")
+            line += f" {theirs[key][0]:7.3f} ({theirs[key][1]:6.3f}) {ratio:13.2f}"
+            figures.append(Figure("pool", f"added p50 in-process, {label.split(' (')[0]}, vs LiteLLM Router",
+                                  mine[0], theirs[key][0], "ms", "<=", 0.25, on_ratio=True))
+        else:
+            line += f" {'':>16} {'':>13}"
+        print(line + f" {mcp[0]:7.3f} ({mcp[1]:6.3f})")
+    r10 = ours_in["o 10"][0] / ours_in["o 1"][0] if ours_in["o 1"][0] > 0 else float("nan")
+    print(f"\nours in-process: 10-provider / 1-provider added latency at p50 = {r10:.2f} (target <= 1.5)")
+    figures.append(Figure("pool", "added p50 through MCP, 1 provider", ours_mcp["x 1"][0], None, "ms", "<=", 1.0))
+    write_figures(args.json, figures)
 
 
 if __name__ == "__main__":

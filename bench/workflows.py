@@ -11,7 +11,7 @@ Both sides run on the same DBOS instance (SQLite system database in a temporary 
   rendering a one-word template from an in-memory store (microseconds): everything else is the interpreter's
   work (reserving step IDs, dependency waits, templating, outcome records, live status) plus DBOS's.
 
-Runs alternate (plain, ours, plain, ours …) after one warm-up each. Throughput = steps / wall time from start
+Runs alternate, the pair's order too (plain, ours, ours, plain …), after one warm-up pair. Throughput = steps / wall time from start
 to result. Per-step latency = time between consecutive step completions within a chain (for ours: the
 recorded ``ended_at`` of consecutive steps), p50 and p99 over all runs.
 """
@@ -30,6 +30,9 @@ import anyio
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.append(str(REPO / "bench"))
+
+from harness import Figure, alternate, preamble, write_figures  # noqa: E402
 
 from dbos import DBOS, SetWorkflowID  # noqa: E402
 
@@ -74,7 +77,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def main(steps: int, runs: int, width: int, database: str = "SQLite") -> None:
+async def main(steps: int, runs: int, width: int, database: str = "SQLite", json_path: str | None = None) -> None:
     store = MemoryStore()
     patterns = PatternRegistry(store.patterns)
     await patterns.register(validate_spec({"name": "noop", "template": "x", "description": "nothing"}))
@@ -84,17 +87,18 @@ async def main(steps: int, runs: int, width: int, database: str = "SQLite") -> N
     plain_tp, ours_tp, plain_lat, ours_lat = [], [], [], []
     async with open_workflows(services, store, runtime_factory=dbos_runtime(launch=False)) as service:
         for i in range(runs + 1):
-            started = time.perf_counter()
-            with SetWorkflowID(f"plain-{time.time_ns()}"):
-                handle = await DBOS.start_workflow_async(plain_steps, total_steps, width)
-            chains = await handle.get_result()
-            plain_wall = time.perf_counter() - started
-
-            started = time.perf_counter()
-            run_id, _ = await service.start(definition, {})
-            status = await service.wait(run_id, 600)
-            ours_wall = time.perf_counter() - started
-            assert status.status == "completed", status.error
+            for side in alternate(i, ("plain", "ours")):  # plain, ours / ours, plain …: neither always first
+                started = time.perf_counter()
+                if side == "plain":
+                    with SetWorkflowID(f"plain-{time.time_ns()}"):
+                        handle = await DBOS.start_workflow_async(plain_steps, total_steps, width)
+                    chains = await handle.get_result()
+                    plain_wall = time.perf_counter() - started
+                else:
+                    run_id, _ = await service.start(definition, {})
+                    status = await service.wait(run_id, 600)
+                    ours_wall = time.perf_counter() - started
+                    assert status.status == "completed", status.error
             if i == 0:
                 continue  # warm-up
             plain_tp.append(total_steps / plain_wall)
@@ -112,6 +116,8 @@ async def main(steps: int, runs: int, width: int, database: str = "SQLite") -> N
     print(f"{'plain DBOS steps':24}{p_tp:>18.0f}{percentile(plain_lat, 0.5):>14.2f}{percentile(plain_lat, 0.99):>14.2f}")
     print(f"{'ours (interpreter)':24}{o_tp:>18.0f}{percentile(ours_lat, 0.5):>14.2f}{percentile(ours_lat, 0.99):>14.2f}")
     print(f"ours / plain throughput: {o_tp / p_tp:.2f}x (the bar: at least 0.5x)")
+    write_figures(json_path, [Figure("workflows", f"steps/s, {width} chain(s), ours / plain DBOS", o_tp, p_tp,
+                                     "steps/s", ">=", 0.5, on_ratio=True)])
 
 
 if __name__ == "__main__":
@@ -121,11 +127,14 @@ if __name__ == "__main__":
     parser.add_argument("--width", type=int, default=1)
     parser.add_argument("--system-database", default=None,
                         help="a postgresql:// URL for DBOS's system database (default: SQLite in a temporary folder)")
+    parser.add_argument("--json", help="write the headline figures here (for bench/run_all.py)")
     args = parser.parse_args()
+    preamble("bench/workflows.py: our interpreter on DBOS beside plain DBOS steps")
     with tempfile.TemporaryDirectory() as folder:
         DBOS(config=dbos_config(args.system_database or Path(folder) / "bench.sqlite"))
         DBOS.launch()
         try:
-            anyio.run(main, args.steps, args.runs, args.width, "PostgreSQL" if args.system_database else "SQLite")
+            anyio.run(main, args.steps, args.runs, args.width, "PostgreSQL" if args.system_database else "SQLite",
+                      args.json)
         finally:
             DBOS.destroy()
