@@ -5,6 +5,7 @@ This is the only module that imports the surface packages (``tools``, ``resource
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from server.consensus.service import ConsensusService
     from server.operations.telemetry import Telemetry
     from server.workflows import RuntimeFactory, StepServices
+    from server.workflows.downstream import DownstreamServers
     from server.workflows.lazy import LazyWorkflows
 
 logger = logging.getLogger(__name__)
@@ -104,14 +106,17 @@ async def open_dependencies(
 
     try:
         guardrails = Guardrails(config.guardrails, store, config.providers, clock) if config.guardrails.active else None
-        workflows = _lazy_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime, telemetry)
+        downstream = _downstream_servers(config)
+        workflows = _lazy_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime, telemetry,
+                                    downstream)
         if run_workflow is None:
             async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
                 run_id, _ = await workflows.service().start(name, inputs)
                 return run_id
 
         incidents = IncidentService(store, pool, config, clock=clock, run_workflow=run_workflow)
-        async with _running(workflows.serve), _running(incidents.run):
+        async with _running(workflows.serve), _running(incidents.run), \
+                (_running(downstream.serve) if downstream else contextlib.nullcontext()):  # sessions closed on exit
             yield Dependencies(config=config, store=store, pool=pool, lazy_consensus=consensus, patterns=patterns,
                                clock=clock, lazy_workflows=workflows, incidents=incidents, telemetry=telemetry,
                                simple=simple, guardrails=guardrails)
@@ -121,21 +126,28 @@ async def open_dependencies(
             await store.aclose()
 
 
+def _downstream_servers(config: Config) -> DownstreamServers | None:
+    """The downstream MCP servers' session pool (``None`` without ``[mcp_servers]``)."""
+    if not config.mcp_servers:
+        return None
+    from server.security.addresses import AddressPolicy
+    from server.workflows.downstream import DownstreamServers
+
+    return DownstreamServers(config.mcp_servers, config.secrets(), policy=AddressPolicy.from_settings(config.network))
+
+
 def _lazy_workflows(config: Config, store: Store, pool: ProviderPool, consensus: Callable[[], ConsensusService],
                     patterns: PatternRegistry, clock: Callable[[], float], runtime: RuntimeFactory | None,
-                    telemetry: Telemetry | None) -> LazyWorkflows:
+                    telemetry: Telemetry | None, downstream: DownstreamServers | None = None) -> LazyWorkflows:
     """The workflow service, built at first use; a given (durable) runtime opens ``DEFAULT_DELAY_S`` after
     start-up in any case, to recover interrupted runs."""
     from server.workflows.lazy import DEFAULT_DELAY_S, LazyWorkflows
 
     def services() -> StepServices:
-        from server.workflows.downstream import DownstreamServers
         from server.workflows.steps import StepServices
 
-        servers = DownstreamServers(config.mcp_servers, config.secrets(),
-                                    allow_addresses=config.network.allow_addresses) if config.mcp_servers else None
         return StepServices(pool=pool, store=store, config=config, consensus=consensus(), patterns=patterns,
-                            tool_caller=servers.call if servers else None, clock=clock, telemetry=telemetry)
+                            tool_caller=downstream.call if downstream else None, clock=clock, telemetry=telemetry)
 
     return LazyWorkflows(services, store, runtime_factory=runtime, clock=clock,
                          delay_s=math.inf if runtime is None else DEFAULT_DELAY_S)
