@@ -10,9 +10,9 @@ library. Then the server on that store, with two in-memory MCP clients connected
 2026-07-28 era (the default) and one in the handshake era (what today's hosts speak).
 
 Per iteration, interleaved (so drift and warm caches favour no series):
-- the raw store search (`Store.search_patterns`: the same SQL on the store's own thread, no registry, no
+- the raw store search (`PatternStore.search_patterns`: the same SQL on the store's own thread, no registry, no
   MCP) — the baseline — then the `search_patterns` tool (limit 10) through each client;
-- the raw store read (`Store.get_pattern`) — the baseline — then reading `knowledge://patterns/{name}`
+- the raw store read (`PatternStore.get_pattern`) — the baseline — then reading `knowledge://patterns/{name}`
   through each client.
 Queries cycle through eight kinds: one topic word, two, a generic word with a topic word, a sentence with
 function words, a word half typed, one very common word (reported apart too), three topic words; every
@@ -186,10 +186,10 @@ async def measure(patterns: int, calls: int, folder: Path) -> None:
                 for i, (query, tags) in enumerate(queries(topics, n, seed=seed)):
                     name = rng.choice(names)
                     timings = {"store search": await timed(
-                        lambda: deps.store.search_patterns(search_terms(query), tags, 10))}
+                        lambda: deps.store.patterns.search_patterns(search_terms(query), tags, 10))}
                     for era, client in clients.items():
                         timings[f"search_patterns {era}"] = await timed(lambda: search_mcp(client, query, tags))
-                    timings["store read"] = await timed(lambda: deps.store.get_pattern(name))
+                    timings["store read"] = await timed(lambda: deps.store.patterns.get_pattern(name))
                     for era, client in clients.items():
                         timings[f"resource read {era}"] = await timed(lambda: read_mcp(client, name))
                     if phase == "timed":

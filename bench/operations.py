@@ -36,7 +36,6 @@ from server.operations.summary import operations_summary  # noqa: E402
 from server.pool.pool import ProviderPool  # noqa: E402
 from server.pool.providers import Completion, CompletionRequest, Message, Usage  # noqa: E402
 from server.store import CallRecord  # noqa: E402
-from server.store.memory import MemoryStore  # noqa: E402
 from server.store.sqlite import SQLiteStore  # noqa: E402
 
 NOW = 1_800_000_000.0
@@ -56,7 +55,7 @@ class InstantProvider:
         pass
 
 
-class DroppingStore(MemoryStore):
+class DroppingStore:
     """Records nothing: the "without recording" side."""
 
     def record_call(self, record: CallRecord) -> None:
@@ -73,7 +72,7 @@ def pool_for(store: object) -> ProviderPool:
 async def recording_overhead(calls: int, rounds: int, folder: Path) -> tuple[float, float, float]:
     """Per-call seconds: median with recording, median without, median of the paired per-round differences."""
     store = SQLiteStore(folder / "overhead.db")
-    recording, dropping = pool_for(store), pool_for(DroppingStore())
+    recording, dropping = pool_for(store.calls), pool_for(DroppingStore())
     per_round = calls // rounds
     with_s: list[float] = []
     without_s: list[float] = []
@@ -82,13 +81,13 @@ async def recording_overhead(calls: int, rounds: int, folder: Path) -> tuple[flo
             started = time.perf_counter()
             for _ in range(per_round):
                 await recording.complete(REQUEST)
-            await store.flush()
+            await store.calls.flush()
             with_s.append((time.perf_counter() - started) / per_round)
             started = time.perf_counter()
             for _ in range(per_round):
                 await dropping.complete(REQUEST)
             without_s.append((time.perf_counter() - started) / per_round)
-        assert await store.count_calls() == per_round * rounds
+        assert await store.calls.count_calls() == per_round * rounds
     finally:
         await store.aclose()
     added = statistics.median(w - wo for w, wo in zip(with_s, without_s, strict=True))
@@ -113,8 +112,8 @@ async def ingestion(store: SQLiteStore, batch: list[CallRecord]) -> float:
     """Calls per second from the first queued record to the last one stored."""
     started = time.perf_counter()
     for record in batch:
-        store.record_call(record)
-    await store.flush()
+        store.calls.record_call(record)
+    await store.calls.flush()
     return len(batch) / (time.perf_counter() - started)
 
 
@@ -123,7 +122,7 @@ async def summaries(store: SQLiteStore, repeat: int, *, exact: bool) -> list[flo
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
-        summary = await operations_summary(store, window="24h", settings=settings, clock=lambda: NOW)
+        summary = await operations_summary(store.calls, window="24h", settings=settings, clock=lambda: NOW)
         times.append(time.perf_counter() - started)
     assert summary.totals.calls > 0
     return times

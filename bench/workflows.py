@@ -74,9 +74,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def main(steps: int, runs: int, width: int) -> None:
+async def main(steps: int, runs: int, width: int, database: str = "SQLite") -> None:
     store = MemoryStore()
-    patterns = PatternRegistry(store)
+    patterns = PatternRegistry(store.patterns)
     await patterns.register(validate_spec({"name": "noop", "template": "x", "description": "nothing"}))
     services = StepServices(patterns=patterns, store=store)
     definition = chain_definition(steps, width)
@@ -107,7 +107,7 @@ async def main(steps: int, runs: int, width: int) -> None:
                 ours_lat += [(b - a) * 1000 for a, b in zip(chain, chain[1:], strict=False)]
     p_tp, o_tp = statistics.median(plain_tp), statistics.median(ours_tp)
     print(f"workflow steps that do nothing: {total_steps} steps per run ({width} chain(s)), {runs} runs each, "
-          "DBOS on SQLite, one process")
+          f"DBOS on {database}, one process")
     print(f"{'':24}{'steps/s (median)':>18}{'p50 ms/step':>14}{'p99 ms/step':>14}")
     print(f"{'plain DBOS steps':24}{p_tp:>18.0f}{percentile(plain_lat, 0.5):>14.2f}{percentile(plain_lat, 0.99):>14.2f}")
     print(f"{'ours (interpreter)':24}{o_tp:>18.0f}{percentile(ours_lat, 0.5):>14.2f}{percentile(ours_lat, 0.99):>14.2f}")
@@ -119,11 +119,13 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--width", type=int, default=1)
+    parser.add_argument("--system-database", default=None,
+                        help="a postgresql:// URL for DBOS's system database (default: SQLite in a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        DBOS(config=dbos_config(Path(folder) / "bench.sqlite"))
+        DBOS(config=dbos_config(args.system_database or Path(folder) / "bench.sqlite"))
         DBOS.launch()
         try:
-            anyio.run(main, args.steps, args.runs, args.width)
+            anyio.run(main, args.steps, args.runs, args.width, "PostgreSQL" if args.system_database else "SQLite")
         finally:
             DBOS.destroy()

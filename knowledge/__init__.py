@@ -22,6 +22,7 @@ from knowledge.errors import (
 )
 from knowledge.model import Pattern, PatternSpec, Variable, validate_spec
 from knowledge.registry import PatternRegistry, Registered, Rendered, SearchHit, render_pattern
+from server.errors import InvalidRequest
 
 __all__ = [
     "CopilotFormatError", "InvalidPattern", "Pattern", "PatternError", "PatternNotFound", "PatternRegistry",
@@ -46,18 +47,18 @@ async def resolve_prompt(registry: PatternRegistry | None, prompt: str | None, p
     For services that take ``prompt`` or (``pattern``, ``variables``) — ``orchestrate``, ``consensus``.
 
     Raises:
-        ValueError: both or neither given, or ``variables`` without ``pattern``.
+        server.errors.InvalidRequest: both or neither given, or ``variables`` without ``pattern``.
         PatternNotFound / RenderError: as :meth:`PatternRegistry.render` (the message names the variable).
     """
     if (prompt is None) == (pattern is None):
-        raise ValueError("pass either `prompt` (the text to send) or `pattern` (a pattern name, with its "
+        raise InvalidRequest("pass either `prompt` (the text to send) or `pattern` (a pattern name, with its "
                          "`variables`), not both" if prompt is not None else
                          "pass `prompt` (the text to send), or `pattern` (a pattern name) with its `variables`")
     if pattern is None:
         if variables:
-            raise ValueError("`variables` only go with `pattern`: pass a pattern name, or drop `variables`")
+            raise InvalidRequest("`variables` only go with `pattern`: pass a pattern name, or drop `variables`")
         return ResolvedPrompt(prompt or "")
     if registry is None:
-        raise ValueError("patterns are not available in this server")
+        raise InvalidRequest("patterns are not available in this server")
     rendered = await registry.render(pattern, variables or {})
     return ResolvedPrompt(rendered.text, rendered.pattern, rendered.version)

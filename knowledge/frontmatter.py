@@ -13,11 +13,13 @@ import json
 import re
 from typing import Any
 
+from knowledge.errors import PatternError
+
 _KEY_LINE = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*)\s*:(?:\s+(.*))?$")
 _NUMBER = re.compile(r"^-?(?:0|[1-9]\d*)(?:\.\d+)?$")
 
 
-class FrontMatterError(ValueError):
+class FrontMatterError(PatternError):
     """Front matter that this reader cannot take apart (the message says which line and why)."""
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from knowledge.errors import PatternNotFound, RenderError
 from knowledge.model import TAG_PATTERN, Pattern, PatternSpec, Source
 from knowledge.template import MAX_RENDERED_CHARS, parse, render
-from server.store import PatternRecord, Store
+from server.store import PatternRecord, PatternStore
 
 MAX_SEARCH_RESULTS = 50
 _CACHED_VERSIONS = 4096
@@ -78,7 +78,7 @@ class PatternRegistry:
         clock: Unix seconds, for timestamps (tests pass a fixed clock).
     """
 
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: PatternStore, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
         self._listeners: list[Listener] = []

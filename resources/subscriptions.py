@@ -9,26 +9,49 @@ published on the bus to them, so a tool's ``ctx.notify_resource_updated`` and th
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from mcp.server import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
-from mcp.shared.subscriptions import ResourceUpdated, ServerEvent
+from mcp.shared.subscriptions import (
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ServerEvent,
+    ToolsListChanged,
+)
 from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 logger = logging.getLogger(__name__)
 
 
 class BridgedBus(InMemorySubscriptionBus):
-    """The SDK's in-process bus, plus handshake-era ``resources/subscribe`` subscribers."""
+    """The SDK's in-process bus, plus handshake-era ``resources/subscribe`` subscribers.
+
+    Replicas sharing a database set :attr:`relay`: every event published here is also handed to it (the app
+    sends it to the other replicas through PostgreSQL NOTIFY), and events from other replicas come in through
+    :meth:`deliver_remote`, which reaches this replica's subscribers without being relayed again.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         # connection -> (a session on it that can notify, subscribed URIs); pruned when a send fails.
         self._legacy: dict[Any, tuple[Any, set[str]]] = {}
+        self.relay: Callable[[ServerEvent], None] | None = None
 
     async def publish(self, event: ServerEvent) -> None:
+        await self._deliver(event)
+        if self.relay is not None:
+            self.relay(event)
+
+    async def deliver_remote(self, event: ServerEvent) -> None:
+        """An event another replica published: to this replica's subscribers only."""
+        await self._deliver(event)
+
+    async def _deliver(self, event: ServerEvent) -> None:
         await super().publish(event)
         if not isinstance(event, ResourceUpdated):
             return
@@ -63,3 +86,22 @@ class BridgedBus(InMemorySubscriptionBus):
         lowlevel = mcp._lowlevel_server  # noqa: SLF001 - MCPServer exposes no subscribe hook in SDK 2.3
         lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
         lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+
+
+_EVENTS = {cls.__name__: cls for cls in (ToolsListChanged, PromptsListChanged, ResourcesListChanged, ResourceUpdated)}
+
+
+def event_payload(event: ServerEvent, origin: str) -> str:
+    """``event`` as JSON for a NOTIFY payload, tagged with the publishing process."""
+    return json.dumps({"origin": origin, "type": type(event).__name__, "uri": getattr(event, "uri", None)})
+
+
+def event_from_payload(payload: str) -> tuple[str, ServerEvent] | None:
+    """(origin, event) of a payload made by :func:`event_payload`; ``None`` for anything else."""
+    try:
+        data = json.loads(payload)
+        kind = _EVENTS[data["type"]]
+        event = kind(uri=str(data["uri"])) if kind is ResourceUpdated else kind()
+        return str(data["origin"]), event
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -17,6 +17,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from server.errors import ConfigError
+from server.store.location import DatabaseLocation, PostgresDatabase, parse_database  # noqa: F401 (re-exported)
+
 from server.security.settings import AuthSettings, GuardrailSettings, LimitSettings, NetworkSettings
 
 APP_NAME = "ai-orchestration-mcp"
@@ -39,8 +41,19 @@ class _Strict(BaseModel):
 class ServerSettings(_Strict):
     """The ``[server]`` table."""
 
-    database: Path | None = None
-    """SQLite file for call records and state; default ``<user data dir>/state.db``."""
+    database: str | None = Field(default=None, min_length=1)
+    """SQLite file for call records and state (default ``<user data dir>/state.db``), or a ``postgresql://`` URL
+    for replicas sharing one database."""
+    replica_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    """This replica's stable, unique id on a shared PostgreSQL database (``--replica-id``; default: the host
+    name). It is the replica's DBOS executor id."""
+
+    @field_validator("database")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_database(value)
+        return value
 
 
 class ProviderConfig(_Strict):
@@ -115,6 +128,9 @@ class RoutingConfig(_Strict):
     breaker_cooldown_s: float = Field(default=30.0, gt=0, le=86_400)
     daily_budget_usd: float | None = Field(default=None, ge=0)
     """Spend per UTC day across all providers; over it, calls that need a model are refused."""
+    fallback_on_content_refused: bool = True
+    """A content-policy refusal moves the call to the next provider (another model may answer); ``false`` ends
+    the call with the refusal."""
 
 
 class Experiment(_Strict):
@@ -237,6 +253,35 @@ class WorkflowSettings(_Strict):
     """DBOS's system database: a SQLite file or a ``postgresql://`` URL; default ``<database>.dbos.sqlite``."""
     application_version: str | None = Field(default=None, min_length=1, max_length=100)
     """Overrides the pinned DBOS application version (only for a deliberate migration)."""
+    queue_concurrency: int = Field(default=16, ge=1, le=10_000)
+    """On PostgreSQL: runs of the shared queue one replica executes at once (the rest wait for capacity)."""
+    takeover_interval_s: float = Field(default=2.0, gt=0, le=3600)
+    """On PostgreSQL: how often a replica looks for vanished replicas whose pending runs it resumes."""
+    replica_wait_s: float = Field(default=10.0, ge=0, le=600)
+    """On PostgreSQL: how long a starting replica waits for its id's lock (a survivor may hold it for a moment
+    while taking over) before it is refused as a duplicate."""
+
+
+class DashboardSettings(_Strict):
+    """The ``[dashboard]`` table: the web dashboard at ``/dashboard`` in HTTP and SSE mode (:mod:`server.app.dashboard`)."""
+
+    enabled: bool = True
+    session_secret_env: str = Field(default="AI_ORCHESTRATION_SESSION_SECRET", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The variable holding the key that signs session cookies: every replica must have the same one. Unset or
+    empty: a random key per process (sessions end with the process and hold on that replica only)."""
+    session_secret: SecretStr | None = Field(default=None, exclude=True)
+    """Resolved from ``session_secret_env`` at load time (a value in the file is allowed, discouraged)."""
+    session_ttl_s: float = Field(default=8 * 3600.0, ge=60, le=30 * 86_400)
+    """How long a login lasts (the key is checked again on every request, so a revocation ends it sooner)."""
+    refresh_s: float = Field(default=5.0, ge=2, le=600)
+    """How often the overview and run pages fetch fresh figures (at least every 2 s)."""
+
+    @field_validator("session_secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value()) < 32:
+            raise ValueError("the session secret must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return secret
 
 
 class Config(_Strict):
@@ -256,6 +301,7 @@ class Config(_Strict):
     limits: LimitSettings = LimitSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     network: NetworkSettings = NetworkSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     source: str = Field(default="defaults", exclude=True)
     """Where the providers came from: a file path, ``environment`` or ``defaults``."""
 
@@ -303,6 +349,8 @@ class Config(_Strict):
     def secrets(self) -> list[str]:
         """Every resolved credential, for redaction."""
         keys = [p.api_key.get_secret_value() for p in self.providers if p.api_key is not None]
+        if self.dashboard.session_secret is not None:
+            keys.append(self.dashboard.session_secret.get_secret_value())
         return keys + [v for s in self.mcp_servers.values() for v in (*s.env.values(), *s.headers.values())]
 
 
@@ -334,14 +382,20 @@ def default_data_dir(environ: Mapping[str, str], platform: str = sys.platform) -
     return Path(environ.get("XDG_DATA_HOME") or home / ".local" / "share") / APP_NAME
 
 
-def database_path(config: Config, environ: Mapping[str, str], override: str | None = None) -> Path:
-    """Where the SQLite database lives: ``--database``, then ``AI_ORCHESTRATION_DB``, then the file, then the default."""
-    if override:
-        return Path(override).expanduser()
-    if environ.get("AI_ORCHESTRATION_DB"):
-        return Path(environ["AI_ORCHESTRATION_DB"]).expanduser()
-    if config.server.database is not None:
-        return config.server.database.expanduser()
+def database_path(config: Config, environ: Mapping[str, str], override: str | None = None) -> DatabaseLocation:
+    """Where the state lives: ``--database``, then ``AI_ORCHESTRATION_DB``, then ``[server] database``, then
+    ``<user data dir>/state.db``; a SQLite file, or a PostgreSQL database for a ``postgresql://`` URL.
+
+    Raises:
+        ConfigError: a URL of another scheme (naming where it came from).
+    """
+    for key, value in (("--database", override), ("AI_ORCHESTRATION_DB", environ.get("AI_ORCHESTRATION_DB")),
+                       ("server.database", config.server.database)):
+        if value:
+            try:
+                return parse_database(value)
+            except ValueError as exc:
+                raise ConfigError(str(exc), key=key) from None
     return default_data_dir(environ) / "state.db"
 
 
@@ -368,7 +422,24 @@ def load_config(path: str | Path | None, environ: Mapping[str, str]) -> Config:
         error = exc.errors()[0]
         raise ConfigError(_describe(error), key=_dotted(error["loc"])) from None
     keyed = tuple(p.model_copy(update={"api_key": resolve_api_key(p, environ)}) for p in config.providers)
-    return config.model_copy(update={"providers": keyed})
+    return config.model_copy(update={"providers": keyed, "dashboard": _dashboard_secret(config.dashboard, environ)})
+
+
+def _dashboard_secret(settings: DashboardSettings, environ: Mapping[str, str]) -> DashboardSettings:
+    """``[dashboard]`` with its session secret read from ``session_secret_env`` (validated, never echoed).
+
+    Raises:
+        ConfigError: the variable is set but shorter than 32 characters.
+    """
+    value = environ.get(settings.session_secret_env)
+    if not value:
+        return settings
+    try:
+        return DashboardSettings.model_validate({**settings.model_dump(exclude={"session_secret"}),
+                                                 "session_secret": value})
+    except ValidationError as exc:
+        raise ConfigError(str(exc.errors()[0]["msg"]).removeprefix("Value error, "),
+                          key=settings.session_secret_env) from None
 
 
 def _read_toml(path: Path) -> dict:

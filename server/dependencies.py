@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from server.operations.incidents import IncidentService
     from server.operations.telemetry import Telemetry
     from server.pool.pool import ProviderPool
-    from server.security.guardrails import Guardrails
     from server.store import Store
     from server.workflows import WorkflowService
     from server.workflows.lazy import LazyWorkflows
@@ -42,7 +41,6 @@ class Dependencies:
     simple: bool = False
     """Simple mode (``--simple``): wire-protocol providers, the JSON-file store, no tracing, in-memory runs.
     Code that would import a full-mode dependency checks this and raises :class:`server.app.simple.FullModeRequired`."""
-    guardrails: Guardrails | None = None
 
     @property
     def consensus(self) -> ConsensusService:

@@ -1,9 +1,15 @@
 """Typed errors under one root.
 
-Every error the orchestration core raises is an :class:`OrchestrationError`. Provider failures carry the
-fields the pool needs to decide what to do next (``provider``, ``status_code``, ``retry_after_s``) and say
-whether trying another provider can help (``retryable``). SDK exceptions are translated into these in
-exactly one place per provider (``server/providers/*``), always ``raise ... from exc``.
+Every error the server's core raises for a caller to read is an :class:`OrchestrationError` (the pool, the
+policy, consensus, conversations, patterns in :mod:`knowledge.errors`, workflows, incidents, roles): the MCP
+surface turns exactly these into tool errors with their message (``tools._context.core_errors``), and anything
+else into "internal error (ref …)", logged with its traceback. No domain error subclasses ``ValueError`` or
+``PermissionError``, so a bug's ``ValueError`` never passes for a caller's mistake.
+
+Provider failures carry the fields the pool needs to decide what to do next (``provider``, ``status_code``,
+``retry_after_s``, ``latency_ms``) and their :attr:`ProviderError.error_class`; the fallback rule by class is in
+:mod:`server.pool.fallback`. SDK exceptions are translated into these in exactly one place per provider
+(``server/pool/providers/*``), always ``raise ... from exc``.
 
 Messages are built from our own words plus redacted upstream text: no error in this module ever carries a
 credential (see :func:`server.security.redact.redact`).
@@ -11,9 +17,27 @@ credential (see :func:`server.security.redact.redact`).
 
 from __future__ import annotations
 
+import math
+
 
 class OrchestrationError(Exception):
-    """Root of every error the server's core raises."""
+    """Root of every error the server's core raises for a caller (its message is for the caller to read)."""
+
+
+class InvalidRequest(OrchestrationError):
+    """The caller's arguments cannot be served as given (an empty prompt, a NaN number, fewer than two
+    answerers …); nothing was done."""
+
+
+def require_finite(**values: float | None) -> None:
+    """Refuse NaN and infinite numbers (JSON parsers accept ``NaN`` and ``Infinity``; no argument means them).
+
+    Raises:
+        InvalidRequest: naming the first offending argument.
+    """
+    for name, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise InvalidRequest(f"{name} must be a finite number, not {value!r}")
 
 
 class ConfigError(OrchestrationError):
@@ -54,6 +78,8 @@ class ProviderError(OrchestrationError):
         self.status_code = status_code
         self.retry_after_s = retry_after_s
         self.detail = message
+        self.latency_ms: float | None = None
+        """Milliseconds the attempt waited before it failed (set by the pool member that made it)."""
 
 
 class ProviderTimeout(ProviderError):
@@ -93,10 +119,32 @@ class AuthenticationFailed(ProviderError):
 
 
 class BadRequest(ProviderError):
-    """The provider rejected the request itself (400/404/422): another provider would most likely too."""
+    """The provider rejected the request itself as malformed (400/422: invalid parameters): every provider would
+    refuse it for the same reason, so it is not sent to the others."""
 
     retryable = False
     error_class = "bad_request"
+
+
+class NotFound(ProviderError):
+    """The provider does not know the model or the endpoint (404): a fault of this provider's configuration."""
+
+    error_class = "not_found"
+
+
+class DeadlineExceeded(ProviderError):
+    """The caller's deadline ended the attempt before the provider's own timeout did: a cancellation, recorded as
+    ``cancelled`` and never counted against the provider."""
+
+    retryable = False
+    error_class = "deadline"
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider may not take a call now (circuit open, cooling down, over a limit or its budget); it was not
+    called."""
+
+    error_class = "unavailable"
 
 
 class ContextWindowExceeded(ProviderError):
@@ -139,7 +187,8 @@ class AllProvidersFailed(OrchestrationError):
 
     def __init__(self, errors: list[ProviderError]) -> None:
         lines = "; ".join(f"{e.provider} ({e.error_class}): {e.detail}" for e in errors)
-        super().__init__(f"all {len(errors)} provider attempt(s) failed: {lines}")
+        super().__init__(f"all {len(errors)} provider attempt(s) failed: {lines} — check the providers' status "
+                         "with list_providers, or pass other `providers`.")
         self.errors = errors
 
 
@@ -161,3 +210,15 @@ class NoProviderAvailable(OrchestrationError):
 
 class BudgetExceeded(OrchestrationError):
     """The overall daily cost budget is spent."""
+
+
+class PolicyError(OrchestrationError):
+    """The server's policy refused a call before any provider was asked (see :mod:`server.pool.policy`)."""
+
+
+class GuardrailBlocked(PolicyError):
+    """A guardrail refused the call. The message names the rule, never the matching text."""
+
+
+class CeilingExceeded(PolicyError):
+    """A call (or a workflow) asks for more than a configured ceiling allows; nothing was sent to a provider."""

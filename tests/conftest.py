@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -157,3 +157,44 @@ def canary_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             hits += [f"{path}: {s[:12].decode()}…" for s in secrets if s in data]
     hits += [f"log record: {s[:12].decode()}…" for line in records for s in secrets if s.decode() in line]
     assert not hits, f"secrets found after the run ({scanned} files scanned): {hits[:20]}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """A throwaway PostgreSQL cluster on loopback for the session (:class:`tests.services.PostgresCluster`);
+    skipped when PostgreSQL is not installed, failed instead when ``CI`` is set."""
+    from tests.services import PostgresCluster, postgres_bindir, unavailable
+
+    bindir = postgres_bindir()
+    if bindir is None:
+        unavailable("PostgreSQL is not installed (no initdb under /usr/lib/postgresql/*/bin)")
+    cluster = PostgresCluster(bindir).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    """A fresh, empty database in the session's cluster: its ``postgresql://`` URL."""
+    return postgres.database()
+
+
+@pytest.fixture
+def nginx() -> Iterator[Callable[..., object]]:
+    """Start nginx (:class:`tests.services.Nginx`) with the given ``http {}`` block; stopped after the test.
+    Skipped when nginx is not installed, failed instead when ``CI`` is set."""
+    from tests.services import NGINX, Nginx, unavailable
+
+    if not os.access(NGINX, os.X_OK):
+        unavailable(f"nginx is not installed ({NGINX})")
+    started: list[Nginx] = []
+
+    def start(http_block: str, port: int | None = None) -> Nginx:
+        started.append(Nginx(http_block, port).start())
+        return started[-1]
+
+    yield start
+    for proxy in started:
+        proxy.stop()

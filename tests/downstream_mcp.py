@@ -74,6 +74,11 @@ def work_log(run: str) -> str:
     return json.dumps({k[len(prefix):]: v for k, v in invocations.items() if k.startswith(prefix)})
 
 
+@mcp.tool(description="How many `work` calls have started for runs whose id starts with `prefix`.")
+def work_count(prefix: str) -> int:
+    return sum(len(v) for k, v in invocations.items() if k.startswith(prefix))
+
+
 @mcp.tool(description="Always fails.")
 def boom() -> str:
     raise ToolError("boom")

@@ -36,6 +36,10 @@ raise SystemExit(main(sys.argv[1:]))
 OPTIONAL_IMPORTS = {
     "sniffio": "anyio and httpcore2 import it when it is installed (try/except ImportError); openai and anthropic "
                "bring it in full installs; a venv with mcp alone has none and runs (tests/integration/test_fresh_venv.py)",
+    "trio": "httpcore2 imports it for its locks when it is installed (try/except ImportError); selenium, the test "
+            "dependency that drives the dashboard's browser tests, brings it",
+    "outcome": "trio's own dependency, imported with it",
+    "sortedcontainers": "trio's own dependency, imported with it",
 }
 """Distributions outside the closure that the closure's own packages import when present (not our imports)."""
 

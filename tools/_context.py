@@ -1,7 +1,15 @@
-"""Reaching the server's dependencies from a tool call, and mapping core errors to ``ToolError``."""
+"""Reaching the server's dependencies from a tool call, and mapping core errors to ``ToolError``.
+
+Errors reach a client in exactly two ways: a :class:`server.errors.OrchestrationError` (the root of every domain
+error) as a tool error with its message, written for the caller; anything else — a bug — as
+``internal error (ref <id>)``, with the traceback logged under the same ref for whoever runs the server.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,11 +21,12 @@ from mcp_types import ToolAnnotations
 
 from server.dependencies import Dependencies
 from server.errors import OrchestrationError
-from server.pool.pool import pool_error_message
 from server.operations.telemetry import SPAN_TOOL, span
 from server.security import Forbidden, Principal, Role, caller
 from server.security import require_role as check_role
 from tools._schema import compact_schema
+
+logger = logging.getLogger(__name__)
 
 
 def dependencies(ctx: Context) -> Dependencies:
@@ -27,15 +36,24 @@ def dependencies(ctx: Context) -> Dependencies:
 
 @contextmanager
 def core_errors() -> Iterator[None]:
-    """Turn the core's expected errors into ``ToolError`` (the only kind whose message reaches the model)."""
+    """Turn the core's errors into ``ToolError`` (the only kind whose message reaches the model): a domain error
+    (:class:`~server.errors.OrchestrationError`) with its message, anything else as :func:`internal_error`."""
     try:
         yield
+    except ToolError:
+        raise
     except OrchestrationError as exc:
-        raise ToolError(pool_error_message(exc)) from exc
-    except PermissionError as exc:  # server.security.Forbidden: a role the caller lacks
         raise ToolError(str(exc)) from exc
-    except ValueError as exc:
-        raise ToolError(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - a bug: the client gets a reference, the log the traceback
+        raise internal_error(exc) from exc
+
+
+def internal_error(exc: BaseException) -> ToolError:
+    """Log ``exc`` with its traceback under a new reference, and return the tool error the client gets:
+    ``internal error (ref <id>)`` (nothing of the exception's text, which was not written for a caller)."""
+    ref = uuid.uuid4().hex[:12]
+    logger.error("internal error (ref %s): %s", ref, type(exc).__name__, exc_info=exc)
+    return ToolError(f"internal error (ref {ref}): the server logged the details under this reference")
 
 
 def require_role(ctx: Context, role: Role, action: str) -> Principal:
@@ -59,10 +77,31 @@ def make_tool(fn: Callable[..., Any], *, name: str, description: str, annotation
         async def traced(**kwargs: Any) -> Any:
             deps = dependencies(kwargs[context_kwarg])
             with span(getattr(deps, "telemetry", None), SPAN_TOOL.format(name=name), {"gen_ai.tool.name": name}):
-                return await body(**kwargs)
+                with core_errors():
+                    return await body(**kwargs)
 
         tool.fn = traced
+    elif tool.is_async:
+        tool.fn = _guarded_async(tool.fn)
+    else:
+        tool.fn = _guarded(tool.fn)
     tool.parameters = compact_schema(tool.parameters)
     if tool.fn_metadata.output_schema is not None:
         tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
     return tool
+
+
+def _guarded_async(body: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(body)
+    async def call(**kwargs: Any) -> Any:
+        with core_errors():
+            return await body(**kwargs)
+    return call
+
+
+def _guarded(body: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(body)
+    def call(**kwargs: Any) -> Any:
+        with core_errors():
+            return body(**kwargs)
+    return call

@@ -9,10 +9,9 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from knowledge import resolve_prompt
 from server.consensus.service import ConsensusRequest, ConsensusResult, Method
+from server.security import caller
 from tools._context import core_errors, dependencies, make_tool
-from tools._guard import screen_call
 from tools.orchestrate import MAX_PROMPT_CHARS, Name, PatternName, Variables, check_variables_size
 
 DESCRIPTION = """Ask several LLMs the same question in parallel and aggregate their answers into a consensus.
@@ -40,7 +39,8 @@ async def consensus_tool(
     max_providers: Annotated[int, Field(description="How many providers to ask when `providers` is not given.",
                                         ge=2, le=32)] = 3,
     method: Annotated[Method | None, Field(description="Aggregation method (see the tool description).")] = None,
-    threshold: Annotated[float, Field(description="Agreement needed for status=consensus.", gt=0, le=1)] = 0.8,
+    threshold: Annotated[float, Field(description="Agreement needed for status=consensus.", gt=0, le=1,
+                                      allow_inf_nan=False)] = 0.8,
     choices: Annotated[
         list[Annotated[str, Field(max_length=200)]] | None,
         Field(description="Allowed answers for a vote; each answer is mapped to the choice it names.", max_length=50),
@@ -56,42 +56,28 @@ async def consensus_tool(
     ] = 1,
     deadline_s: Annotated[
         float | None, Field(description="Soft deadline: go on with the answers in hand (status partial).",
-                            gt=0, le=600)
+                            gt=0, le=600, allow_inf_nan=False)
     ] = None,
     hard_deadline_s: Annotated[
-        float | None, Field(description="Nothing is awaited past this (default: twice deadline_s).", gt=0, le=1200)
+        float | None, Field(description="Nothing is awaited past this (default: twice deadline_s).", gt=0, le=1200,
+                            allow_inf_nan=False)
     ] = None,
     max_tokens: Annotated[int, Field(description="Completion token ceiling per answer.", ge=1, le=200_000)] = 1024,
-    temperature: Annotated[float | None, Field(description="Sampling temperature.", ge=0, le=2)] = None,
+    temperature: Annotated[float | None, Field(description="Sampling temperature.", ge=0, le=2,
+                                               allow_inf_nan=False)] = None,
     pattern: PatternName | None = None,
     variables: Variables | None = None,
 ) -> ConsensusResult:
     deps = dependencies(ctx)
     check_variables_size(variables)
-    with core_errors():
-        answers = samples_per_provider * (len(providers) if providers else max_providers) + (1 if judge else 0)
-        screened = await screen_call(ctx, deps, "consensus", prompt=prompt, system=system, pattern=pattern,
-                                     variables=variables, names=[*(providers or ()), *([judge] if judge else [])],
-                                     model=None, max_tokens=max_tokens, answers=answers * (1 + rounds))
-        prompt, system, pattern, variables = screened.prompt, screened.system, screened.pattern, screened.variables
-        resolved = screened.resolved or await resolve_prompt(deps.patterns, prompt, pattern, variables)
     ask = ConsensusRequest(
-        prompt=resolved.text, system=system, providers=providers, max_providers=max_providers, method=method,
+        prompt=prompt, system=system, providers=providers, max_providers=max_providers, method=method,
         threshold=threshold, choices=tuple(choices or ()), answer_path=answer_path, judge=judge, rounds=rounds,
         samples_per_provider=samples_per_provider, deadline_s=deadline_s, hard_deadline_s=hard_deadline_s,
-        max_tokens=max_tokens, temperature=temperature,
+        max_tokens=max_tokens, temperature=temperature, pattern=pattern, variables=variables,
     )
-
-    async def progress(done: float, total: float, message: str) -> None:
-        await ctx.report_progress(done, total, message)
-
     with core_errors():
-        result = await deps.consensus.run(ask, progress)
-        if deps.guardrails is not None:
-            deps.guardrails.screen_output("consensus", screened.principal,
-                                          [result.answer, *(r.answer for r in result.responses)])
-    result.pattern, result.pattern_version = resolved.pattern, resolved.version
-    return result
+        return await deps.consensus.run(ask, ctx.report_progress, principal=caller(ctx))
 
 
 def tool() -> Tool:

@@ -14,8 +14,8 @@ from pydantic import Field, JsonValue
 
 from server.config import Strategy
 from server.pool.orchestration import OrchestrateRequest, OrchestrateResult, orchestrate
+from server.security import caller
 from tools._context import core_errors, dependencies, make_tool
-from tools._guard import screen_call
 
 MAX_PROMPT_CHARS = 1_000_000
 
@@ -66,8 +66,10 @@ async def orchestrate_tool(
     ] = None,
     model: Annotated[str | None, Field(description="Only providers serving this model.", max_length=200)] = None,
     max_tokens: Annotated[int, Field(description="Completion token ceiling.", ge=1, le=200_000)] = 1024,
-    temperature: Annotated[float | None, Field(description="Sampling temperature.", ge=0, le=2)] = None,
-    timeout_s: Annotated[float | None, Field(description="Deadline for the whole call, seconds.", gt=0, le=600)] = None,
+    temperature: Annotated[float | None, Field(description="Sampling temperature.", ge=0, le=2,
+                                               allow_inf_nan=False)] = None,
+    timeout_s: Annotated[float | None, Field(description="Deadline for the whole call, seconds.", gt=0, le=600,
+                                             allow_inf_nan=False)] = None,
     max_fallbacks: Annotated[int | None, Field(description="Other providers to try after the first.", ge=0,
                                                le=100)] = None,
     response_format: Annotated[
@@ -88,26 +90,15 @@ async def orchestrate_tool(
     started = time.perf_counter()
     deps = dependencies(ctx)
     check_variables_size(variables)
+    ask = OrchestrateRequest(
+        prompt=prompt, system=system, providers=providers, strategy=strategy, capabilities=capabilities or (),
+        model=model, max_tokens=max_tokens, temperature=temperature, timeout_s=timeout_s,
+        max_fallbacks=max_fallbacks, user_id=user_id, continuation_id=continuation_id,
+        response_format=response_format, cache=cache, pattern=pattern, variables=variables,
+    )
     with core_errors():
-        history = deps.config.conversations.history_token_budget if continuation_id else 0
-        screened = await screen_call(ctx, deps, "orchestrate", prompt=prompt, system=system, pattern=pattern,
-                                     variables=variables, names=providers or (), model=model,
-                                     max_tokens=max_tokens, history_tokens=history)
-        who = screened.principal
-        ask = OrchestrateRequest(
-            prompt=screened.prompt, system=screened.system, providers=providers, strategy=strategy,
-            capabilities=capabilities or (), model=model, max_tokens=max_tokens, temperature=temperature,
-            timeout_s=timeout_s, max_fallbacks=max_fallbacks, user_id=user_id, continuation_id=continuation_id,
-            response_format=response_format, cache=cache, pattern=screened.pattern, variables=screened.variables,
-            owner=who.owner_id, owner_filter=who.owner_filter,
-        )
-        guard = deps.guardrails
-        result = await orchestrate(
-            deps.pool, deps.store, deps.config, ask, started=started, clock=deps.clock, patterns=deps.patterns,
-            screen_output=None if guard is None else lambda text: guard.screen_output("orchestrate", who, [text]))
-    if screened.resolved is not None:
-        result.pattern, result.pattern_version = screened.resolved.pattern, screened.resolved.version
-    return result
+        return await orchestrate(deps.pool, deps.store, deps.config, ask, principal=caller(ctx), started=started,
+                                 clock=deps.clock, patterns=deps.patterns, progress=ctx.report_progress)
 
 
 def tool() -> Tool:

@@ -16,16 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mcp.server import MCPServer, NotificationOptions
+from mcp.server.request_state import RequestStateSecurity
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
 
 from knowledge import Pattern, PatternRegistry
 from knowledge.library import builtin_patterns
-from server.config import Config
+from server.config import Config, PostgresDatabase
 from server.operations.incidents import IncidentService, WorkflowRunner
+from server.pool.policy import Policy
 from server.pool.pool import ProviderPool
 from server.pool.providers import Provider, build_provider
-from server.security.guardrails import Guardrails, permitted_providers
+from server.security import INCIDENT_RESPONSE
 from server.security.hygiene import redact_tool_errors
 from server.dependencies import Dependencies
 from server.store import Store
@@ -52,11 +54,15 @@ INSTRUCTIONS = (
 )
 
 
-def open_store(path: str | Path) -> Store:
-    """The full-mode store at ``path`` (imports sqlite-utils only now)."""
+def open_store(location: str | Path | PostgresDatabase) -> Store:
+    """The full-mode store: SQLite at a path (imports sqlite-utils only now), or a shared PostgreSQL database."""
+    if isinstance(location, PostgresDatabase):
+        from server.store.postgres import PostgresStore
+
+        return PostgresStore(location)
     from server.store.sqlite import SQLiteStore
 
-    return SQLiteStore(path)
+    return SQLiteStore(location)
 
 
 @asynccontextmanager
@@ -88,10 +94,14 @@ async def open_dependencies(
         provider_factory = telemetry.instrument_factory(provider_factory)
     store = store_factory()
     try:
-        permitted = permitted_providers(config.guardrails, config.providers)  # [guardrails].allowed_models
-        pool = ProviderPool([(p, provider_factory(p)) for p in permitted], store, config=config, clock=clock)
+        # The policy layer wraps every path to a provider ([guardrails], the per-call ceilings of [limits]).
+        policy = Policy.from_config(config, store.guardrails, clock=clock, phones="pattern" if simple else "library")
+        shared = getattr(store, "shared", False)  # replicas share this store (PostgreSQL)
+        # Providers that [guardrails].allowed_models does not permit leave the pool there (naming one is refused).
+        pool = ProviderPool([(p, provider_factory(p)) for p in config.providers], store.calls, config=config,
+                            policy=policy, clock=clock, shared_spend=shared)
         await pool.load_spend()
-        patterns = PatternRegistry(store, clock=clock)
+        patterns = PatternRegistry(store.patterns, clock=clock)
         await patterns.load_library(builtin_patterns())
     except BaseException:
         await store.aclose()
@@ -102,24 +112,25 @@ async def open_dependencies(
     def consensus() -> ConsensusService:
         from server.consensus.service import ConsensusService  # with the aggregation methods, at the first consensus
 
-        return ConsensusService(pool, telemetry=telemetry)
+        return ConsensusService(pool, telemetry=telemetry, patterns=patterns)
 
     try:
-        guardrails = Guardrails(config.guardrails, store, config.providers, clock) if config.guardrails.active else None
         downstream = _downstream_servers(config)
         workflows = _lazy_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime, telemetry,
                                     downstream)
         if run_workflow is None:
             async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
-                run_id, _ = await workflows.service().start(name, inputs)
+                # Under a named system principal: its steps' model calls are screened and recorded as its.
+                run_id, _ = await workflows.service().start(name, inputs, owner=INCIDENT_RESPONSE.id)
                 return run_id
 
-        incidents = IncidentService(store, pool, config, clock=clock, run_workflow=run_workflow)
+        incidents = IncidentService(store.incidents, store.calls, pool, config, clock=clock, run_workflow=run_workflow,
+                                    claim=store.claim_interval if shared else None)  # once per interval, all replicas
         async with _running(workflows.serve), _running(incidents.run), \
                 (_running(downstream.serve) if downstream else contextlib.nullcontext()):  # sessions closed on exit
             yield Dependencies(config=config, store=store, pool=pool, lazy_consensus=consensus, patterns=patterns,
                                clock=clock, lazy_workflows=workflows, incidents=incidents, telemetry=telemetry,
-                               simple=simple, guardrails=guardrails)
+                               simple=simple)
     finally:
         with anyio.CancelScope(shield=True):
             await pool.aclose()
@@ -182,6 +193,7 @@ def build_server(
     run_workflow: WorkflowRunner | None = None,
     tool_list: Sequence[Tool] | None = None,
     simple: bool = False,
+    request_state_keys: Sequence[bytes] | None = None,
 ) -> MCPServer:
     """The MCP server with every tool, resource and prompt registered.
 
@@ -192,6 +204,8 @@ def build_server(
             connection; the CLI shares one set for the process).
         tool_list: the tools to offer (default: every tool, ``tools.all_tools()``).
         simple: passed to :func:`open_dependencies` (simple mode assembles through :mod:`server.app.simple`).
+        request_state_keys: the key ring sealing the SDK's multi-round-trip ``requestState`` (replicas pass the
+            keys they share, so state minted by one unseals on another); default: a key of this process.
     """
     import prompts
     import resources
@@ -222,12 +236,13 @@ def build_server(
                 await _start_following(shared, surfaces)  # for the process's life, like `shared`
                 if shared.incidents is not None:
                     shared.incidents.add_listener(incidents_changed)
-            yield shared
+            async with _replicate_events(shared, bus, surfaces):
+                yield shared
             return
         async with open_dependencies(
             config, store_factory=store_factory, provider_factory=provider_factory, clock=clock,
             workflow_runtime=workflow_runtime, run_workflow=run_workflow, simple=simple,
-        ) as deps, _follow_patterns(deps, surfaces):
+        ) as deps, _follow_patterns(deps, surfaces), _replicate_events(deps, bus, surfaces):
             current.append(deps)
             if deps.incidents is not None:
                 deps.incidents.add_listener(incidents_changed)
@@ -240,6 +255,8 @@ def build_server(
         SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(),
         tools=tools.all_tools() if tool_list is None else list(tool_list), subscriptions=bus,
         middleware=[redact_tool_errors(config.secrets)],  # secret hygiene on every error a client sees
+        request_state_security=None if request_state_keys is None else RequestStateSecurity(
+            keys=list(request_state_keys)),
     )
     surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
     bus.register(mcp)
@@ -278,6 +295,64 @@ async def _follow_patterns(deps: Dependencies, surfaces: Sequence[_PatternSurfac
         yield
     finally:
         deps.patterns.remove_listener(follow)
+
+
+EVENTS_CHANNEL = "ai_orchestration_events"
+
+
+@asynccontextmanager
+async def _replicate_events(deps: Dependencies, bus: Any, surfaces: Sequence[_PatternSurface]) -> AsyncIterator[None]:
+    """On a store that other replicas share (PostgreSQL: ``notify`` and ``listen``), relay every event published
+    on ``bus`` to them with NOTIFY, and deliver theirs here: their subscribers hear of incidents, resource updates
+    and list changes made on any replica, and a pattern another replica changed joins this one's prompt and
+    resource lists. Elsewhere: nothing."""
+    import uuid
+
+    import anyio
+    from mcp.shared.subscriptions import ResourceUpdated
+
+    from resources.subscriptions import event_from_payload, event_payload
+
+    store = deps.store
+    if not (hasattr(store, "notify") and hasattr(store, "listen")) or bus.relay is not None:
+        yield  # not shared, or relayed already (SSE runs one lifespan per connection over one set of dependencies)
+        return
+    origin = uuid.uuid4().hex
+    token = anyio.lowlevel.current_token()
+
+    async def deliver(payload: str) -> None:
+        parsed = event_from_payload(payload)
+        if parsed is None or parsed[0] == origin:
+            return
+        event = parsed[1]
+        if isinstance(event, ResourceUpdated) and event.uri.startswith(PATTERN_URI_PREFIX):
+            name = event.uri[len(PATTERN_URI_PREFIX):]
+            if "/" not in name:  # a pattern changed elsewhere: this replica's lists follow
+                try:
+                    pattern = await deps.patterns.get(name)
+                except Exception:  # noqa: BLE001 - gone or unreadable: the next list is rebuilt anyway
+                    logger.debug("pattern %s from another replica not readable", name, exc_info=True)
+                else:
+                    for surface in surfaces:
+                        surface.upsert(pattern)
+        await bus.deliver_remote(event)
+
+    def received(payload: str) -> None:  # on the listener's thread
+        try:
+            anyio.from_thread.run(deliver, payload, token=token)
+        except Exception:  # noqa: BLE001 - the loop is closing, or one delivery failed: others go on
+            logger.debug("could not deliver an event from another replica", exc_info=True)
+
+    listener = await anyio.to_thread.run_sync(store.listen, EVENTS_CHANNEL, received)
+    bus.relay = lambda event: store.notify(EVENTS_CHANNEL, event_payload(event, origin))
+    try:
+        yield
+    finally:
+        bus.relay = None
+        await anyio.to_thread.run_sync(listener.close)
+
+
+PATTERN_URI_PREFIX = "knowledge://patterns/"
 
 
 class _PatternSurface(Protocol):

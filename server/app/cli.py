@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from server.config import Config, database_path, load_config
+from server.config import Config, DatabaseLocation, PostgresDatabase, database_path, load_config
 from server.errors import ConfigError
+from server.store.errors import StorageError
 
 logger = logging.getLogger("server")
 _QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "anthropic", "mcp", "uvicorn.access")
 _OWN_LOGGERS = ("server", "tools", "resources", "prompts", "knowledge")  # the packages of this distribution
-SUBCOMMANDS = ("check", "simulate-upstream", "demo", "patterns", "metrics", "keys", "mcp-servers")
+SUBCOMMANDS = ("check", "simulate-upstream", "demo", "patterns", "metrics", "keys", "workflows", "mcp-servers")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args, config)
         simple = _simple_mode(args)
         if args.command == "check":
-            return _check(config, _state_location(config, args, simple), simple)
+            location = _state_location(config, args, simple)
+            return _check(config, location, simple, _replica_id(config, args, location))
         if args.command == "patterns":
             _configure_logging("WARNING")
             return _patterns(args, _state_location(config, args, simple), simple)
@@ -54,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _configure_logging("WARNING")
             return print_metrics(config, database_path(config, os.environ, args.database), args.window,
                                  args.group_by)
+        if args.command == "workflows":
+            from server.app.workflows_cli import run as run_workflows_command
+
+            _configure_logging("WARNING")
+            return run_workflows_command(args, config, database_path(config, os.environ, args.database))
         if args.command == "mcp-servers":
             from server.app import mcp_servers_cli
 
@@ -66,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)  # cli-output (stderr)
         return 2
+    except StorageError as exc:  # the database cannot be opened (names it and why) or failed on a command
+        print(f"storage error: {exc}", file=sys.stderr)  # cli-output (stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -79,9 +89,12 @@ def _common_options(*, for_subcommand: bool) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=default(None), help="TOML config file (default: "
                         "$AI_ORCHESTRATION_CONFIG, else discovery from OPENAI_API_KEY / ANTHROPIC_API_KEY / *_BASE_URL)")
-    common.add_argument("--database", default=default(None), help="SQLite file (default: $AI_ORCHESTRATION_DB, "
-                        "[server].database, or the user data directory); --simple keeps its state beside it, "
-                        "in the same name with .json")
+    common.add_argument("--database", default=default(None), help="SQLite file, or a postgresql:// URL shared by "
+                        "replicas (default: $AI_ORCHESTRATION_DB, [server].database, or the user data directory); "
+                        "--simple keeps its state beside it, in the same name with .json")
+    common.add_argument("--replica-id", default=default(None), help="this replica's stable, unique id on a "
+                        "PostgreSQL database (its DBOS executor id; default: $AI_ORCHESTRATION_REPLICA_ID, "
+                        "[server].replica_id, or the host name)")
     common.add_argument("--log-level", default=default("INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     common.add_argument("--simple", action="store_true", default=default(False),
                         help="simple mode: needs only the mcp package (wire-protocol providers, patterns in "
@@ -103,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--allowed-hosts", default="", help="comma-separated extra Host names the HTTP "
                         "transports answer to (DNS-rebinding protection)")
     sub = parser.add_subparsers(dest="command",
-                                metavar="{check,simulate-upstream,demo,patterns,metrics,keys,mcp-servers}")
+                                metavar="{check,simulate-upstream,demo,patterns,metrics,keys,workflows,mcp-servers}")
     sub.add_parser("check", parents=[common], help="validate the configuration and list providers")
     simulate = sub.add_parser("simulate-upstream", parents=[common],
                               help="serve a local OpenAI/Anthropic-compatible upstream for trying and testing")
@@ -129,8 +142,10 @@ def _parser() -> argparse.ArgumentParser:
                          choices=["provider", "model", "tool", "ab_bucket", "workflow"])
     from server.app.keys_cli import add_parser as add_keys_parser
     from server.app.mcp_servers_cli import add_parser as add_mcp_servers_parser
+    from server.app.workflows_cli import add_parser as add_workflows_parser
 
     add_keys_parser(sub, common)
+    add_workflows_parser(sub, common)
     add_mcp_servers_parser(sub, common)
     return parser
 
@@ -159,7 +174,16 @@ def _simple_mode(args: argparse.Namespace) -> bool:
     return simple_mode_requested(args.simple, os.environ)
 
 
-def _state_location(config: Config, args: argparse.Namespace, simple: bool) -> Path:
+def _replica_id(config: Config, args: argparse.Namespace, location: DatabaseLocation) -> str | None:
+    """This replica's id on a PostgreSQL database (``None`` on SQLite: one process, DBOS's default executor)."""
+    if not isinstance(location, PostgresDatabase):
+        return None
+    from server.workflows.replicas import replica_id
+
+    return replica_id(config, os.environ, getattr(args, "replica_id", None))
+
+
+def _state_location(config: Config, args: argparse.Namespace, simple: bool) -> DatabaseLocation:
     """The SQLite database (full mode) or the JSON state file (simple mode)."""
     if simple:
         from server.app.simple import state_path
@@ -168,12 +192,15 @@ def _state_location(config: Config, args: argparse.Namespace, simple: bool) -> P
     return database_path(config, os.environ, args.database)
 
 
-def _check(config: Config, db_path: os.PathLike | str, simple: bool = False) -> int:
+def _check(config: Config, db_path: DatabaseLocation, simple: bool = False, replica: str | None = None) -> int:
     out = sys.stdout
     print(f"configuration: {config.source}", file=out)  # cli-output
     if simple:
         print("mode: simple (wire-protocol providers; call records in memory)", file=out)  # cli-output
+    # A PostgreSQL URL prints without its password (PostgresDatabase.__str__).
     print(f"{'state file' if simple else 'database'}: {db_path}", file=out)  # cli-output
+    if replica is not None:
+        print(f"replica id: {replica}", file=out)  # cli-output
     print(f"routing strategy: {config.routing.strategy}", file=out)  # cli-output
     if not config.providers:
         print("providers: none configured (tools that need a model will say what to set)", file=out)  # cli-output
@@ -208,7 +235,7 @@ def _patterns(args: argparse.Namespace, db_path: os.PathLike | str, simple: bool
     async def run() -> int:
         store = open_store(db_path)
         try:
-            registry = PatternRegistry(store)
+            registry = PatternRegistry(store.patterns)
             await registry.load_library(builtin_patterns())
             if args.action == "export":
                 patterns = [p.spec() for p in await registry.all()]
@@ -258,6 +285,16 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
         check_bind_host(args.host, auth_on)
     check_provider_addresses(config)
     db_path = _state_location(config, args, simple)
+    secrets = config.secrets() + ([db_path.password] if isinstance(db_path, PostgresDatabase) and db_path.password
+                                  else [])
+    replica = None
+    if isinstance(db_path, PostgresDatabase) and config.workflows.runtime == "dbos":
+        from server.workflows.replicas import hold_replica_id
+
+        # Before anything is served: a second process with a held id is refused here (ReplicaIdInUse).
+        replica = hold_replica_id(db_path, _replica_id(config, args, db_path) or "",
+                                  wait_s=config.workflows.replica_wait_s,
+                                  interval_s=config.workflows.takeover_interval_s)
     allowed = [h for h in args.allowed_hosts.split(",") if h.strip()]
     if simple:
         from server.app.simple import build_simple_server as build, open_simple_store as open_state
@@ -268,7 +305,7 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
         providers = functools.partial(build_provider, policy=AddressPolicy.from_settings(config.network))
 
     # Simple mode: runs in memory (the in-memory workflow runtime) and no tracing.
-    workflow_runtime = None if simple else _workflow_runtime(config, db_path)
+    workflow_runtime = None if simple else _workflow_runtime(config, db_path, replica)
     telemetry = None
     if not simple:
         from server.operations.telemetry import Telemetry, TelemetrySettings
@@ -280,41 +317,62 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
         async with open_dependencies(config, store_factory=lambda: open_state(db_path), provider_factory=providers,
                                      workflow_runtime=workflow_runtime, telemetry=telemetry,
                                      simple=simple) as deps:
-            mcp = build(config, store_factory=lambda: deps.store, provider_factory=providers, shared=deps)
-            _configure_logging(args.log_level, config.secrets())  # after MCPServer(), which configures logging
+            # Replicas seal the SDK's request state with one key, kept in their shared database.
+            keys = [await deps.store.shared_key("request-state")] if getattr(deps.store, "shared", False) else None
+            mcp = build(config, store_factory=lambda: deps.store, provider_factory=providers, shared=deps,
+                        **({"request_state_keys": keys} if keys else {}))
+            _configure_logging(args.log_level, secrets)  # after MCPServer(), which configures logging
             logger.info("serving %s%s; %d provider(s); %s %s; authentication %s", args.transport,
                         " (simple mode)" if simple else "", len(config.providers),
                         "state file" if simple else "database", db_path, "on" if auth_on else "off")
-            verifier = http_verifier(config, deps.store) if auth_on else None
+            verifier = http_verifier(config, deps.store.keys) if auth_on else None
             serving()  # collections on again, tuned for serving
-            if auth_on and config.auth.jwt is None and not await deps.store.list_api_keys():
+            if auth_on and config.auth.jwt is None and not await deps.store.keys.list_api_keys():
                 logger.warning("authentication is on and no API key exists, so every request will get 401: "
                                "create one with `ai-orchestration-mcp keys create NAME`")
-            await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed,
-                        verifier=verifier, limits=config.limits, jwt=config.auth.jwt)
+            dashboard = None
+            if args.transport != "stdio":
+                from server.app.dashboard import dashboard_mounter
 
-    _configure_logging(args.log_level, config.secrets())
+                dashboard = dashboard_mounter(deps, verifier)
+            await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed,
+                        verifier=verifier, limits=config.limits, jwt=config.auth.jwt, dashboard=dashboard,
+                        replica_id=replica.id if replica is not None else None)
+
+    _configure_logging(args.log_level, secrets)
     try:
         anyio.run(run)
     finally:
         if telemetry is not None:
             telemetry.shutdown()  # exports what is still batched
+        if replica is not None:
+            replica.close()
     return 0
 
 
-def _workflow_runtime(config: Config, db_path: Path) -> Any:
-    """The DBOS runtime factory (system database beside the server's, unless configured), which the workflow
-    service opens in the background (:mod:`server.workflows.lazy`: at its first use, or ``DEFAULT_DELAY_S``
-    after start-up); or ``None`` for the in-memory one (``[workflows] runtime = "memory"``)."""
+def _workflow_runtime(config: Config, db_path: DatabaseLocation, replica: Any = None) -> Any:
+    """The DBOS runtime factory, which the workflow service opens in the background (:mod:`server.workflows.lazy`:
+    at its first use, or ``DEFAULT_DELAY_S`` after start-up); or ``None`` for the in-memory one
+    (``[workflows] runtime = "memory"``).
+
+    DBOS's system database is ``[workflows] system_database`` if set, else beside the server's: the same
+    PostgreSQL database (DBOS's tables in its own ``dbos`` schema, executor id = the replica id, runs on the
+    shared queue), or ``<database>.dbos.sqlite``.
+    """
     if config.workflows.runtime == "memory":
         return None
 
     def dbos(interpreter: Any) -> Any:
         from server.workflows.dbos_runtime import APPLICATION_VERSION, dbos_config, dbos_runtime
 
-        system = config.workflows.system_database or str(Path(db_path).with_suffix(".dbos.sqlite"))
-        return dbos_runtime(dbos_config(system, application_version=config.workflows.application_version
-                                        or APPLICATION_VERSION))(interpreter)
+        if isinstance(db_path, PostgresDatabase):
+            system = config.workflows.system_database or db_path.url
+        else:
+            system = config.workflows.system_database or str(Path(db_path).with_suffix(".dbos.sqlite"))
+        settings = dbos_config(system, application_version=config.workflows.application_version
+                               or APPLICATION_VERSION, executor_id=replica.id if replica is not None else None)
+        return dbos_runtime(settings, replica=replica,
+                            queue_concurrency=config.workflows.queue_concurrency)(interpreter)
 
     return dbos
 

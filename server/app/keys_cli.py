@@ -28,13 +28,14 @@ def run(args: argparse.Namespace, db_path: Path | str) -> int:
 
     from server.app.assembly import open_store
     from server.security.keys import create_key, key_state
+    from server.store import StorageError
 
     async def main() -> int:
         store = open_store(db_path)
         try:
             if args.action == "create":
                 days = args.expires_in_days
-                created = await create_key(store, args.name, args.role,
+                created = await create_key(store.keys, args.name, args.role,
                                            expires_in_s=None if days is None else days * 86_400)
                 print(created.key, file=sys.stdout)  # cli-output
                 notice = f"key {created.record.id} ({args.role}) created; store it now, it is not shown again"
@@ -42,17 +43,17 @@ def run(args: argparse.Namespace, db_path: Path | str) -> int:
                 return 0
             if args.action == "list":
                 now = time.time()
-                for record in await store.list_api_keys():
+                for record in await store.keys.list_api_keys():
                     created = datetime.fromtimestamp(record.created_at, UTC).strftime("%Y-%m-%d %H:%M")
                     print(f"{record.id}  {record.role:<5}  {key_state(record, now):<7}  {created}  "  # cli-output
                           f"{record.prefix}…  {record.name}", file=sys.stdout)
                 return 0
-            if await store.revoke_api_key(args.key_id, time.time()):
+            if await store.keys.revoke_api_key(args.key_id, time.time()):
                 print(f"key {args.key_id} revoked", file=sys.stdout)  # cli-output
                 return 0
             print(f"no active key with id {args.key_id}", file=sys.stderr)  # cli-output (stderr)
             return 1
-        except ValueError as exc:
+        except (ValueError, StorageError) as exc:
             print(f"keys {args.action}: {exc}", file=sys.stderr)  # cli-output (stderr)
             return 2
         finally:

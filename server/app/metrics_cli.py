@@ -8,6 +8,7 @@ from os import PathLike
 from typing import TextIO
 
 from server.config import Config
+from server.errors import OrchestrationError
 from server.operations.summary import GroupSummary, OperationsSummary
 
 _COLUMNS = (("group", 24), ("calls", 8), ("errors", 7), ("err%", 7), ("p50 ms", 9), ("p95 ms", 9), ("p99 ms", 9),
@@ -56,15 +57,15 @@ def print_metrics(config: Config, db_path: PathLike | str, window: str, group_by
     async def run() -> OperationsSummary:
         store = open_store(db_path)
         try:
-            active = await active_incidents(store)
-            return await operations_summary(store, config.alerts, window=window, group_by=group_by,  # type: ignore[arg-type]
+            active = await active_incidents(store.incidents)
+            return await operations_summary(store.calls, config.alerts, window=window, group_by=group_by,  # type: ignore[arg-type]
                                             settings=config.operations, incidents=active)
         finally:
             await store.aclose()
 
     try:
         summary = anyio.run(run)
-    except ValueError as exc:
+    except OrchestrationError as exc:
         print(f"metrics: {exc}", file=sys.stderr)  # cli-output (stderr)
         return 2
     print(format_table(summary), file=out)  # cli-output

@@ -68,8 +68,16 @@ def simple_mode_requested(flag: bool, environ: Mapping[str, str]) -> bool:
 
 def state_path(config: Config, environ: Mapping[str, str], override: str | None = None) -> Path:
     """Simple mode's JSON file: the database path (``--database``, ``AI_ORCHESTRATION_DB``, ``[server].database``,
-    else ``<user data dir>/state.db``) with the suffix ``.json`` — by default ``<user data dir>/state.json``."""
-    return database_path(config, environ, override).with_suffix(".json")
+    else ``<user data dir>/state.db``) with the suffix ``.json`` — by default ``<user data dir>/state.json``.
+
+    Raises:
+        ConfigError: the database is a PostgreSQL URL (simple mode keeps its state in a file).
+    """
+    location = database_path(config, environ, override)
+    if not isinstance(location, Path):
+        raise ConfigError(f"simple mode keeps its state in a JSON file, not in PostgreSQL ({location}): "
+                          "run full mode for a shared database", key="--simple")
+    return location.with_suffix(".json")
 
 
 def open_simple_store(path: str | Path) -> Store:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -82,6 +82,8 @@ async def serve(
     verifier: Any | None = None,
     limits: LimitSettings | None = None,
     jwt: JwtSettings | None = None,
+    dashboard: Callable[[Any, TransportSecuritySettings], Any] | None = None,
+    replica_id: str | None = None,
 ) -> None:
     """Serve until the transport ends (stdin closed, server stopped) or SIGTERM/SIGINT arrives.
 
@@ -89,6 +91,9 @@ async def serve(
         verifier: a ``TokenVerifier`` (:mod:`server.security.verifiers`): HTTP requests need a bearer token.
         limits: body size and per-key limits (defaults: :class:`LimitSettings`).
         jwt: JWT settings, for the protected-resource metadata and required scopes.
+        dashboard: puts the dashboard beside the MCP app (:func:`server.app.dashboard.dashboard_mounter`).
+        replica_id: one replica among several (team deployment): Streamable HTTP session ids carry it
+            (:mod:`server.app.replica_sessions`) for the proxy's session affinity.
     """
     if transport != "stdio":
         check_bind_host(host, verifier is not None)
@@ -98,14 +103,20 @@ async def serve(
             await mcp.run_stdio_async()
         else:
             app = http_app(mcp, transport, host=host, port=port, allowed_hosts=allowed_hosts, verifier=verifier,
-                           limits=limits, jwt=jwt)
+                           limits=limits, jwt=jwt, dashboard=dashboard)
+            if replica_id is not None and transport == "http":
+                from server.app.replica_sessions import ReplicaSessionIds
+
+                app = ReplicaSessionIds(app, replica_id)
             await _run_uvicorn(app, host, port)
         group.cancel_scope.cancel()
 
 
 def http_app(mcp: MCPServer, transport: Transport, *, host: str, port: int, allowed_hosts: Sequence[str] = (),
-             verifier: Any | None = None, limits: LimitSettings | None = None, jwt: JwtSettings | None = None) -> Any:
-    """The ASGI app for ``sse`` or ``http``: the SDK's transport app inside :func:`server.security.http.secure_app`."""
+             verifier: Any | None = None, limits: LimitSettings | None = None, jwt: JwtSettings | None = None,
+             dashboard: Callable[[Any, TransportSecuritySettings], Any] | None = None) -> Any:
+    """The ASGI app for ``sse`` or ``http``: the SDK's transport app inside :func:`server.security.http.secure_app`,
+    and beside it the dashboard when ``dashboard`` is given."""
     from server.security.http import secure_app
 
     limits = limits or LimitSettings()
@@ -116,15 +127,17 @@ def http_app(mcp: MCPServer, transport: Transport, *, host: str, port: int, allo
         inner = mcp.streamable_http_app(transport_security=security, host=host,
                                         max_request_body_size=limits.max_body_bytes,
                                         session_idle_timeout=limits.session_idle_s, max_sessions=limits.max_sessions)
-    return secure_app(inner, security=security, verifier=verifier, limits=limits, jwt=jwt,
-                      sessions=transport == "http")
+    app = secure_app(inner, security=security, verifier=verifier, limits=limits, jwt=jwt,
+                     sessions=transport == "http")
+    return app if dashboard is None else dashboard(app, security)
 
 
 async def _run_uvicorn(app: Any, host: str, port: int) -> None:  # the SDK's run_*_async, own app
     import uvicorn
 
     # log_config=None, log_level=None: uvicorn logs through the entry point's (redacting) handler at its levels.
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=None, log_config=None))
+    # ws="none": MCP speaks no WebSocket, so uvicorn loads no WebSocket library (it would, when one is installed).
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=None, log_config=None, ws="none"))
     await server.serve()
 
 

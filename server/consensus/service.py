@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from pydantic import Field
@@ -31,12 +31,26 @@ from server.consensus.aggregation import (
     vote,
     vote_is_settled,
 )
-from server.errors import OrchestrationError, ProviderError
+from knowledge import resolve_prompt
+from server.errors import (
+    CeilingExceeded,
+    DeadlineExceeded,
+    GuardrailBlocked,
+    InvalidRequest,
+    OrchestrationError,
+    ProviderError,
+    require_finite,
+)
 from server.models import DeferredModel
-from server.pool.pool import CallOptions, PoolResult, ProviderPool
-from server.pool.providers import CompletionRequest, Message
 from server.operations.telemetry import SPAN_FAN_OUT, Telemetry, span
-from server.pool.text import estimate_tokens
+from server.pool.call import Call
+from server.pool.pool import ProviderPool
+from server.pool.providers import Completion, CompletionRequest, Message, Provider
+from server.pool.text import estimate_tokens, prompt_tokens
+from server.security import LOCAL, Principal
+
+if TYPE_CHECKING:
+    from knowledge import PatternRegistry
 
 Method = Literal["vote", "weighted_vote", "similarity", "bayesian", "synthesize"]
 METHODS: tuple[str, ...] = ("vote", "weighted_vote", "similarity", "bayesian", "synthesize")
@@ -52,7 +66,7 @@ JUDGE_SYSTEM = (
 Progress = Callable[[float, float, str], Awaitable[None]]
 
 
-class ConsensusInputError(ValueError):
+class ConsensusInputError(InvalidRequest):
     """Arguments that cannot produce a consensus (fewer than two answerers, bad threshold, unknown method)."""
 
 
@@ -104,9 +118,9 @@ class ConsensusResult(DeferredModel):
 
 @dataclass(frozen=True, slots=True)
 class ConsensusRequest:
-    """The arguments of one consensus call."""
+    """The arguments of one consensus call: ``prompt``, or ``pattern`` rendered with ``variables``."""
 
-    prompt: str
+    prompt: str | None = None
     system: str | None = None
     providers: Sequence[str] | None = None
     max_providers: int = 3
@@ -121,6 +135,8 @@ class ConsensusRequest:
     hard_deadline_s: float | None = None
     max_tokens: int = 1024
     temperature: float | None = None
+    pattern: str | None = None
+    variables: Mapping[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -139,14 +155,17 @@ class ConsensusService:
     """Runs consensus calls over a pool.
 
     Args:
-        pool: the provider pool.
+        pool: the provider pool (its answerers and judge are asked directly, each behind the policy layer).
+        patterns: the pattern registry, for ``ask.pattern``.
         rng: shuffles the judge's candidates.
         timer: monotonic seconds.
     """
 
     def __init__(self, pool: ProviderPool, rng: random.Random | None = None,
-                 timer: Callable[[], float] = time.perf_counter, telemetry: Telemetry | None = None) -> None:
+                 timer: Callable[[], float] = time.perf_counter, telemetry: Telemetry | None = None,
+                 patterns: PatternRegistry | None = None) -> None:
         self.pool = pool
+        self.patterns = patterns
         self.telemetry = telemetry
         self.rng = rng or random.Random()
         self.timer = timer
@@ -160,49 +179,63 @@ class ConsensusService:
             raise ConsensusInputError(f"unknown method {ask.method!r}; use one of {', '.join(METHODS)}")
         return ask.method
 
-    def answerers(self, ask: ConsensusRequest) -> list[str]:
-        """The provider names that will answer (explicit, or the best ``max_providers`` available now)."""
+    def answerers(self, ask: ConsensusRequest, prompt: str, call: Call) -> dict[str, Provider]:
+        """The providers that will answer, by name (explicit, or the best ``max_providers`` available now)."""
         if ask.providers:
-            self.pool.candidates(ask.providers)  # raises UnknownProvider / NoProvidersConfigured
             names = list(dict.fromkeys(ask.providers))
         else:
-            names = self.pool.choose(ask.max_providers, input_tokens=estimate_tokens(ask.prompt),
+            names = self.pool.choose(ask.max_providers, input_tokens=estimate_tokens(prompt),
                                      output_tokens=ask.max_tokens)
+        providers = {name: self.pool.provider(name, call) for name in names}
         if len(names) * ask.samples_per_provider < 2:
             raise ConsensusInputError(
                 f"consensus needs at least 2 answers: got {len(names)} provider(s) × {ask.samples_per_provider} "
                 "sample(s); name more providers, raise max_providers, or set samples_per_provider ≥ 2")
-        return names
+        return providers
 
-    async def run(self, ask: ConsensusRequest, progress: Progress | None = None) -> ConsensusResult:
+    async def run(self, ask: ConsensusRequest, progress: Progress | None = None, *,
+                  principal: Principal = LOCAL) -> ConsensusResult:
         """Fan out, aggregate, report.
 
+        Args:
+            principal: who asks; every answer and the judge are screened under it.
+
         Raises:
-            ConsensusInputError: bad arguments (also a ``ValueError``).
+            ConsensusInputError: bad arguments (an :class:`~server.errors.InvalidRequest`).
             NotEnoughAnswers: fewer than two usable answers.
-            server.errors.OrchestrationError: no providers, unknown providers, no judge available.
+            server.errors.PolicyError: refused by a guardrail or a ceiling before anything was sent.
+            server.errors.OrchestrationError: no providers, unknown providers, no judge available; an unknown
+                pattern or variables that do not fit it.
         """
         started = self.timer()
-        if not ask.prompt.strip():
+        require_finite(threshold=ask.threshold, deadline_s=ask.deadline_s, hard_deadline_s=ask.hard_deadline_s,
+                       temperature=ask.temperature)
+        resolved = await resolve_prompt(self.patterns, ask.prompt, ask.pattern, ask.variables)
+        if not resolved.text.strip():
             raise ConsensusInputError("prompt is empty: pass the question to ask the models")
         if not 0 < ask.threshold <= 1:
             raise ConsensusInputError(f"threshold must be in (0, 1], got {ask.threshold}")
         method = self.resolve_method(ask)
-        names = self.answerers(ask)
-        judge = self._judge(ask, names) if method == "synthesize" else None
+        call = await self.pool.call(principal, "consensus")
+        providers = self.answerers(ask, resolved.text, call)
+        names = list(providers)
+        judge = self._judge(ask, names, call) if method == "synthesize" else None
         weights = {c.name: c.weight for c in self.pool.configs}
         slots = [_Slot(i, name, sample, weights[name] if method == "weighted_vote" else 1.0)
                  for i, (name, sample) in enumerate((n, s) for n in names for s in range(ask.samples_per_provider))]
-        request = self._request(ask, method)
-        results: dict[int, PoolResult] = {}
+        request = self._request(ask, resolved.text, method)
+        self._check_plan(call, ask, request, slots, judge)
+        request = await call.policy.screen_request(request)  # once for the whole fan-out
+        results: dict[int, Completion] = {}
         with span(self.telemetry, SPAN_FAN_OUT, {"ai_orchestration.consensus.method": method,
                                                  "ai_orchestration.consensus.answerers": len(slots)}):
-            early_stop, missing = await self._fan_out(ask, method, slots, request, results, progress, started)
+            early_stop, missing = await self._fan_out(ask, method, slots, providers, request, results, progress,
+                                                      started)
         ballots = [b for b in (self._ballot(slot, results.get(slot.index), ask, method) for slot in slots) if b]
         if len(ballots) < 2:
             raise NotEnoughAnswers(self._shortfall(slots))
         for _ in range(ask.rounds if method == "synthesize" else 0):
-            ballots = await self._refine(ask, slots, ballots, results)
+            ballots = await self._refine(ask, resolved.text, slots, ballots, results, providers)
         outcome = self._aggregate(method, ballots)
         if early_stop:
             # Stopped early: count the cancelled answers as dissent, so agreement is the bound the stop relied on.
@@ -212,44 +245,57 @@ class ConsensusService:
             outcome.agreement_basis += " (early stop: cancelled answers counted as dissent, a lower bound)"
         judge_report = None
         if judge is not None:
-            outcome, judge_report = await self._synthesize(ask, judge, ballots, outcome, started)
+            outcome, judge_report = await self._synthesize(ask, resolved.text, judge, ballots, outcome, started)
         self._learn(method, slots, outcome)
-        return self._result(ask, method, slots, ballots, outcome, results, judge_report, early_stop, missing,
-                            started)
+        result = self._result(ask, method, slots, ballots, outcome, results, judge_report, early_stop, missing,
+                              started)
+        result.pattern, result.pattern_version = resolved.pattern, resolved.version
+        return result
 
     # -- fan-out ----------------------------------------------------------------------------------------
 
-    def _request(self, ask: ConsensusRequest, method: str) -> CompletionRequest:
+    def _request(self, ask: ConsensusRequest, prompt: str, method: str) -> CompletionRequest:
         system = ask.system
         if method == "bayesian":
             system = f"{system}\n\n{CONFIDENCE_INSTRUCTION}" if system else CONFIDENCE_INSTRUCTION
         temperature = ask.temperature
         if temperature is None and ask.samples_per_provider > 1:
             temperature = 0.7  # self-consistency needs diverse samples
-        return CompletionRequest(messages=(Message("user", ask.prompt),), system=system, max_tokens=ask.max_tokens,
+        return CompletionRequest(messages=(Message("user", prompt),), system=system, max_tokens=ask.max_tokens,
                                  temperature=temperature)
 
+    def _check_plan(self, call: Call, ask: ConsensusRequest, request: CompletionRequest, slots: list[_Slot],
+                    judge: tuple[str, Provider] | None) -> None:
+        """The call's worst case, priced per answer at its own provider: every slot, every revision round, the
+        judge (whose prompt holds every answer at up to ``max_tokens``)."""
+        configs = {c.name: c for c in self.pool.configs}
+        asked = prompt_tokens(request)
+        combined = asked + len(slots) * ask.max_tokens + estimate_tokens(JUDGE_SYSTEM) + 50 * len(slots)
+        answers = [(configs[s.provider], asked) for s in slots]
+        if judge is not None:
+            answers += [(configs[s.provider], combined) for s in slots for _ in range(ask.rounds)]
+            answers.append((configs[judge[0]], combined))
+        call.policy.check_plan(answers, ask.max_tokens)
+
     async def _fan_out(
-        self, ask: ConsensusRequest, method: str, slots: list[_Slot], request: CompletionRequest,
-        results: dict[int, PoolResult], progress: Progress | None, started: float,
+        self, ask: ConsensusRequest, method: str, slots: list[_Slot], providers: Mapping[str, Provider],
+        request: CompletionRequest, results: dict[int, Completion], progress: Progress | None, started: float,
     ) -> tuple[bool, list[str]]:
         """Run every slot; returns (stopped early, slots missing at the deadline)."""
         soft_at = None if ask.deadline_s is None else started + ask.deadline_s
         hard_s = ask.hard_deadline_s or (ask.deadline_s * 2 if ask.deadline_s else None)
         hard_at = None if hard_s is None else started + hard_s
-        send, receive = anyio.create_memory_object_stream[tuple[_Slot, PoolResult | ProviderError | None]](len(slots))
+        send, receive = anyio.create_memory_object_stream[tuple[_Slot, Completion | OrchestrationError]](len(slots))
         pending = {slot.index for slot in slots}
         early_stop = False
 
         async def answer(slot: _Slot) -> None:
             timeout_s = None if hard_at is None else max(0.001, hard_at - self.timer())
-            options = CallOptions(providers=[slot.provider], max_fallbacks=0, timeout_s=timeout_s)
             try:
-                outcome: PoolResult | ProviderError | None = await self.pool.complete(
-                    request, options=options, tool="consensus")
-            except OrchestrationError as exc:
-                errors = getattr(exc, "errors", None)
-                outcome = errors[-1] if errors else ProviderError(slot.provider, str(exc))
+                outcome: Completion | OrchestrationError = await providers[slot.provider].complete(
+                    replace(request, timeout_s=timeout_s))
+            except OrchestrationError as exc:  # a provider error, or this answer refused or withheld by policy
+                outcome = exc
             try:
                 await send.send((slot, outcome))
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -260,7 +306,10 @@ class ConsensusService:
                 group.start_soon(answer, slot)
             with send, receive:
                 while pending:
-                    deadline = soft_at if soft_at is not None and self.timer() < soft_at else hard_at
+                    past_soft = soft_at is not None and self.timer() >= soft_at
+                    if past_soft and len(results) >= 2:
+                        break  # a late second answer arrived past the soft deadline: go on with these
+                    deadline = hard_at if past_soft or soft_at is None else soft_at
                     with anyio.move_on_after(None if deadline is None else max(0.0, deadline - self.timer())):
                         slot, outcome = await receive.receive()
                         pending.discard(slot.index)
@@ -282,24 +331,28 @@ class ConsensusService:
         for slot in slots:
             if slot.index in pending:
                 slot.report.status = "cancelled" if early_stop else "missing"
-        missing = [] if early_stop else [f"{s.provider}#{s.sample}" for s in slots if s.index in pending]
+        missing = [] if early_stop else [f"{s.provider}#{s.sample}" for s in slots if s.report.status == "missing"]
         return early_stop, missing
 
-    def _settle(self, slot: _Slot, outcome: PoolResult | ProviderError | None, results: dict[int, PoolResult]) -> None:
+    def _settle(self, slot: _Slot, outcome: Completion | OrchestrationError, results: dict[int, Completion]) -> None:
         report = slot.report
-        if isinstance(outcome, PoolResult):
+        if isinstance(outcome, Completion):
             results[slot.index] = outcome
-            usage = outcome.completion.usage
-            report.status, report.model, report.answer = "ok", outcome.completion.model, outcome.completion.text
-            report.latency_ms = round(outcome.provider_wait_ms, 3)
+            usage = outcome.usage
+            report.status, report.model, report.answer = "ok", outcome.model, outcome.text
+            report.latency_ms = round(outcome.latency_ms, 3)
             report.input_tokens, report.output_tokens = usage.input_tokens, usage.output_tokens
             report.cost_usd = round(outcome.cost_usd, 10)
+            return
+        report.status = "missing" if isinstance(outcome, DeadlineExceeded) else "error"
+        if isinstance(outcome, ProviderError):
+            report.error, report.error_class = outcome.detail, outcome.error_class
         else:
-            report.status = "error"
-            report.error = outcome.detail if isinstance(outcome, ProviderError) else "no answer"
-            report.error_class = outcome.error_class if isinstance(outcome, ProviderError) else None
+            report.error = str(outcome)
+            report.error_class = ("guardrail_blocked" if isinstance(outcome, GuardrailBlocked) else
+                                  "ceiling_exceeded" if isinstance(outcome, CeilingExceeded) else "error")
 
-    def _settled(self, ask: ConsensusRequest, slots: list[_Slot], results: dict[int, PoolResult],
+    def _settled(self, ask: ConsensusRequest, slots: list[_Slot], results: dict[int, Completion],
                  pending: set[int]) -> bool:
         ballots = [b for b in (self._ballot(s, results.get(s.index), ask, "vote") for s in slots) if b]
         outstanding = sum(s.weight for s in slots if s.index in pending)
@@ -307,10 +360,10 @@ class ConsensusService:
 
     # -- aggregation ------------------------------------------------------------------------------------
 
-    def _ballot(self, slot: _Slot, result: PoolResult | None, ask: ConsensusRequest, method: str) -> Ballot | None:
+    def _ballot(self, slot: _Slot, result: Completion | None, ask: ConsensusRequest, method: str) -> Ballot | None:
         if result is None:
             return None
-        text, confidence = result.completion.text, None
+        text, confidence = result.text, None
         if method == "bayesian":
             text, confidence = parse_confident_answer(text)
             slot.report.confidence = confidence
@@ -343,15 +396,14 @@ class ConsensusService:
 
     # -- synthesis (judge) ------------------------------------------------------------------------------
 
-    def _judge(self, ask: ConsensusRequest, answerers: list[str]) -> str:
-        if ask.judge:
-            self.pool.candidates([ask.judge])
-            return ask.judge  # named by the caller: allowed even if it also answers
+    def _judge(self, ask: ConsensusRequest, answerers: list[str], call: Call) -> tuple[str, Provider]:
+        if ask.judge:  # named by the caller: allowed even if it also answers
+            return ask.judge, self.pool.provider(ask.judge, call)
         others = [name for name in self.pool.choose(len(self.pool.configs)) if name not in answerers]
         if not others:
             raise ConsensusInputError("synthesize needs a judge that is not one of the answerers: name one with "
                                       "`judge` (it may be an answerer if you insist), or configure another provider")
-        return others[0]
+        return others[0], self.pool.provider(others[0], call)
 
     def judge_prompt(self, question: str, answers: Sequence[str]) -> tuple[str, list[int]]:
         """The judge's user message: the question, then the answers anonymised and shuffled inside
@@ -367,36 +419,33 @@ class ConsensusService:
                 + "\n\nWrite the single best final answer to the question.")
         return text, order
 
-    async def _synthesize(self, ask: ConsensusRequest, judge: str, ballots: list[Ballot], outcome: Outcome,
-                          started: float) -> tuple[Outcome, ResponseReport]:
-        prompt, _ = self.judge_prompt(ask.prompt, [b.text for b in ballots])
-        request = CompletionRequest(messages=(Message("user", prompt),), system=JUDGE_SYSTEM,
-                                    max_tokens=ask.max_tokens, temperature=0)
+    async def _synthesize(self, ask: ConsensusRequest, question: str, judge: tuple[str, Provider],
+                          ballots: list[Ballot], outcome: Outcome, started: float) -> tuple[Outcome, ResponseReport]:
+        prompt, _ = self.judge_prompt(question, [b.text for b in ballots])
         remaining = None if ask.hard_deadline_s is None else max(0.001, started + ask.hard_deadline_s - self.timer())
-        result = await self.pool.complete(request, options=CallOptions(providers=[judge], timeout_s=remaining),
-                                          tool="consensus")
-        usage = result.completion.usage
-        report = ResponseReport(provider=judge, model=result.completion.model, status="ok",
-                                answer=result.completion.text, latency_ms=round(result.provider_wait_ms, 3),
-                                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                                cost_usd=round(result.cost_usd, 10))
-        synthesized = Outcome(result.completion.text, outcome.agreement,
+        request = CompletionRequest(messages=(Message("user", prompt),), system=JUDGE_SYSTEM,
+                                    max_tokens=ask.max_tokens, temperature=0, timeout_s=remaining)
+        result = await judge[1].complete(request)
+        usage = result.usage
+        report = ResponseReport(provider=judge[0], model=result.model, status="ok", answer=result.text,
+                                latency_ms=round(result.latency_ms, 3), input_tokens=usage.input_tokens,
+                                output_tokens=usage.output_tokens, cost_usd=round(result.cost_usd, 10))
+        synthesized = Outcome(result.text, outcome.agreement,
                               "lexical agreement among the answers the judge combined: " + outcome.agreement_basis,
                               outcome.winners, outcome.tie, outcome.groups)
         return synthesized, report
 
-    async def _refine(self, ask: ConsensusRequest, slots: list[_Slot], ballots: list[Ballot],
-                      results: dict[int, PoolResult]) -> list[Ballot]:
+    async def _refine(self, ask: ConsensusRequest, question: str, slots: list[_Slot], ballots: list[Ballot],
+                      results: dict[int, Completion], providers: Mapping[str, Provider]) -> list[Ballot]:
         """One Mixture-of-Agents round: each answerer sees every answer (anonymised) and revises its own."""
-        prompt, _ = self.judge_prompt(ask.prompt, [b.text for b in ballots])
+        prompt, _ = self.judge_prompt(question, [b.text for b in ballots])
         request = CompletionRequest(messages=(Message("user", prompt + "\n\nRevise and improve on them."),),
                                     system=JUDGE_SYSTEM, max_tokens=ask.max_tokens, temperature=ask.temperature)
-        revised: dict[int, PoolResult] = {}
+        revised: dict[int, Completion] = {}
 
         async def revise(slot: _Slot) -> None:
             try:
-                revised[slot.index] = await self.pool.complete(
-                    request, options=CallOptions(providers=[slot.provider], max_fallbacks=0), tool="consensus")
+                revised[slot.index] = await providers[slot.provider].complete(request)
             except OrchestrationError:
                 pass  # keep the earlier answer
 
@@ -407,9 +456,9 @@ class ConsensusService:
         for index, result in revised.items():
             results[index] = result
             slot = slots[index]
-            slot.report.answer = result.completion.text
-            slot.report.input_tokens += result.completion.usage.input_tokens
-            slot.report.output_tokens += result.completion.usage.output_tokens
+            slot.report.answer = result.text
+            slot.report.input_tokens += result.usage.input_tokens
+            slot.report.output_tokens += result.usage.output_tokens
             slot.report.cost_usd = round(slot.report.cost_usd + result.cost_usd, 10)
         return [b for b in (self._ballot(s, results.get(s.index), ask, "synthesize") for s in slots) if b]
 

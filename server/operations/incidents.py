@@ -18,15 +18,19 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from server.config import AlertMetric, Config, ResponseAction
+from server.errors import OrchestrationError
 from server.operations.incident_types import Incident, IncidentAction
-from server.pool.pool import PoolMember, ProviderPool
+from server.pool.pool import ProviderPool
 from server.security.redact import redact
-from server.store import Store
+from server.store import CallStore, IncidentStore
+
+if TYPE_CHECKING:
+    from server.pool.member import PoolMember
 
 logger = logging.getLogger(__name__)
 ALERT_METRICS: tuple[AlertMetric, ...] = ("latency_p95_ms", "error_rate", "cost_per_hour_usd")
@@ -35,31 +39,48 @@ WorkflowRunner = Callable[[str, Mapping[str, Any]], Awaitable[str]]
 Listener = Callable[[], Awaitable[None]]
 
 
-class UnknownIncident(ValueError):
+class IncidentError(OrchestrationError):
+    """Root of the incident service's errors."""
+
+
+class UnknownIncident(IncidentError):
     """No incident has the given id."""
+
+
+class IncidentResolved(IncidentError):
+    """The incident was already resolved: there is nothing to acknowledge."""
 
 
 class IncidentService:
     """Evaluates thresholds, keeps incidents and takes automated responses.
 
     Args:
-        store: where incidents live and figures come from.
+        incidents: where incidents live.
+        calls: where the figures come from (and what roll-ups trim).
         pool: the provider pool the responses act on.
         config: ``[alerts]`` and ``[operations]``.
         clock: Unix seconds (the pool's breakers use the same clock).
         run_workflow: the ``run_workflow`` response's hook; ``None`` records that action as failed.
         sleep: how the schedule waits (tests pass a fake).
+        claim: ``(job, interval_s, now) -> bool``: whether this process runs the job (``evaluate``, ``roll_up``)
+            in the current interval. Replicas sharing a PostgreSQL database pass the store's
+            ``claim_interval`` (an advisory lock and the last claimed slot), so each interval's evaluation runs on
+            one replica and a threshold crossing opens one incident; default: always this process.
     """
 
-    def __init__(self, store: Store, pool: ProviderPool, config: Config, *, clock: Callable[[], float] = time.time,
+    def __init__(self, incidents: IncidentStore, calls: CallStore, pool: ProviderPool, config: Config, *,
+                 clock: Callable[[], float] = time.time,
                  run_workflow: WorkflowRunner | None = None,
-                 sleep: Callable[[float], Awaitable[Any]] = anyio.sleep) -> None:
-        self.store = store
+                 sleep: Callable[[float], Awaitable[Any]] = anyio.sleep,
+                 claim: Callable[[str, float, float], Awaitable[bool]] | None = None) -> None:
+        self.incidents = incidents
+        self.calls = calls
         self.pool = pool
         self.config = config
         self.clock = clock
         self.run_workflow = run_workflow
         self._sleep = sleep
+        self._claim = claim
         self._listeners: list[Listener] = []
         self._demoted: dict[str, tuple[int, float]] = {}  # provider -> (configured priority, demoted until)
         self._lock = anyio.Lock()
@@ -86,11 +107,11 @@ class IncidentService:
 
     async def active(self) -> list[Incident]:
         """Open and acknowledged incidents, newest first."""
-        return await active_incidents(self.store)
+        return await active_incidents(self.incidents)
 
     async def recent(self, limit: int = 100) -> list[Incident]:
         """Every incident, newest first, at most ``limit``."""
-        return [Incident.model_validate(i) for i in await self.store.list_incidents(limit=limit)]
+        return [Incident.model_validate(i) for i in await self.incidents.list_incidents(limit=limit)]
 
     # -- the schedule ---------------------------------------------------------------------------------------
 
@@ -99,10 +120,18 @@ class IncidentService:
         while True:
             await self._sleep(self.config.alerts.interval_s)
             try:
-                await self.evaluate()
-                await self.maybe_roll_up()
+                await self.tick()
             except Exception:
                 logger.exception("alert evaluation failed")
+
+    async def tick(self) -> list[Incident]:
+        """What the schedule does once per interval: evaluate (if this process claims the interval, see
+        ``claim``) and roll up when due. Returns the incidents that changed."""
+        changed: list[Incident] = []
+        if self._claim is None or await self._claim("evaluate", self.config.alerts.interval_s, self.clock()):
+            changed = await self.evaluate()
+        await self.maybe_roll_up()
+        return changed
 
     async def maybe_roll_up(self) -> int:
         """Delete raw records past retention if ``rollup_interval_s`` has passed since the last roll-up."""
@@ -111,7 +140,9 @@ class IncidentService:
         if now - self._last_rollup < operations.rollup_interval_s:
             return 0
         self._last_rollup = now
-        deleted = await self.store.roll_up(now - operations.raw_retention_s)
+        if self._claim is not None and not await self._claim("roll_up", operations.rollup_interval_s, now):
+            return 0  # another replica rolls up in this interval
+        deleted = await self.calls.roll_up(now - operations.raw_retention_s)
         if deleted:
             logger.info("rolled up %d raw call record(s)", deleted)
         return deleted
@@ -133,7 +164,7 @@ class IncidentService:
             return []
         from server.operations.summary import operations_summary  # not at start-up: the first evaluation is interval_s later
 
-        summary = await operations_summary(self.store, alerts, window=alerts.window, group_by="provider",
+        summary = await operations_summary(self.calls, alerts, window=alerts.window, group_by="provider",
                                            metrics=["errors", "latency", "cost"], settings=self.config.operations,
                                            clock=self.clock)
         changed: list[Incident] = []
@@ -174,7 +205,7 @@ class IncidentService:
         return incident
 
     async def _save(self, incident: Incident) -> None:
-        await self.store.put_incident(incident.model_dump(mode="json"))
+        await self.incidents.put_incident(incident.model_dump(mode="json"))
 
     # -- automated responses --------------------------------------------------------------------------------
 
@@ -196,7 +227,7 @@ class IncidentService:
         for member in self.pool.members:
             if member.config.name == incident.provider:
                 return member
-        raise ValueError(f"provider {incident.provider!r} is not in the pool")
+        raise IncidentError(f"provider {incident.provider!r} is not in the pool")
 
     @staticmethod
     def _open_circuit(member: PoolMember, duration_s: float, now: float) -> str:
@@ -234,20 +265,20 @@ class IncidentService:
 
         Raises:
             UnknownIncident: no such id.
-            ValueError: the incident is already resolved.
+            IncidentResolved: the incident is already resolved.
         """
         # Free text kept and shown to every reader: secrets (configured keys, key shapes) are masked first.
         secrets = self.config.secrets()
         by = None if by is None else redact(by, secrets)
         note = None if note is None else redact(note, secrets)
         async with self._lock:
-            found = await self.store.get_incident(incident_id)
+            found = await self.incidents.get_incident(incident_id)
             if found is None:
                 raise UnknownIncident(f"no incident with id {incident_id!r}: monitor_operations or "
                                       "operations://incidents lists them")
             incident = Incident.model_validate(found)
             if incident.status == "resolved":
-                raise ValueError(f"incident {incident_id} was already resolved; nothing to acknowledge")
+                raise IncidentResolved(f"incident {incident_id} was already resolved; nothing to acknowledge")
             if incident.status == "acknowledged" and (note is None or note == incident.note):
                 return incident
             incident.status = "acknowledged"
@@ -259,9 +290,9 @@ class IncidentService:
         return incident
 
 
-async def active_incidents(store: Store) -> list[Incident]:
-    """Open and acknowledged incidents in ``store``, newest first."""
-    return [Incident.model_validate(i) for i in await store.list_incidents(active_only=True)]
+async def active_incidents(incidents: IncidentStore) -> list[Incident]:
+    """Open and acknowledged incidents, newest first."""
+    return [Incident.model_validate(i) for i in await incidents.list_incidents(active_only=True)]
 
 
 def _any_threshold(config: Config) -> bool:

@@ -22,6 +22,6 @@ async def summarize(deps: Dependencies, *, window: str = "1h", group_by: GroupBy
     """
     incidents = await deps.incidents.active() if deps.incidents is not None else []
     return await operations_summary(
-        deps.store, deps.config.alerts, window=window, group_by=group_by, metrics=metrics,
+        deps.store.calls, deps.config.alerts, window=window, group_by=group_by, metrics=metrics,
         settings=deps.config.operations, providers=pool_state(deps.pool, deps.clock).providers,
         incidents=incidents, clock=deps.clock)

@@ -25,11 +25,12 @@ from typing import Literal
 from pydantic import Field
 
 from server.config import AlertsConfig, OperationsConfig, Thresholds
+from server.errors import InvalidRequest
 from server.operations.histogram import RELATIVE_ERROR, add_value, merge, quantiles
 from server.operations.incident_types import Incident
 from server.models import DeferredModel
 from server.pool.status import ProviderState
-from server.store import GROUP_COLUMNS, AggregateRow, CallRow, GroupBy, Store
+from server.store import GROUP_COLUMNS, AggregateRow, CallRow, CallStore, GroupBy
 
 _WINDOW = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -56,14 +57,14 @@ def parse_window(text: str) -> float:
     """``"15m"``, ``"1h"``, ``"24h"``, ``"7d"`` … to seconds.
 
     Raises:
-        ValueError: not of the form NUMBER+UNIT (s, m, h, d, w), zero, or longer than a year.
+        InvalidRequest: not of the form NUMBER+UNIT (s, m, h, d, w), zero, or longer than a year.
     """
     match = _WINDOW.match(text or "")
     if not match:
-        raise ValueError(f"window {text!r} is not of the form 15m, 1h, 24h, 7d (units s, m, h, d, w)")
+        raise InvalidRequest(f"window {text!r} is not of the form 15m, 1h, 24h, 7d (units s, m, h, d, w)")
     seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
     if not 0 < seconds <= MAX_WINDOW_S:
-        raise ValueError(f"window {text!r} must be longer than 0 and at most 366d")
+        raise InvalidRequest(f"window {text!r} must be longer than 0 and at most 366d")
     return seconds
 
 
@@ -86,7 +87,7 @@ def series_step_s(window_s: float, *, minimum_s: float = 1) -> int:
 
 
 class SeriesPoint(DeferredModel):
-    """One time bucket: ``t`` is its start (Unix seconds); latencies in milliseconds."""
+    """One time bucket: ``t`` is its start (Unix seconds); latencies in milliseconds, cost in USD."""
 
     t: float
     calls: int
@@ -95,6 +96,7 @@ class SeriesPoint(DeferredModel):
     latency_p50_ms: float | None
     latency_p95_ms: float | None
     latency_p99_ms: float | None
+    cost_usd: float = 0.0
 
 
 class Figures(DeferredModel):
@@ -160,6 +162,8 @@ class _Acc:
 
     def add_row(self, row: CallRow) -> None:
         _, _, status, latency_ms, input_tokens, output_tokens, cost_usd = row
+        if status == "cancelled":  # early stop, a deadline, the client: not a call the provider failed
+            return
         self.calls += 1
         self.errors += status != "ok"
         self.input_tokens += input_tokens
@@ -208,7 +212,8 @@ class _Acc:
         p50, p95, p99 = self.percentiles()
         return SeriesPoint(t=t, calls=self.calls, errors=self.errors,
                            error_rate=self.errors / self.calls if self.calls else 0.0,
-                           latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99)
+                           latency_p50_ms=p50, latency_p95_ms=p95, latency_p99_ms=p99,
+                           cost_usd=round(self.cost_usd, 10))
 
 
 def _round(value: float | None) -> float | None:
@@ -228,7 +233,7 @@ def alerts_for(groups: Sequence[GroupSummary], thresholds: AlertsConfig, group_b
 
 
 async def operations_summary(
-    store: Store,
+    store: CallStore,
     thresholds: AlertsConfig | None = None,
     *,
     window: str = "1h",
@@ -246,14 +251,14 @@ async def operations_summary(
             ``series``, ``previous``); default all. ``calls`` is always filled.
 
     Raises:
-        ValueError: a malformed window, an unknown ``group_by`` or metric.
+        InvalidRequest: a malformed window, an unknown ``group_by`` or metric.
     """
     window_s = parse_window(window)
     if group_by not in GROUP_COLUMNS:
-        raise ValueError(f"cannot group by {group_by!r}; use one of {', '.join(GROUP_COLUMNS)}")
+        raise InvalidRequest(f"cannot group by {group_by!r}; use one of {', '.join(GROUP_COLUMNS)}")
     unknown = [m for m in metrics or () if m not in METRICS]
     if unknown:
-        raise ValueError(f"unknown metric(s) {', '.join(map(repr, unknown))}; use some of {', '.join(METRICS)}")
+        raise InvalidRequest(f"unknown metric(s) {', '.join(map(repr, unknown))}; use some of {', '.join(METRICS)}")
     settings = settings or OperationsConfig()
     thresholds = thresholds or AlertsConfig()
     wanted = set(metrics or METRICS) | {"calls"}

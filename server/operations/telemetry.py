@@ -243,16 +243,25 @@ def span(telemetry: Telemetry | None, name: str, attributes: Mapping[str, Any] |
 
 
 class InstrumentedProvider:
-    """A provider that reports each attempt as a span and to the metrics; otherwise the wrapped provider."""
+    """A provider that reports each attempt as a span and to the metrics; otherwise the wrapped provider, every
+    delegated method written out (pydantic-ai's ``InstrumentedModel`` does the same)."""
 
     def __init__(self, inner: Any, config: ProviderConfig, telemetry: Telemetry) -> None:
         self._inner = inner
         self._config = config
         self._telemetry = telemetry
         self.name = getattr(inner, "name", config.name)
+        self.model = getattr(inner, "model", config.model)
 
-    def __getattr__(self, item: str) -> Any:  # prepare(), optional capabilities
-        return getattr(self._inner, item)
+    async def prepare(self) -> None:
+        """The wrapped provider's one-time set-up, if it has one."""
+        prepare = getattr(self._inner, "prepare", None)
+        if prepare is not None:
+            await prepare()
+
+    async def aclose(self) -> None:
+        """Close the wrapped provider."""
+        await self._inner.aclose()
 
     async def complete(self, request: Any) -> Any:
         config, telemetry = self._config, self._telemetry

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from server.pool.providers import CompletionRequest
+
 
 def strip_code_fence(text: str) -> str:
     """The text inside a single Markdown code fence (models often wrap JSON in one), else the text stripped."""
@@ -15,3 +20,13 @@ def strip_code_fence(text: str) -> str:
 def estimate_tokens(text: str) -> int:
     """Rough token count for limits and routing: one token per four characters (OpenAI's rule of thumb)."""
     return (len(text) + 3) // 4
+
+
+def prompt_tokens(request: CompletionRequest) -> int:
+    """Estimated input tokens of a request: its system prompt and every message."""
+    return estimate_tokens(request.system or "") + sum(estimate_tokens(m.content) for m in request.messages)
+
+
+def request_tokens(request: CompletionRequest) -> int:
+    """Estimated tokens a request may use (input plus ``max_tokens``), for the tokens-per-minute limits."""
+    return prompt_tokens(request) + request.max_tokens

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from server.errors import OrchestrationError
+
 Role = Literal["user", "admin"]
 ROLE_RANK = {"user": 1, "admin": 2}
 
@@ -46,9 +48,24 @@ class Principal:
 
 
 LOCAL = Principal("local", "admin", authenticated=False)
+INCIDENT_RESPONSE = Principal("system:incidents", "admin")
+"""The principal an incident's ``run_workflow`` response starts its run under (its model calls are screened and
+recorded as this principal's)."""
 
 
-class Forbidden(PermissionError):
+def run_principal(owner: str | None) -> Principal:
+    """The principal a workflow run's steps act for, from the run's recorded owner id: the local user for runs
+    started without authentication, a system principal (``system:…``) as itself, else the starter's id (as a
+    ``user``: the policy and the response cache need only the id, and a step can continue only the starter's own
+    conversations)."""
+    if owner is None:
+        return LOCAL
+    if owner.startswith("system:"):
+        return Principal(owner, "admin")
+    return Principal(owner, "user")
+
+
+class Forbidden(OrchestrationError):
     """The caller's role does not allow the action."""
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.errors import OrchestrationError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[..., Any]
 """``socket.getaddrinfo``-shaped: ``(host, port) -> [(family, type, proto, canonname, (address, port, …)), …]``."""
@@ -42,7 +44,7 @@ _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _ISATAP_IDS = (0x00005EFE, 0x02005EFE)
 
 
-class AddressRefused(ValueError):
+class AddressRefused(OrchestrationError):
     """A URL points at an address the policy refuses. The message names the host, never credentials."""
 
 

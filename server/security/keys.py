@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from server.store import ApiKeyRecord, Store
+from server.store import ApiKeyRecord, KeyStore
 
 KEY_PREFIX = "aiom_"
 ROLES = ("user", "admin")
@@ -44,7 +44,7 @@ class CreatedKey:
     record: ApiKeyRecord
 
 
-async def create_key(store: Store, name: str, role: str, *, expires_in_s: float | None = None,
+async def create_key(store: KeyStore, name: str, role: str, *, expires_in_s: float | None = None,
                      clock: Callable[[], float] = time.time) -> CreatedKey:
     """Make and store a new key.
 

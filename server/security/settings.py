@@ -95,12 +95,14 @@ class LimitSettings(_Strict):
 
 
 class GuardrailSettings(_Strict):
-    """``[guardrails]``: input and output policies on ``orchestrate`` and ``consensus``."""
+    """``[guardrails]``: input and output policies on every path to a provider (see :mod:`server.pool.policy`)."""
 
     allowed_models: tuple[str, ...] | None = None
     blocked_input_patterns: tuple[str, ...] = ()
     blocked_output_patterns: tuple[str, ...] = ()
     redact_pii: bool = False
+    phone_region: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    """The region (ISO 3166-1 alpha-2) whose national phone numbers PII redaction recognises (full mode)."""
 
     @field_validator("blocked_input_patterns", "blocked_output_patterns")
     @classmethod

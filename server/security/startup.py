@@ -6,7 +6,7 @@ from typing import Any
 
 from server.config import Config
 from server.errors import ConfigError
-from server.store import Store
+from server.store import KeyStore
 
 
 def check_provider_addresses(config: Config) -> None:
@@ -26,7 +26,7 @@ def check_provider_addresses(config: Config) -> None:
                 raise ConfigError(str(exc), key=f"providers[{index}].base_url") from None
 
 
-def http_verifier(config: Config, store: Store) -> Any:
+def http_verifier(config: Config, store: KeyStore) -> Any:
     """The token verifier for authenticated HTTP: API keys, then JWTs when ``[auth.jwt]`` is configured."""
     from server.security.verifiers import ApiKeyVerifier, ChainVerifier, JwtVerifier
 

@@ -22,7 +22,7 @@ from mcp.server.auth.provider import AccessToken
 from server.security import Principal
 from server.security.keys import hash_key, key_state, looks_like_key
 from server.security.settings import JwtSettings
-from server.store import Store
+from server.store import KeyStore
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ApiKeyVerifier:
         cache_s: how long a verified key is trusted without a store lookup (revocation takes effect within it).
     """
 
-    def __init__(self, store: Store, *, cache_s: float = 2.0, extra_scopes: tuple[str, ...] = (),
+    def __init__(self, store: KeyStore, *, cache_s: float = 2.0, extra_scopes: tuple[str, ...] = (),
                  clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._extra_scopes = list(extra_scopes)
@@ -45,7 +45,11 @@ class ApiKeyVerifier:
     async def verify_token(self, token: str) -> AccessToken | None:
         if not looks_like_key(token):
             return None
-        digest = hash_key(token)
+        return await self.verify_digest(hash_key(token))
+
+    async def verify_digest(self, digest: str) -> AccessToken | None:
+        """:meth:`verify_token` for a key known by its SHA-256 (a dashboard session holds that, never the key),
+        through the same cache."""
         now = self._clock()
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
@@ -140,6 +144,11 @@ class ChainVerifier:
 
     def __init__(self, *verifiers: Any) -> None:
         self._verifiers = verifiers
+
+    @property
+    def api_keys(self) -> ApiKeyVerifier | None:
+        """The API-key verifier of the chain, if it has one."""
+        return next((v for v in self._verifiers if isinstance(v, ApiKeyVerifier)), None)
 
     async def verify_token(self, token: str) -> AccessToken | None:
         for verifier in self._verifiers:

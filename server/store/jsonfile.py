@@ -1,9 +1,11 @@
 """Simple mode's store: patterns and saved workflows in one JSON file; everything else in memory.
 
-Call records, conversations, the response cache and runs live in memory as in :class:`MemoryStore` (simple mode
-keeps no history across restarts). Patterns, every version of each, are written to the file on each change by
-an atomic replace (a temporary file in the same folder, flushed and fsynced, then ``os.replace``), so a crash
-leaves the old file or the new one, never half of one.
+Call records, conversations, the response cache and run records live in memory as in
+:class:`~server.store.memory.MemoryStore` (simple mode keeps no history across restarts). Patterns (every version of
+each) and saved workflows are written to the file on each change by an atomic replace (a temporary file in the
+same folder, flushed and fsynced, then ``os.replace``), so a crash leaves the old file or the new one, never half
+of one, and a change is on disk before its version is returned. The file belongs to one serving process
+(:mod:`server.store.serving_lock`).
 
 The file (UTF-8 JSON)::
 
@@ -38,8 +40,10 @@ from typing import Any
 import anyio
 
 from server.errors import ConfigError
-from server.store import PatternRecord, WorkflowRecord
-from server.store.memory import MemoryStore
+from server.store.errors import StorageError, condition_of
+from server.store.memory import MemoryStore, MemoryWorkflows
+from server.store.memory_patterns import MemoryPatterns
+from server.store.records import PatternRecord, WorkflowRecord
 
 logger = logging.getLogger(__name__)
 FORMAT = "ai-orchestration-mcp/simple-state"
@@ -48,45 +52,77 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(PatternRecord))
 
 
 class StateFileError(ConfigError):
-    """The state file cannot be read (invalid JSON, another format, a newer version) or written.
+    """The state file cannot be read (invalid JSON, another format, a newer version).
 
     A ``ConfigError``: the server refuses to start on an unreadable file rather than overwrite what it holds.
     """
 
 
-class JSONFileStore(MemoryStore):
-    """The simple-mode store.
+class StateFile:
+    """The document on disk, written whole on every change (under a lock, so changes never interleave).
 
     Args:
-        path: the JSON file; created (with its folder) on the first change. A missing file is an empty store.
+        path: the JSON file; a missing one is an empty document (the file is created on the first change).
 
     Raises:
         StateFileError: the file exists but is not a state file this version can read (names the file and why).
     """
 
     def __init__(self, path: str | Path) -> None:
-        super().__init__()
         self.path = Path(path)
-        self._document = _read(self.path)
-        self.workflows = {name: _workflow_record(self.path, name, entry)
-                          for name, entry in (self._document.get("workflows") or {}).items()}
-        for name, versions in (self._document.get("patterns") or {}).items():
-            self.patterns[name] = [_record(self.path, name, entry) for entry in versions]
-        self._lock = anyio.Lock()
+        self.document = _read(self.path)
+        self.lock = anyio.Lock()
+        self.patterns = MemoryPatterns()
+        self.workflows = MemoryWorkflows()
+        self.workflows.workflows = {name: _workflow_record(self.path, name, entry)
+                                    for name, entry in (self.document.get("workflows") or {}).items()}
+        for name, versions in (self.document.get("patterns") or {}).items():
+            self.patterns.patterns[name] = [_record(self.path, name, entry) for entry in versions]
+
+    async def save(self, what: str) -> None:
+        """Write the whole document atomically (serialised here, written on a worker thread).
+
+        Raises:
+            StorageError: the file could not be written (it is left as it was).
+        """
+        document = {
+            **self.document,
+            "format": FORMAT,
+            "version": VERSION,
+            "patterns": {name: [_entry(r) for r in versions]
+                         for name, versions in sorted(self.patterns.patterns.items())},
+            "workflows": {name: dataclasses.asdict(record)
+                          for name, record in sorted(self.workflows.workflows.items())},
+        }
+        try:
+            data = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+            await anyio.to_thread.run_sync(write_atomically, self.path, data)
+        except (OSError, UnicodeError) as exc:
+            logger.error("state file %s: %s was not stored (%s)", self.path, what, condition_of(exc))
+            raise StorageError.of(exc, what) from exc
+
+
+class JSONFilePatterns(MemoryPatterns):
+    """Patterns kept in memory and written to the :class:`StateFile` on every change."""
+
+    def __init__(self, state: StateFile) -> None:
+        super().__init__()
+        self.patterns = state.patterns.patterns
+        self._state = state
 
     async def put_pattern(self, record: PatternRecord, *, keep_registered: bool = False
                           ) -> tuple[PatternRecord, bool]:
         """Store the next version and write the file; on a failed write nothing is stored.
 
         Raises:
-            StateFileError: the file could not be written (the in-memory library is left as it was).
+            StorageError: the file could not be written (the in-memory library is left as it was).
         """
-        async with self._lock:
+        async with self._state.lock:
             stored, changed = await super().put_pattern(record, keep_registered=keep_registered)
             if changed:
                 try:
-                    await self._save()
-                except StateFileError:
+                    await self._state.save(f"pattern {record.name!r}")
+                except StorageError:
                     history = self.patterns[record.name]
                     history.pop()
                     if not history:
@@ -94,19 +130,28 @@ class JSONFileStore(MemoryStore):
                     raise
             return stored, changed
 
+
+class JSONFileWorkflows(MemoryWorkflows):
+    """Saved workflows kept in memory and written to the :class:`StateFile` on every change."""
+
+    def __init__(self, state: StateFile) -> None:
+        super().__init__()
+        self.workflows = state.workflows.workflows
+        self._state = state
+
     async def put_workflow(self, name: str, definition: dict[str, Any], ts: float) -> tuple[WorkflowRecord, bool]:
         """Save a workflow definition and write the file; on a failed write nothing is stored.
 
         Raises:
-            StateFileError: the file could not be written (the saved workflows are left as they were).
+            StorageError: the file could not be written (the saved workflows are left as they were).
         """
-        async with self._lock:
+        async with self._state.lock:
             previous = self.workflows.get(name)
             stored, changed = await super().put_workflow(name, definition, ts)
             if changed:
                 try:
-                    await self._save()
-                except StateFileError:
+                    await self._state.save(f"workflow {name!r}")
+                except StorageError:
                     if previous is None:
                         del self.workflows[name]
                     else:
@@ -114,28 +159,27 @@ class JSONFileStore(MemoryStore):
                     raise
             return stored, changed
 
-    async def _save(self) -> None:
-        """Write the whole document atomically (serialised here, written on a worker thread).
 
-        Raises:
-            StateFileError: the file could not be written.
-        """
-        document = {
-            **self._document,
-            "format": FORMAT,
-            "version": VERSION,
-            "patterns": {name: [_entry(r) for r in versions] for name, versions in sorted(self.patterns.items())},
-            "workflows": {name: dataclasses.asdict(record) for name, record in sorted(self.workflows.items())},
-        }
-        text = json.dumps(document, ensure_ascii=False, indent=1)
-        try:
-            await anyio.to_thread.run_sync(write_atomically, self.path, text)
-        except OSError as exc:
-            raise StateFileError(f"cannot write the state file {self.path}: {exc.strerror or exc}") from exc
+class JSONFileStore(MemoryStore):
+    """The simple-mode store: :class:`MemoryStore` with patterns and saved workflows in a :class:`StateFile`.
+
+    Args:
+        path: the JSON file.
+
+    Raises:
+        StateFileError: the file exists but is not a state file this version can read (names the file and why).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.state = StateFile(path)
+        self.path = self.state.path
+        self.patterns = JSONFilePatterns(self.state)
+        self.workflows = JSONFileWorkflows(self.state)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` (UTF-8) atomically: a temporary sibling, fsynced, then ``os.replace``.
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically: a temporary sibling, fsynced, then ``os.replace``.
 
     Raises:
         OSError: the folder or file cannot be written (``path`` is then unchanged).
@@ -143,8 +187,8 @@ def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)

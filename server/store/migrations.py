@@ -73,7 +73,7 @@ def _m004_patterns(db: sqlite_utils.Database) -> None:
 
 
 def _m005_workflows(db: sqlite_utils.Database) -> None:
-    # Saved workflow definitions (current version); runs live in the workflow runtime (DBOS's own tables).
+    # Saved workflow definitions (current version); run records came later (008_runs).
     db["workflows"].create({"name": str, "version": int, "definition": str, "created_at": float,
                             "updated_at": float}, pk="name", not_null={"version", "definition"})
 
@@ -115,6 +115,18 @@ def _m007_security(db: sqlite_utils.Database) -> None:
     db["guardrail_decisions"].create_index(["ts"], if_not_exists=True)
 
 
+def _m008_runs(db: sqlite_utils.Database) -> None:
+    # Workflow run records of the server's own (server.store.WorkflowRun): the owner is a column, so listing a
+    # principal's runs is an indexed query; the runtime (DBOS) keeps the step records.
+    db["runs"].create({"run_id": str, "workflow": str, "fingerprint": str, "created_at": float,
+                       "updated_at": float, "owner": str, "workflow_version": int, "status": str, "steps": int,
+                       "deadline_at": float, "error": str},
+                      pk="run_id", not_null={"workflow", "fingerprint", "created_at", "status"})
+    db["runs"].create_index(["created_at"])
+    db["runs"].create_index(["owner", "created_at"])
+    db["runs"].create_index(["status", "created_at"])
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_calls", _m001_calls),
     ("002_ab_bucket_and_cache_flag", _m002_ab_bucket_and_cache_flag),
@@ -123,6 +135,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("005_workflows", _m005_workflows),
     ("006_operations", _m006_operations),
     ("007_security", _m007_security),
+    ("008_runs", _m008_runs),
 ]
 
 
@@ -135,7 +148,7 @@ def migrate(db: sqlite_utils.Database) -> list[str]:
     for name, step in MIGRATIONS:
         if name in done:
             continue
-        with db.conn:
+        with db.conn:  # not db.atomic(): migration 004's FTS set-up runs a script, which commits
             step(db)
             db["_migrations"].insert({"name": name, "applied_at": time.time()})
         applied.append(name)

@@ -99,7 +99,7 @@ def _stored(calls: int, errors: int, input_tokens: int, output_tokens: int, cost
 
 
 def roll_up(db: sqlite_utils.Database, before_ts: float) -> int:
-    with db.conn:
+    with db.atomic():
         deleted = db.conn.execute("DELETE FROM calls WHERE ts < ?", [before_ts]).rowcount
         db.conn.execute("INSERT INTO rollups (before_ts, deleted, at) VALUES (?, ?, ?)",
                         [before_ts, deleted, time.time()])
@@ -111,7 +111,7 @@ def rolled_up_before(db: sqlite_utils.Database) -> float:
 
 
 def put_incident(db: sqlite_utils.Database, incident: dict[str, Any]) -> None:
-    with db.conn:
+    with db.atomic():
         db.conn.execute("INSERT OR REPLACE INTO incidents (id, opened_at, status, body) VALUES (?, ?, ?, ?)",
                         [incident["id"], incident["opened_at"], incident["status"], json.dumps(incident)])
 

@@ -1,7 +1,7 @@
-"""The SQL behind :class:`server.store.sqlite.SQLiteStore`'s pattern methods.
+"""The SQLite :class:`~server.store.PatternStore`: the SQL, and :class:`SQLitePatterns` over it.
 
 Plain functions of a ``sqlite_utils.Database``, run on the store's own thread (see
-:meth:`SQLiteStore._submit`). Tables (migration ``004_patterns``): ``patterns`` holds each pattern's current
+:meth:`server.store.sqlite_db.SQLiteDatabase.call`). Tables (migration ``004_patterns``): ``patterns`` holds each pattern's current
 version and is indexed by FTS5 (``patterns_fts``: name, description, tags, template; porter stemming);
 ``pattern_versions`` holds every version.
 """
@@ -16,7 +16,8 @@ from typing import Any
 import server.store._sqlite_utils  # noqa: F401  (first: keeps numpy off the start-up path)
 import sqlite_utils
 
-from server.store import PatternRecord
+from server.store.records import PatternRecord
+from server.store.sqlite_db import SQLiteDatabase
 
 # bm25 column weights, in the FTS column order (name, description, tags_text, template): a hit in the name
 # says far more about what a pattern is for than one somewhere in a long template.
@@ -63,8 +64,8 @@ def get(db: sqlite_utils.Database, name: str, version: int | None = None) -> Pat
 
 
 def put(db: sqlite_utils.Database, record: PatternRecord, keep_registered: bool) -> tuple[PatternRecord, bool]:
-    """Store the next version in one transaction (see :meth:`server.store.Store.put_pattern`)."""
-    with db.conn:
+    """Store the next version in one transaction (see :meth:`server.store.PatternStore.put_pattern`)."""
+    with db.atomic():
         current = get(db, record.name)
         if current is not None:
             if keep_registered and current.source != "builtin":
@@ -103,7 +104,7 @@ def current_all(db: sqlite_utils.Database) -> list[PatternRecord]:
 
 def search(db: sqlite_utils.Database, terms: Sequence[str], tags: Sequence[str], limit: int
            ) -> list[tuple[PatternRecord, float]]:
-    """Ranked full-text search with a tag filter (see :meth:`server.store.Store.search_patterns`).
+    """Ranked full-text search with a tag filter (see :meth:`server.store.PatternStore.search_patterns`).
 
     FTS5's bm25 costs one to three microseconds per matching row, plus a pass over each term's whole posting
     list for its inverse document frequency (IDF); and long templates contain most common words. So the work
@@ -220,3 +221,38 @@ def names(db: sqlite_utils.Database, prefix: str, limit: int) -> list[str]:
     """Current names starting with ``prefix`` (a range scan on the primary key, no LIKE wildcards)."""
     return [n for (n,) in db.execute("SELECT name FROM patterns WHERE name >= ? AND name < ? ORDER BY name LIMIT ?",
                                      [prefix, prefix + "\U0010ffff", limit])]
+
+
+class SQLitePatterns:
+    """:class:`~server.store.PatternStore` over the functions above, run on the owning thread."""
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self._db = db
+
+    async def put_pattern(self, record: PatternRecord, *, keep_registered: bool = False
+                          ) -> tuple[PatternRecord, bool]:
+        """Store the pattern's next version in one transaction (a call, not a batched write: the owning thread
+        serialises every read-modify-write)."""
+        return await self._db.call(lambda db: put(db, record, keep_registered), f"pattern {record.name!r}",
+                                   write=True)
+
+    async def get_pattern(self, name: str, version: int | None = None) -> PatternRecord | None:
+        """The current (or given) version of a pattern, or ``None``."""
+        return await self._db.call(lambda db: get(db, name, version), f"pattern {name!r}")
+
+    async def pattern_versions(self, name: str) -> list[int]:
+        """Every version number of ``name``, ascending."""
+        return await self._db.call(lambda db: versions(db, name), f"the versions of pattern {name!r}")
+
+    async def list_patterns(self) -> list[PatternRecord]:
+        """Every pattern's current version, by name."""
+        return await self._db.call(current_all, "the patterns")
+
+    async def search_patterns(self, terms: Sequence[str], tags: Sequence[str], limit: int
+                              ) -> list[tuple[PatternRecord, float]]:
+        """FTS5 search ranked by weighted bm25 (see :func:`search`)."""
+        return await self._db.call(lambda db: search(db, list(terms), list(tags), limit), "the pattern search")
+
+    async def pattern_names(self, prefix: str, limit: int) -> list[str]:
+        """Names starting with ``prefix``."""
+        return await self._db.call(lambda db: names(db, prefix, limit), "pattern names")

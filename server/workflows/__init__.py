@@ -66,10 +66,12 @@ async def open_workflows(services: StepServices, store: Store, *, runtime_factor
                          clock: Callable[[], float] = time.time) -> AsyncIterator[WorkflowService]:
     """The workflow service over a running runtime (in-memory unless ``runtime_factory`` says otherwise)."""
     from server.workflows.interpreter import Interpreter, RunTracker
+    from server.workflows.run_records import RecordedRuns
     from server.workflows.service import WorkflowService
 
     tracker = RunTracker()
-    interpreter = Interpreter(services, tracker)
+    interpreter = RecordedRuns(Interpreter(services, tracker), store.runs, clock=clock)
     factory = runtime_factory or memory_runtime(clock)
     async with factory(interpreter) as runtime:
-        yield WorkflowService(runtime, store, tracker, clock=clock, limits=getattr(services.config, "limits", None))
+        yield WorkflowService(runtime, store.workflows, tracker, runs=store.runs, clock=clock,
+                              limits=getattr(services.config, "limits", None))

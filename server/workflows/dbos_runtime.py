@@ -18,6 +18,10 @@ Durability contract (what DBOS gives, and how this module keeps its side of it):
   does not strand pending runs (DBOS's default is a hash of the workflow source).
 - ``DBOS.launch()`` recovers this executor's pending runs; the interpreter is bound before, so recovered runs
   find their services.
+- On PostgreSQL (replicas sharing one database) runs are enqueued on the DBOS queue :data:`RUN_QUEUE`, which
+  every replica listens to: any replica with capacity (``worker_concurrency``) executes them. Each replica's
+  DBOS executor id is its replica id, held under an advisory lock; :mod:`server.workflows.replicas` resumes the
+  runs of a replica that died.
 - DBOS's logger writes to stderr (a ``StreamHandler`` with no stream: ``sys.stderr``), never stdout.
 
 Only one DBOS instance exists per process (DBOS keeps it in a module global); :class:`DbosRuntime` binds the
@@ -30,7 +34,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -39,10 +43,17 @@ from dbos import DBOS, DBOSConfig, SetWorkflowID
 from server.workflows.interpreter import Interpreter
 from server.workflows.runtime import RunRecord, StepFn, WorkflowRuntime
 
+if TYPE_CHECKING:
+    from server.workflows.replicas import Replica
+
 logger = logging.getLogger(__name__)
 APPLICATION_VERSION = "ai-orchestration-workflows-1"
 """Bump only when a change makes old runs' step records unreplayable (the plan order or the slot names)."""
 WORKFLOW_NAME = "ai_orchestration_run"
+RUN_QUEUE = "ai_orchestration_runs"
+"""The DBOS queue runs go on when replicas share a PostgreSQL database."""
+QUEUE_POLLING_S = 0.2
+"""How often each replica's DBOS queue worker looks for runs to start."""
 RECV_TIMEOUT_S = 32 * 86_400.0
 """How long an approval's receiver may wait (beyond the longest approval timeout)."""
 _STATUS = {"PENDING": "running", "ENQUEUED": "pending", "DELAYED": "pending", "SUCCESS": "completed",
@@ -101,15 +112,25 @@ class _Execution:
 
 
 class DbosRuntime:
-    """:class:`~server.workflows.runtime.WorkflowRuntime` on DBOS (launched by :func:`dbos_runtime`)."""
+    """:class:`~server.workflows.runtime.WorkflowRuntime` on DBOS (launched by :func:`dbos_runtime`).
+
+    Args:
+        queue: enqueue runs on this DBOS queue (any replica listening runs them); ``None``: start them here.
+    """
 
     name = "dbos"
+
+    def __init__(self, queue: Any = None) -> None:
+        self._queue = queue
 
     async def start(self, run_id: str, workflow: str, arguments: dict[str, Any], fingerprint: str) -> bool:
         if await DBOS.get_workflow_status_async(run_id) is not None:
             return False
         with SetWorkflowID(run_id):
-            await DBOS.start_workflow_async(_run, workflow, arguments, fingerprint)
+            if self._queue is not None:
+                await self._queue.enqueue_async(_run, workflow, arguments, fingerprint)
+            else:
+                await DBOS.start_workflow_async(_run, workflow, arguments, fingerprint)
         return True
 
     async def get(self, run_id: str) -> RunRecord | None:
@@ -171,27 +192,44 @@ def dbos_config(system_database: str | Path, *, application_version: str = APPLI
 
 
 @asynccontextmanager
-async def launched(config: DBOSConfig) -> AsyncIterator[None]:
-    """DBOS launched (recovering pending runs) for the duration; destroyed on exit."""
+async def launched(config: DBOSConfig, replica: Replica | None = None, queue_concurrency: int = 16
+                   ) -> AsyncIterator[Any]:
+    """DBOS launched (recovering this executor's pending runs) for the duration; destroyed on exit.
+
+    With a ``replica`` (PostgreSQL), the run queue is registered (at most ``queue_concurrency`` runs of it at
+    once on this replica) and yielded, and the replica watches for vanished replicas meanwhile; otherwise
+    ``None`` is yielded.
+    """
     DBOS(config=config)
     # On the event loop's own thread: DBOS then runs recovered (and queued) async workflows on this loop,
     # beside the runs the tools start, instead of on a background loop of its own.
     DBOS.launch()
     try:
-        yield
+        if replica is None:
+            yield None
+            return
+        queue = await DBOS.register_queue_async(RUN_QUEUE, worker_concurrency=queue_concurrency,
+                                                polling_interval_sec=QUEUE_POLLING_S, on_conflict="always_update")
+        async with anyio.create_task_group() as group:
+            group.start_soon(replica.watch, DBOS, RUN_QUEUE)
+            yield queue
+            group.cancel_scope.cancel()
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(lambda: DBOS.destroy(workflow_completion_timeout_sec=0))
 
 
-def dbos_runtime(config: DBOSConfig | None = None, *, launch: bool = True
-                 ) -> Callable[[Interpreter], AbstractAsyncContextManager[WorkflowRuntime]]:
+def dbos_runtime(config: DBOSConfig | None = None, *, launch: bool = True, replica: Replica | None = None,
+                 queue_concurrency: int = 16) -> Callable[[Interpreter], AbstractAsyncContextManager[WorkflowRuntime]]:
     """A runtime factory for :func:`server.workflows.open_workflows`.
 
     Args:
         config: DBOS configuration (:func:`dbos_config`); required when ``launch``.
         launch: launch DBOS here (and destroy it on exit). Tests launch one DBOS for the session and pass
             ``False``: the factory then only binds the interpreter.
+        replica: this process's held replica id (PostgreSQL): runs go on the shared queue, vanished replicas'
+            runs are taken over (:mod:`server.workflows.replicas`).
+        queue_concurrency: runs of the queue this replica executes at once.
     """
 
     @asynccontextmanager
@@ -201,8 +239,8 @@ def dbos_runtime(config: DBOSConfig | None = None, *, launch: bool = True
             if launch:
                 if config is None:
                     raise ValueError("dbos_runtime(launch=True) needs a config")
-                async with launched(config):
-                    yield DbosRuntime()
+                async with launched(config, replica, queue_concurrency) as queue:
+                    yield DbosRuntime(queue)
             else:
                 yield DbosRuntime()
         finally:

@@ -43,6 +43,11 @@ class DeferredRuntime:
         """The real runtime's name once it is open (``memory``, ``dbos``), else the name given."""
         return self._runtime.name if self._runtime is not None else self._name
 
+    @property
+    def is_open(self) -> bool:
+        """Whether the real runtime is open (``False`` before, and for good after a failed start)."""
+        return self._runtime is not None
+
     async def _real(self) -> WorkflowRuntime:
         await self._ready.wait()
         if self._runtime is None:

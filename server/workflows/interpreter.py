@@ -39,7 +39,8 @@ from server.workflows.model import (
     topological_order,
     validate,
 )
-from server.pool.pool import current_workflow
+from server.pool.call import current_workflow
+from server.security import LOCAL, Principal, run_principal
 from server.workflows.evaluation import evaluate, render_value
 from server.operations.telemetry import SPAN_WORKFLOW_RUN, SPAN_WORKFLOW_STEP, span
 from server.workflows.runtime import Execution, MessageSlot, StepSlot
@@ -119,6 +120,8 @@ class _Plan:
     extra: dict[str, StepSlot] = field(default_factory=dict)  # approval "opened" slots
     mailboxes: dict[str, MessageSlot] = field(default_factory=dict)
     children: dict[str, _Plan] = field(default_factory=dict)
+    principal: Principal = LOCAL
+    """Who the run's model calls are made for: its starter (the run record's owner), or a system principal."""
 
 
 def step_name(prefix: str, step_id: str) -> str:
@@ -182,7 +185,8 @@ class Interpreter:
         with anyio.move_on_after(None if deadline_at is None
                                  else max(0.0, deadline_at - self.services.clock())) as ceiling:
             async with anyio.create_task_group() as receivers:
-                plan = await self._plan(definition, library, execution, "", receivers)
+                plan = await self._plan(definition, library, execution, "", receivers,
+                                        principal=await self._principal(execution.run_id, arguments))
                 try:
                     context = await self._run_dag(plan, library, execution.run_id,
                                                   dict(arguments.get("inputs") or {}))
@@ -200,11 +204,21 @@ class Interpreter:
             raise RunFailed(f"outputs could not be rendered: {exc}") from None
         return {"outputs": outputs}
 
+    async def _principal(self, run_id: str, arguments: Mapping[str, Any]) -> Principal:
+        """Who the run's steps act for: the starter named by its run record (runs started before run records kept
+        the owner in their arguments)."""
+        owner = arguments.get("owner")
+        store = self.services.store
+        if owner is None and store is not None:
+            record = await store.runs.get_run(run_id)
+            owner = record.owner if record is not None else None
+        return run_principal(owner)
+
     async def _plan(self, definition: Definition, library: Mapping[str, Definition], execution: Execution,
-                    prefix: str, receivers: TaskGroup, depth: int = 0) -> _Plan:
+                    prefix: str, receivers: TaskGroup, depth: int = 0, *, principal: Principal = LOCAL) -> _Plan:
         if depth > 8:
             raise RunFailed("sub-workflows nest deeper than 8")
-        plan = _Plan(definition, prefix, topological_order(definition))
+        plan = _Plan(definition, prefix, topological_order(definition), principal=principal)
         for step_id in plan.order:
             step = definition.step(step_id)
             name = step_name(prefix, step_id)
@@ -216,7 +230,7 @@ class Interpreter:
                 if child is None:
                     raise RunFailed(f"step {name}: sub-workflow {step.with_.get('workflow')!r} was not resolved")
                 plan.children[step_id] = await self._plan(child, library, execution, f"{name}.", receivers,
-                                                          depth + 1)
+                                                          depth + 1, principal=principal)
             plan.slots[step_id] = execution.step_slot(name)
         return plan
 
@@ -291,7 +305,7 @@ class Interpreter:
                     with scope, span(self.services.telemetry, SPAN_WORKFLOW_STEP,
                                      {"ai_orchestration.workflow.step": name, "ai_orchestration.workflow.kind": step.kind,
                                       "ai_orchestration.workflow.attempt": attempt}):
-                        output = await self._execute_kind(step.kind, params, step.timeout_s)
+                        output = await self._execute_kind(step.kind, params, step.timeout_s, plan.principal)
                     return {"status": "completed", "output": output, "attempts": attempt, "started_at": started,
                             "ended_at": clock()}
                 except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
@@ -308,10 +322,11 @@ class Interpreter:
 
         return await plan.slots[step_id].run(attempts)
 
-    async def _execute_kind(self, kind: str, params: dict[str, Any], timeout_s: float | None) -> Any:
+    async def _execute_kind(self, kind: str, params: dict[str, Any], timeout_s: float | None,
+                            principal: Principal) -> Any:
         if kind == "tool":
             return await run_tool(self.services, params, timeout_s)
-        return await EXECUTORS[kind](self.services, params)
+        return await EXECUTORS[kind](self.services, params, principal)
 
     async def _run_child(self, plan: _Plan, library: Mapping[str, Definition], step_id: str, run_id: str,
                          context: dict[str, Any]) -> dict[str, Any]:

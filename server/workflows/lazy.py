@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from server.store import Store
     from server.workflows import RuntimeFactory
     from server.workflows.deferred import DeferredRuntime
-    from server.workflows.interpreter import Interpreter
+    from server.workflows.run_records import RecordedRuns
     from server.workflows.service import WorkflowService
     from server.workflows.steps import StepServices
 
@@ -51,21 +51,29 @@ class LazyWorkflows:
         self._built = anyio.Event()
         self._service: WorkflowService | None = None
         self._runtime: DeferredRuntime | None = None
-        self._interpreter: Interpreter | None = None
+        self._interpreter: RecordedRuns | None = None
+
+    @property
+    def durable_ready(self) -> bool:
+        """``True`` when no durable runtime is configured or it is open (a readiness probe's question)."""
+        if self._runtime_factory is None:
+            return True
+        return self._runtime is not None and self._runtime.is_open
 
     def service(self) -> WorkflowService:
         """The workflow service (built now, on the first call)."""
         if self._service is None:
             from server.workflows.deferred import DeferredRuntime
             from server.workflows.interpreter import Interpreter, RunTracker
+            from server.workflows.run_records import RecordedRuns
             from server.workflows.service import WorkflowService
 
             services = self._services()
             tracker = RunTracker()
-            self._interpreter = Interpreter(services, tracker)
+            self._interpreter = RecordedRuns(Interpreter(services, tracker), self._store.runs, clock=self._clock)
             self._runtime = DeferredRuntime("memory" if self._runtime_factory is None else "workflow")
-            self._service = WorkflowService(self._runtime, self._store, tracker, clock=self._clock,
-                                            limits=getattr(services.config, "limits", None))
+            self._service = WorkflowService(self._runtime, self._store.workflows, tracker, runs=self._store.runs,
+                                            clock=self._clock, limits=getattr(services.config, "limits", None))
             self._built.set()
         return self._service
 

@@ -46,7 +46,7 @@ class WorkflowError(OrchestrationError):
     """Root of the workflow errors."""
 
 
-class InvalidWorkflow(WorkflowError, ValueError):
+class InvalidWorkflow(WorkflowError):
     """A definition (or the inputs given to it) does not validate; nothing ran and nothing was stored.
 
     Attributes:

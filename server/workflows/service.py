@@ -15,7 +15,7 @@ from pydantic import Field
 
 from server.models import DeferredModel
 from server.security.limits import check_workflow_ceilings
-from server.store import Store, WorkflowRecord
+from server.store import RunStore, StorageError, WorkflowRecord, WorkflowRun, WorkflowStore
 from server.workflows.interpreter import RunTracker, approval_topic, step_name
 from server.workflows.model import (
     Definition,
@@ -30,24 +30,26 @@ from server.workflows.model import (
 from server.workflows.runtime import RunRecord, WorkflowRuntime
 
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+NOT_STARTED = ("recorded, not started yet: if this lasts, the server stopped before starting it; call run_workflow "
+               "again with this run_id and the same workflow and inputs to start it")
 FINISHED = ("completed", "failed", "cancelled")
 MAX_NESTING = 8
 Progress = Callable[[float, float, str], Awaitable[None]]
 
 
-class WorkflowNotFound(WorkflowError, ValueError):
+class WorkflowNotFound(WorkflowError):
     """No saved workflow of that name."""
 
 
-class RunNotFound(WorkflowError, ValueError):
+class RunNotFound(WorkflowError):
     """No run with that id."""
 
 
-class RunConflict(WorkflowError, ValueError):
+class RunConflict(WorkflowError):
     """The run id exists with other arguments, or the action does not fit the run's state."""
 
 
-class ToolStepsForbidden(WorkflowError, PermissionError):
+class ToolStepsForbidden(WorkflowError):
     """An inline definition with ``tool`` steps, started by a caller who may not run them."""
 
 
@@ -104,19 +106,21 @@ class WorkflowService:
         runtime: runs the runs (:class:`server.workflows.runtime.MemoryRuntime` or the DBOS runtime).
         store: keeps saved definitions.
         tracker: the interpreter's live step states (shared with the interpreter).
+        runs: the run records (:class:`server.store.WorkflowRun`): written before a run id is returned; the
+            runtime's entry point keeps their status current (:mod:`server.workflows.run_records`).
         limits: ``[limits]`` (:class:`server.security.settings.LimitSettings`): the step-count and duration
             ceilings every run is checked against; ``None``: no ceilings.
 
-    Ownership: a run belongs to the ``owner`` that started it (kept in the run's arguments, so it survives a
-    restart with the run; not part of its fingerprint). Lookups take ``owner_filter``
-    (:attr:`server.security.Principal.owner_filter`): another owner's run is "not found", like an unknown id;
-    ``None`` sees every run.
+    Ownership: a run belongs to the ``owner`` that started it, a field of its record (not of its arguments or
+    its fingerprint). Lookups take ``owner_filter`` (:attr:`server.security.Principal.owner_filter`): another
+    owner's run is "not found", like an unknown id; ``None`` sees every run. Listing is a query on the records.
     """
 
-    def __init__(self, runtime: WorkflowRuntime, store: Store, tracker: RunTracker, *,
+    def __init__(self, runtime: WorkflowRuntime, store: WorkflowStore, tracker: RunTracker, *, runs: RunStore,
                  clock: Callable[[], float] = time.time, limits: Any = None) -> None:
         self.runtime = runtime
         self.store = store
+        self.runs = runs
         self.tracker = tracker
         self.limits = limits
         self._clock = clock
@@ -199,10 +203,11 @@ class WorkflowService:
             ToolStepsForbidden: see ``inline_tool_steps``; nothing started.
             RunConflict: ``run_id`` exists with other arguments (or another owner).
         """
+        version = None
         if isinstance(workflow, str) and not workflow.lstrip().startswith(("{", "name:", "steps:")) \
                 and "\n" not in workflow:
-            definition, _ = await self.definition(workflow)
-            inline = False
+            definition, saved = await self.definition(workflow)
+            inline, version = False, saved.version
         else:
             definition = parse_definition(workflow)
             inline = True
@@ -217,25 +222,57 @@ class WorkflowService:
         fingerprint = hashlib.sha256(json.dumps(arguments, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
         run_id = run_id or f"run-{uuid.uuid4().hex}"
         conflict = f"run {run_id} exists with a different workflow or inputs; use a new run_id"
-        existing = await self.runtime.get(run_id)
-        if existing is not None:
-            if existing.fingerprint != fingerprint or not _visible(existing, owner_filter):
-                raise RunConflict(conflict)
+        now = self._clock()
+        stored = await self.runs.get_run(run_id) or await self._adopt(run_id)
+        created = False
+        if stored is None:  # recorded (committed) before the id is returned to anyone
+            stored, created = await self.runs.create_run(WorkflowRun(
+                run_id=run_id, workflow=definition.name, fingerprint=fingerprint, created_at=now, owner=owner,
+                workflow_version=version, steps=len(planned),
+                deadline_at=None if deadline_s is None else now + deadline_s))
+        if stored.fingerprint != fingerprint or not _visible(stored, owner_filter):
+            raise RunConflict(conflict)
+        if not created and await self.runtime.get(run_id) is not None:
             return run_id, False
-        arguments["owner"] = owner
-        if deadline_s is not None:
-            arguments["deadline_at"] = self._clock() + deadline_s
+        # New, or recorded by a start that the server did not live to finish: start it now.
+        if stored.deadline_at is not None:
+            arguments["deadline_at"] = stored.deadline_at
         started = await self.runtime.start(run_id, definition.name, arguments, fingerprint)
-        if not started:
-            existing = await self.runtime.get(run_id)
-            if existing is not None and (existing.fingerprint != fingerprint or not _visible(existing, owner_filter)):
-                raise RunConflict(conflict)
         return run_id, started
 
-    async def _get(self, run_id: str, owner_filter: str | None) -> RunRecord:
+    async def _adopt(self, run_id: str) -> WorkflowRun | None:
+        """The record of a run the runtime knows and the store does not (started before run records existed,
+        its owner then kept in its arguments), written now; ``None`` when the runtime has no such run."""
         record = await self.runtime.get(run_id)
-        if record is None or not _visible(record, owner_filter):
+        if record is None:
+            return None
+        adopted = WorkflowRun(run_id=run_id, workflow=record.workflow, fingerprint=record.fingerprint,
+                              created_at=record.created_at, updated_at=record.updated_at,
+                              owner=record.arguments.get("owner"), steps=len(plan_steps(record.arguments)),
+                              status=record.status if record.status in FINISHED else "running",  # type: ignore[arg-type]
+                              deadline_at=record.arguments.get("deadline_at"), error=record.error)
+        return (await self.runs.create_run(adopted))[0]
+
+    async def _record(self, run_id: str, owner_filter: str | None) -> WorkflowRun:
+        stored = await self.runs.get_run(run_id) or await self._adopt(run_id)
+        if stored is None or not _visible(stored, owner_filter):
             raise RunNotFound(f"no run {run_id!r}")
+        return stored
+
+    async def _get(self, run_id: str, owner_filter: str | None) -> RunRecord:
+        """The runtime's account of a run the caller may see (its record says so); a finished outcome the record
+        lacks is written back to it."""
+        stored = await self._record(run_id, owner_filter)
+        record = await self.runtime.get(run_id)
+        if record is None:
+            return RunRecord(run_id, stored.workflow, {}, stored.fingerprint, "pending", None, NOT_STARTED,
+                             stored.created_at, stored.updated_at)
+        if record.status in FINISHED and record.status != stored.status:
+            try:
+                await self.runs.set_run_status(run_id, record.status, record.updated_at,  # type: ignore[arg-type]
+                                               error=record.error, if_unfinished=False)
+            except StorageError:
+                pass  # written back on a later read; the runtime's answer stands
         return record
 
     async def wait(self, run_id: str, wait_s: float, progress: Progress | None = None,
@@ -277,28 +314,36 @@ class WorkflowService:
         record = await self._get(run_id, owner_filter)
         return build_status(record, await self.runtime.recorded(run_id), self.tracker, self.runtime.name)
 
+    async def diagram(self, run_id: str, owner_filter: str | None = None) -> str:
+        """The Mermaid ``flowchart`` of the definition the run was started with (:func:`mermaid`).
+
+        Raises:
+            RunNotFound: no such run (or another owner's).
+        """
+        record = await self._get(run_id, owner_filter)
+        return mermaid(validate(record.arguments["definition"]))
+
     async def list(self, status: str | None, limit: int, offset: int,
                    owner_filter: str | None = None) -> list[RunStatus]:
-        """Recent runs, newest first (``status`` filters: ``waiting`` means running runs with an approval open;
-        ``owner_filter`` leaves out other owners' runs)."""
-        wanted = "running" if status == "waiting" else status
-        if owner_filter is None:
-            runs = await self.runtime.list(wanted, limit if status != "waiting" else 1000, offset)
-        else:
-            runs = (await self._owned(wanted, owner_filter, offset + (limit if status != "waiting" else 1000)))[offset:]
-        out = [build_status(r, {}, self.tracker, self.runtime.name, brief=True) for r in runs]
-        return [s for s in out if status is None or s.status == status][:limit]
+        """Recent runs, newest first, from the run records (a query by owner and status, paged); ``waiting``
+        means running runs with an approval open here; ``owner_filter`` leaves out other owners' runs."""
+        if status == "waiting":
+            runs = await self.runs.list_runs(owner=owner_filter, status=["running"], limit=1000)
+            waiting = [s for s in map(self._brief, runs) if s.status == "waiting"]
+            return waiting[offset:offset + limit]
+        runs = await self.runs.list_runs(owner=owner_filter, status=[status] if status else (),  # type: ignore[list-item]
+                                         limit=limit, offset=offset)
+        return [s for s in map(self._brief, runs) if status is None or s.status == status]
 
-    async def _owned(self, status: str | None, owner: str, wanted: int, page: int = 500,
-                     scan_limit: int = 20_000) -> list[RunRecord]:
-        """The newest ``wanted`` runs of ``owner`` (scanning at most ``scan_limit`` runs)."""
-        found: list[RunRecord] = []
-        for offset in range(0, scan_limit, page):
-            runs = await self.runtime.list(status, page, offset)
-            found.extend(r for r in runs if _visible(r, owner))
-            if len(found) >= wanted or len(runs) < page:
-                break
-        return found[:wanted]
+    def _brief(self, run: WorkflowRun) -> RunStatus:
+        """A listing's line for ``run``: its record, with live progress when it executes here."""
+        live = self.tracker.get(run.run_id)
+        status = run.status if run.finished or live is None else \
+            "waiting" if any(s.status == "waiting" for s in live.steps.values()) else "running"
+        done = run.steps if run.finished else live.progress()[0] if live is not None else 0
+        return RunStatus(run_id=run.run_id, workflow=run.workflow, status=status, error=run.error, steps=[],
+                         progress=RunProgress(done=done, total=run.steps, message=f"{done}/{run.steps} steps done"),
+                         created_at=run.created_at, updated_at=run.updated_at, runtime=self.runtime.name)
 
     async def cancel(self, run_id: str, owner_filter: str | None = None) -> RunStatus:
         """Cancel a run (steps running now are interrupted; recorded ones stay recorded).
@@ -309,6 +354,7 @@ class WorkflowService:
         record = await self._get(run_id, owner_filter)
         if record.status in FINISHED:
             raise RunConflict(f"run {run_id} is already {record.status}")
+        await self.runs.set_run_status(run_id, "cancelled", self._clock())  # before the run can end otherwise
         await self.runtime.cancel(run_id)
         with anyio.move_on_after(5):
             while (await self.status(run_id)).status not in FINISHED:
@@ -348,9 +394,9 @@ class WorkflowService:
         return await self.status(run_id)
 
 
-def _visible(record: RunRecord, owner_filter: str | None) -> bool:
+def _visible(record: WorkflowRun, owner_filter: str | None) -> bool:
     """Whether a caller with ``owner_filter`` may see ``record`` (``None``: every run)."""
-    return owner_filter is None or record.arguments.get("owner") == owner_filter
+    return owner_filter is None or record.owner == owner_filter
 
 
 def definition_uri(name: str) -> str:
@@ -365,6 +411,8 @@ def plan_steps(arguments: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(record name, kind) of every step of a run, in plan order (sub-workflow steps after their parent's
     children, under ``parent.``)."""
     library = arguments.get("library") or {}
+    if "definition" not in arguments:  # a run recorded but not started: nothing to plan from
+        return []
 
     def walk(data: Mapping[str, Any], prefix: str, depth: int) -> list[tuple[str, str]]:
         definition = validate(data)

@@ -1,8 +1,10 @@
 """What each step kind does with its rendered ``with`` parameters: ``orchestrate``, ``consensus``, ``pattern``
 and ``tool`` (``approval`` and ``workflow`` are the interpreter's own, see :mod:`server.workflows.interpreter`).
 
-Every executor takes the rendered parameters and returns the step's JSON output, or raises; the interpreter
-turns errors into an error class (:func:`error_class`) for ``retry.retry_on`` and the run status.
+Every executor takes the rendered parameters and the run's principal (its starter; a system principal for
+incident-started runs) and returns the step's JSON output, or raises; the steps that call models pass the
+principal down to the pool, whose policy layer screens every call under it. The interpreter turns errors into an
+error class (:func:`error_class`) for ``retry.retry_on`` and the run status.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from typing import TYPE_CHECKING, Any
 from server.errors import (
     AllProvidersFailed,
     BudgetExceeded,
+    CeilingExceeded,
+    GuardrailBlocked,
+    InvalidRequest,
     NoProviderAvailable,
     NoProvidersConfigured,
     OrchestrationError,
     ProviderError,
     UnknownProvider,
 )
+from server.security import Principal
 from server.workflows.model import WorkflowError
 
 if TYPE_CHECKING:
@@ -67,7 +73,8 @@ def error_class(exc: BaseException) -> str:
         return "step_timeout"
     names: dict[type, str] = {AllProvidersFailed: "all_providers_failed", NoProviderAvailable: "no_provider_available",
                               NoProvidersConfigured: "no_providers", UnknownProvider: "unknown_provider",
-                              BudgetExceeded: "budget_exceeded"}
+                              BudgetExceeded: "budget_exceeded", GuardrailBlocked: "guardrail_blocked",
+                              CeilingExceeded: "ceiling_exceeded", InvalidRequest: "invalid_parameters"}
     for kind, name in names.items():
         if isinstance(exc, kind):
             return name
@@ -99,8 +106,9 @@ def _only(params: Mapping[str, Any], allowed: tuple[str, ...], kind: str) -> dic
     return dict(params)
 
 
-async def run_orchestrate(services: StepServices, params: Mapping[str, Any]) -> Any:
-    """``orchestrate`` with the tool's arguments; output: the tool's result (``text``, ``provider`` …)."""
+async def run_orchestrate(services: StepServices, params: Mapping[str, Any], principal: Principal) -> Any:
+    """``orchestrate`` with the tool's arguments, for ``principal``; output: the tool's result (``text``,
+    ``provider`` …)."""
     from server.pool.orchestration import OrchestrateRequest, orchestrate
 
     args = _only(params, _ORCHESTRATE_KEYS, "orchestrate")
@@ -112,31 +120,29 @@ async def run_orchestrate(services: StepServices, params: Mapping[str, Any]) -> 
     if services.pool is None or services.store is None or services.config is None:
         raise StepFailed("orchestrate steps need the provider pool", error_class="no_providers")
     result = await orchestrate(services.pool, services.store, services.config, OrchestrateRequest(**args),
-                               clock=services.clock, patterns=services.patterns)
+                               principal=principal, clock=services.clock, patterns=services.patterns)
     return result.model_dump(mode="json")
 
 
-async def run_consensus(services: StepServices, params: Mapping[str, Any]) -> Any:
-    """``consensus``; output: the tool's result (``status``, ``answer``, ``agreement`` …)."""
-    from knowledge import resolve_prompt
+async def run_consensus(services: StepServices, params: Mapping[str, Any], principal: Principal) -> Any:
+    """``consensus`` for ``principal``; output: the tool's result (``status``, ``answer``, ``agreement`` …)."""
     from server.consensus.service import ConsensusRequest
 
     args = _only(params, (*_CONSENSUS_KEYS, "prompt", "pattern", "variables"), "consensus")
     if services.consensus is None:
         raise StepFailed("consensus steps need the provider pool", error_class="no_providers")
-    resolved = await resolve_prompt(services.patterns, args.pop("prompt", None), args.pop("pattern", None),
-                                    args.pop("variables", None))
     for key in ("providers", "choices"):
         if args.get(key) is not None:
             args[key] = tuple(args[key])
     if "choices" in args and args["choices"] is None:
         del args["choices"]
-    result = await services.consensus.run(ConsensusRequest(prompt=resolved.text, **args), None)
+    result = await services.consensus.run(ConsensusRequest(**args), None, principal=principal)
     return result.model_dump(mode="json")
 
 
-async def run_pattern(services: StepServices, params: Mapping[str, Any]) -> Any:
-    """Render a pattern; output: ``{"text", "pattern", "version"}``."""
+async def run_pattern(services: StepServices, params: Mapping[str, Any], principal: Principal) -> Any:
+    """Render a pattern (no model is called; a step that sends the text on is screened then); output:
+    ``{"text", "pattern", "version"}``."""
     args = _only(params, ("pattern", "variables"), "pattern")
     if services.patterns is None:
         raise StepFailed("pattern steps need the pattern library", error_class="pattern_error")

@@ -61,7 +61,7 @@ def test_metrics_command_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFi
     store = SQLiteStore(path)
     now = time.time()
     for i in range(4):
-        store.record_call(CallRecord(ts=now - 60 - i, call_id=str(i), tool="orchestrate", provider="alpha",
+        store.calls.record_call(CallRecord(ts=now - 60 - i, call_id=str(i), tool="orchestrate", provider="alpha",
                                      model="m", status="error" if i == 0 else "ok", latency_ms=100.0 * (i + 1),
                                      input_tokens=10, output_tokens=20, cost_usd=0.01))
     store.close()

@@ -13,7 +13,9 @@ from server.config import ProviderConfig
 from server.errors import (
     AuthenticationFailed,
     BadRequest,
+    ContentRefused,
     MalformedReply,
+    NotFound,
     ProviderConnectionError,
     ProviderTimeout,
     RateLimited,
@@ -81,6 +83,10 @@ async def test_conversation_history_is_sent_in_order(provider: Provider, upstrea
         (Behaviour(status=529), RateLimited, 529),
         (Behaviour(status=401), AuthenticationFailed, 401),
         (Behaviour(status=400), BadRequest, 400),
+        (Behaviour(status=422), BadRequest, 422),
+        (Behaviour(status=404, error_message="The model `x` does not exist"), NotFound, 404),
+        (Behaviour(status=400, error_message="Your request was rejected by our safety system "
+                   "(content_policy_violation)"), ContentRefused, 400),
         (Behaviour(malformed=True), MalformedReply, None),
         (Behaviour(drop=True), ProviderConnectionError, None),
     ],

@@ -36,7 +36,7 @@ def expired_key(database: Path) -> str:
     async def make() -> str:
         store = SQLiteStore(database)
         try:
-            created = await create_key(store, "old", "user", expires_in_s=60, clock=lambda: time.time() - 3600)
+            created = await create_key(store.keys, "old", "user", expires_in_s=60, clock=lambda: time.time() - 3600)
         finally:
             await store.aclose()
         return created.key

@@ -15,10 +15,11 @@ from server.config import Config, load_config
 from server.errors import ConfigError
 from server.security import LOCAL, Principal
 from server.security.addresses import AddressRefused, check_url, check_url_resolved
-from server.security.guardrails import redact_pii
+from server.pool.pii import PiiRedactor
 from server.security.http import KeyLimiter
 from server.security.keys import create_key
-from server.security.limits import CeilingExceeded, check_workflow_ceilings
+from server.errors import CeilingExceeded
+from server.security.limits import check_workflow_ceilings
 from server.security.verifiers import ApiKeyVerifier
 from server.simulator import Behaviour, Upstream
 from server.store.memory import MemoryStore
@@ -51,12 +52,12 @@ async def test_blocked_input_never_reaches_a_provider_and_is_recorded(upstream: 
         assert upstream.requests == []
         fine = await client.call_tool("orchestrate", {"prompt": "hello"})
         assert not fine.is_error
-    decisions = [(d.tool, d.stage, d.action, d.rule) for d in store.guardrail_decisions]
+    decisions = [(d.tool, d.stage, d.action, d.rule) for d in store.guardrails.decisions]
     assert ("orchestrate", "input", "block", "blocked_input_patterns[0]") in decisions
     assert ("consensus", "input", "block", "blocked_input_patterns[0]") in decisions
     assert ("orchestrate", "input", "allow", "input_policy") in decisions
     assert ("orchestrate", "output", "allow", "output_policy") in decisions
-    assert all(d.principal == "local" for d in store.guardrail_decisions)
+    assert all(d.principal == "local" for d in store.guardrails.decisions)
 
 
 @pytest.mark.anyio
@@ -70,15 +71,15 @@ async def test_pii_is_redacted_before_the_prompt_leaves_and_in_the_stored_conver
         for original in ("ada@example.com", "4111 1111 1111 1111", "123-45-6789", "415-555-0100", "10.1.2.3"):
             assert original not in sent
         assert all(tag in sent for tag in ("[EMAIL]", "[CARD]", "[SSN]", "[PHONE]", "[IP]"))
-        turns = await store.load_turns(out.structured_content["continuation_id"])
+        turns = await store.conversations.load_turns(out.structured_content["continuation_id"])
         assert "ada@example.com" not in json.dumps(turns)
-    redactions = [d for d in store.guardrail_decisions if d.action == "redact"]
+    redactions = [d for d in store.guardrails.decisions if d.action == "redact"]
     assert redactions and redactions[0].rule == "redact_pii" and "email=2" in redactions[0].detail
 
 
 def test_card_numbers_must_pass_luhn_to_be_redacted() -> None:
-    assert "[CARD]" not in redact_pii("order 1234 5678 9012 3456")[0]
-    assert redact_pii("card 4242424242424242")[0] == "card [CARD]"
+    assert "[CARD]" not in PiiRedactor().redact("order 1234 5678 9012 3456")[0]
+    assert PiiRedactor().redact("card 4242424242424242")[0] == "card [CARD]"
 
 
 @pytest.mark.anyio
@@ -96,7 +97,7 @@ async def test_only_allowed_models_are_called_and_naming_another_is_refused(upst
         refused_model = await client.call_tool("consensus", {"prompt": "hi", "providers": ["alpha", "beta"]})
         assert refused_model.is_error and "allowed_models" in refused_model.content[0].text
     assert {r.model for r in upstream.requests} == {"allowed-model"}
-    assert [d.rule for d in store.guardrail_decisions if d.stage == "models"] == ["allowed_models"] * 2
+    assert [d.rule for d in store.guardrails.decisions if d.stage == "models"] == ["allowed_models"] * 2
 
 
 @pytest.mark.anyio
@@ -108,8 +109,8 @@ async def test_blocked_output_is_withheld_and_recorded(upstream: Upstream) -> No
         result = await client.call_tool("orchestrate", {"prompt": "show me a key", "providers": ["alpha"]})
         assert result.is_error and "blocked_output_patterns[0]" in result.content[0].text
         assert "PRIVATE" not in result.content[0].text
-    assert store.conversations == {}  # the withheld answer is not kept as conversation history
-    assert ("output", "block") in [(d.stage, d.action) for d in store.guardrail_decisions]
+    assert not store.conversations.turns  # the withheld answer is not kept as conversation history
+    assert ("output", "block") in [(d.stage, d.action) for d in store.guardrails.decisions]
 
 
 def test_guardrail_patterns_are_validated_at_load(tmp_path: Path) -> None:
@@ -180,9 +181,9 @@ async def test_keys_are_stored_as_sha256_only_and_verified_by_hash(tmp_path: Pat
     now = [1000.0]
     store = SQLiteStore(tmp_path / "k.db")
     try:
-        created = await create_key(store, "svc", "admin", expires_in_s=100, clock=lambda: now[0])
+        created = await create_key(store.keys, "svc", "admin", expires_in_s=100, clock=lambda: now[0])
         CREATED_KEYS.append(created.key)
-        verifier = ApiKeyVerifier(store, cache_s=0, clock=lambda: now[0])
+        verifier = ApiKeyVerifier(store.keys, cache_s=0, clock=lambda: now[0])
         access = await verifier.verify_token(created.key)
         assert access is not None and access.scopes == ["user", "admin"]
         assert access.token == created.record.id and created.key not in access.model_dump_json()
@@ -191,7 +192,7 @@ async def test_keys_are_stored_as_sha256_only_and_verified_by_hash(tmp_path: Pat
         now[0] += 101
         assert await verifier.verify_token(created.key) is None  # expired
         now[0] -= 101
-        assert await store.revoke_api_key(created.record.id, now[0])
+        assert await store.keys.revoke_api_key(created.record.id, now[0])
         assert await verifier.verify_token(created.key) is None  # revoked
     finally:
         await store.aclose()

@@ -19,6 +19,7 @@ from server.simulator import Upstream
 from server.store.memory import MemoryStore
 from server.security.addresses import AddressPolicy
 from server.workflows.downstream import DownstreamServers
+from server.workflows.service import RunNotFound
 from server.workflows.steps import StepFailed
 from tests.conftest import provider_entry
 from tests.secure_serving import CANARY, make_key, mcp_client, running_server, write_toml
@@ -176,7 +177,7 @@ async def test_incident_text_is_redacted() -> None:
     assert not opened.actions[0].ok and CANARY not in opened.actions[0].detail  # provider error text redacted
     seen = await incidents.acknowledge(opened.id, by=f"ops {CANARY}", note=f"rotated {CANARY} and aiom_0a_b")
     assert CANARY not in (seen.note or "") and CANARY not in (seen.acknowledged_by or "")
-    assert CANARY not in json.dumps(await store.get_incident(opened.id))
+    assert CANARY not in json.dumps(await store.incidents.get_incident(opened.id))
 
 
 async def test_run_listing_pages_over_the_callers_own_runs_only() -> None:
@@ -193,5 +194,5 @@ async def test_run_listing_pages_over_the_callers_own_runs_only() -> None:
         pages = [await workflows.list(None, 2, offset, "alice") for offset in range(0, 8, 2)]
         assert [s.run_id for page in pages for s in page] == started["alice"][::-1]
         assert [s.run_id for s in await workflows.list(None, 20, 0, None)] == [f"r{i}" for i in range(9, -1, -1)]
-        with pytest.raises(ValueError, match="no run 'r0'"):
+        with pytest.raises(RunNotFound, match="no run 'r0'"):
             await workflows.status("r0", "alice")

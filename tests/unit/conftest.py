@@ -36,3 +36,14 @@ def in_process_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(socket.socket, "bind", guarded(bind))
     monkeypatch.setattr(subprocess.Popen, "__init__", no_process)
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def matplotlib_font_list() -> None:
+    """Matplotlib builds its font list on first import, running ``fc-list`` when fontconfig is installed (Debian's
+    Chromium brings it): a subprocess, which the lane refuses. Built once here, before any guarded test, so a
+    chart rendered in a unit test (``monitor_operations(include_chart=true)``) never starts one."""
+    try:
+        import matplotlib.font_manager  # noqa: F401
+    except ImportError:  # simple installs have no matplotlib, and no charts
+        pass

@@ -3,7 +3,11 @@
 - the import graph of the product's packages (module-level imports, ``TYPE_CHECKING`` blocks aside) has no cycle;
 - nothing in the MCP surface (``tools``, ``resources``, ``prompts``) imports the app assembly (``server.app``);
 - no module is over 500 lines;
-- ``server``'s top level holds packages and at most five modules (``__init__`` and ``__main__`` aside).
+- ``server``'s top level holds packages and at most five modules (``__init__`` and ``__main__`` aside);
+- nothing outside ``server/pool/`` imports the unscreened layers of the provider path (members, fallback,
+  recording): the pool hands out providers only behind the policy layer;
+- no domain error (a subclass of ``OrchestrationError``) is also a ``ValueError``, ``TypeError`` or
+  ``PermissionError``, so only the root maps to a tool error with its message.
 """
 
 from __future__ import annotations
@@ -114,3 +118,33 @@ def test_the_server_top_level_holds_packages_and_at_most_five_modules() -> None:
     packages = sorted(p.name for p in (REPO / "server").iterdir() if (p / "__init__.py").is_file())
     assert len(modules) <= 5, modules
     assert {"app", "pool", "consensus", "operations", "security", "store", "workflows"} <= set(packages), packages
+
+
+UNSCREENED = ("server.pool.member", "server.pool.fallback", "server.pool.recording")
+
+
+def test_nothing_outside_the_pool_reaches_the_unscreened_provider_path() -> None:
+    graph = _graph(top_level_only=False)
+    offenders = sorted(f"{name} imports {t}" for name, targets in graph.items()
+                       if not name.startswith("server.pool") for t in targets if t in UNSCREENED)
+    assert not offenders, offenders
+    assert not (REPO / "tools" / "_guard.py").exists()  # the surface does not screen: the core does
+
+
+def test_no_domain_error_is_also_a_builtin_value_or_permission_error() -> None:
+    classes: list[tuple[str, str, set[str]]] = []  # (module, class, base names)
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                classes.append((module, node.name, {b.id if isinstance(b, ast.Name) else b.attr for b in node.bases
+                                                    if isinstance(b, (ast.Name, ast.Attribute))}))
+    domain = {"OrchestrationError"}
+    while True:
+        grown = domain | {name for _, name, bases in classes if bases & domain}
+        if grown == domain:
+            break
+        domain = grown
+    assert len(domain) > 30  # the walk found the domain errors (pool, policy, workflows, knowledge …)
+    mixed = sorted(f"{module}.{name}" for module, name, bases in classes
+                   if bases & domain and bases & {"ValueError", "TypeError", "PermissionError"})
+    assert not mixed, mixed

@@ -101,9 +101,9 @@ def hostile_store(tmp_path: Path):
 async def _seed(path: Path) -> None:
     store = SQLiteStore(path)
     try:
-        await store.put_pattern(SENTINEL)
-        store.append_turns("sentinel-conversation", [("user", "hi"), ("assistant", "hello")], 1.0)
-        await store.flush()
+        await store.patterns.put_pattern(SENTINEL)
+        await store.conversations.append_turns("sentinel-conversation", [("user", "hi"), ("assistant", "hello")],
+                                               1.0)
     finally:
         await store.aclose()
 
@@ -115,10 +115,10 @@ async def _check_intact(path: Path) -> None:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     store = SQLiteStore(path)
     try:
-        kept = await store.get_pattern(SENTINEL.name)
+        kept = await store.patterns.get_pattern(SENTINEL.name)
         assert kept is not None and (kept.template, kept.description) == (SENTINEL.template, SENTINEL.description)
-        assert await store.load_turns("sentinel-conversation") == [("user", "hi"), ("assistant", "hello")]
-        names = {p.name for p in await store.list_patterns()}
+        assert await store.conversations.load_turns("sentinel-conversation") == [("user", "hi"), ("assistant", "hello")]
+        names = {p.name for p in await store.patterns.list_patterns()}
         assert {p.name for p in builtin_patterns()} <= names
     finally:
         await store.aclose()

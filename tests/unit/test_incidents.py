@@ -13,7 +13,7 @@ from mcp.client.subscriptions import ResourceUpdated
 
 from server.app.assembly import build_server, open_dependencies
 from server.config import Config
-from server.operations.incidents import IncidentService
+from server.operations.incidents import IncidentResolved, IncidentService, UnknownIncident
 from server.pool.pool import ProviderPool
 from server.pool.providers import Completion
 from server.store import CallRecord
@@ -65,14 +65,14 @@ def config(**alerts: Any) -> Config:
 
 
 def service(cfg: Config, clock: Clock, store: MemoryStore, **kwargs: Any) -> IncidentService:
-    pool = ProviderPool([(p, FakeProvider(p.name)) for p in cfg.providers], store, config=cfg, clock=clock)
-    return IncidentService(store, pool, cfg, clock=clock, **kwargs)
+    pool = ProviderPool([(p, FakeProvider(p.name)) for p in cfg.providers], store.calls, config=cfg, clock=clock)
+    return IncidentService(store.incidents, store.calls, pool, cfg, clock=clock, **kwargs)
 
 
 def calls(store: MemoryStore, clock: Clock, provider: str, n: int, *, status: str = "ok", latency_ms: float = 100,
           cost_usd: float = 0.0) -> None:
     for i in range(n):
-        store.record_call(CallRecord(ts=clock.now - 1 - i, call_id=str(i), tool="orchestrate", provider=provider,
+        store.calls.record_call(CallRecord(ts=clock.now - 1 - i, call_id=str(i), tool="orchestrate", provider=provider,
                                      model="m", status=status, latency_ms=latency_ms, cost_usd=cost_usd))  # type: ignore[arg-type]
 
 
@@ -101,9 +101,9 @@ async def test_incident_opens_is_acknowledged_and_resolves_after_the_cooldown() 
     assert (resolved.id, resolved.status, resolved.resolved_at) == (opened.id, "resolved", clock.now)
     assert await incidents.active() == []
     assert len(heard) == 3  # opened, acknowledged, resolved
-    with pytest.raises(ValueError, match="already resolved"):
+    with pytest.raises(IncidentResolved, match="already resolved"):
         await incidents.acknowledge(opened.id)
-    with pytest.raises(ValueError, match="no incident with id"):
+    with pytest.raises(UnknownIncident, match="no incident with id"):
         await incidents.acknowledge("inc-000000000000")
 
 
@@ -177,7 +177,7 @@ async def test_the_schedule_evaluates_and_rolls_up_on_its_interval() -> None:
             await anyio.sleep_forever()
 
     incidents = service(cfg, clock, store, sleep=sleep)
-    store.record_call(CallRecord(ts=START - 7200, call_id="old", tool="orchestrate", provider="a", model="m",
+    store.calls.record_call(CallRecord(ts=START - 7200, call_id="old", tool="orchestrate", provider="a", model="m",
                                  status="ok", latency_ms=1.0))
     calls(store, clock, "a", 3, status="error")
     async with anyio.create_task_group() as group:
@@ -187,7 +187,7 @@ async def test_the_schedule_evaluates_and_rolls_up_on_its_interval() -> None:
         group.cancel_scope.cancel()
     assert waits == [30.0] * 4
     assert len(await incidents.recent()) == 1
-    assert all(r.ts >= START - 3600 for r in store.calls)  # the 2-hour-old record was rolled up
+    assert all(r.ts >= START - 3600 for r in store.calls.records)  # the 2-hour-old record was rolled up
 
 
 def test_bad_alert_settings_are_refused() -> None:

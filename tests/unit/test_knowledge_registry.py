@@ -39,7 +39,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 @pytest.fixture
 def registry(store: Store) -> PatternRegistry:
-    return PatternRegistry(store, clock=Clock())
+    return PatternRegistry(store.patterns, clock=Clock())
 
 
 def spec(name: str = "greet", template: str = "Hello {{ who }}", **fields):
@@ -163,7 +163,7 @@ async def test_search_sees_updates_at_once(registry: PatternRegistry) -> None:
 
 async def test_sqlite_search_stems_words(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "stem.db")
-    registry = PatternRegistry(store)
+    registry = PatternRegistry(store.patterns)
     await registry.register(spec("reviewer", description="Reviews pull requests"))
     assert [h.pattern.name for h in await registry.search("review request")] == ["reviewer"]
     await store.aclose()
@@ -171,7 +171,7 @@ async def test_sqlite_search_stems_words(tmp_path: Path) -> None:
 
 async def test_sqlite_search_keeps_rare_words_and_names_when_a_word_is_everywhere(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "broad.db")
-    registry = PatternRegistry(store)
+    registry = PatternRegistry(store.patterns)
     # Registered first (oldest), named after a word that more than BROAD_MATCHES later patterns also use.
     await registry.register(spec("checklist-writer", description="A template"))
     for i in range(BROAD_MATCHES + 20):
@@ -185,11 +185,11 @@ async def test_sqlite_search_keeps_rare_words_and_names_when_a_word_is_everywher
 async def test_sqlite_patterns_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "re.db"
     first = SQLiteStore(path)
-    await PatternRegistry(first).register(spec())
-    await PatternRegistry(first).register(spec(template="Hi {{ who }}"))
+    await PatternRegistry(first.patterns).register(spec())
+    await PatternRegistry(first.patterns).register(spec(template="Hi {{ who }}"))
     await first.aclose()
     second = SQLiteStore(path)
-    registry = PatternRegistry(second)
+    registry = PatternRegistry(second.patterns)
     assert (await registry.get("greet")).version == 2 and (await registry.get("greet", 1)).template == "Hello {{ who }}"
     assert [h.pattern.name for h in await registry.search("greets")] == ["greet"]
     await second.aclose()

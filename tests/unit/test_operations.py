@@ -8,6 +8,7 @@ import statistics
 import pytest
 
 from server.config import AlertsConfig
+from server.errors import InvalidRequest
 from server.operations.summary import operations_summary, parse_window, percentile
 from server.store import CallRecord
 from server.store.memory import MemoryStore
@@ -23,7 +24,7 @@ def test_windows_parse_to_seconds(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "1", "h", "-1h", "0m", "1y", "400d", "1h30m"])
 def test_bad_windows_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="window"):
+    with pytest.raises(InvalidRequest, match="window"):
         parse_window(text)
 
 
@@ -42,15 +43,15 @@ async def test_summary_counts_groups_and_alerts() -> None:
     now = 10_000.0
     store = MemoryStore()
     for i in range(20):
-        store.record_call(CallRecord(ts=now - 60 - i, call_id=str(i), tool="orchestrate", provider="fast",
+        store.calls.record_call(CallRecord(ts=now - 60 - i, call_id=str(i), tool="orchestrate", provider="fast",
                                      model="m1", status="ok", latency_ms=float(i + 1), input_tokens=2,
                                      output_tokens=3, cost_usd=0.5))
     for i in range(4):
-        store.record_call(CallRecord(ts=now - 10, call_id=f"s{i}", tool="orchestrate", provider="slow", model="m2",
+        store.calls.record_call(CallRecord(ts=now - 10, call_id=f"s{i}", tool="orchestrate", provider="slow", model="m2",
                                      status="error" if i % 2 else "ok", latency_ms=8000.0))
-    store.record_call(CallRecord(ts=now - 7200, call_id="old", tool="orchestrate", provider="fast", model="m1",
+    store.calls.record_call(CallRecord(ts=now - 7200, call_id="old", tool="orchestrate", provider="fast", model="m1",
                                  status="error", latency_ms=1.0))
-    summary = await operations_summary(store, AlertsConfig(latency_p95_ms=5000, error_rate=0.25),
+    summary = await operations_summary(store.calls, AlertsConfig(latency_p95_ms=5000, error_rate=0.25),
                                        window="1h", clock=lambda: now)
     fast, slow = summary.groups
     assert (fast.key, fast.calls, fast.errors, fast.error_rate) == ("fast", 20, 0, 0.0)
@@ -60,5 +61,5 @@ async def test_summary_counts_groups_and_alerts() -> None:
     assert fast.throughput_per_min == pytest.approx(20 / 60)
     assert (slow.calls, slow.errors, slow.error_rate) == (4, 2, 0.5)
     assert {(a.group, a.metric) for a in summary.alerts} == {("slow", "latency_p95_ms"), ("slow", "error_rate")}
-    by_model = await operations_summary(store, AlertsConfig(), window="1h", group_by="model", clock=lambda: now)
+    by_model = await operations_summary(store.calls, AlertsConfig(), window="1h", group_by="model", clock=lambda: now)
     assert [g.key for g in by_model.groups] == ["m1", "m2"]

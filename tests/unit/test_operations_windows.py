@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.config import AlertsConfig, OperationsConfig
+from server.errors import InvalidRequest
 from server.operations.histogram import RELATIVE_ERROR, add_value, bucket_index, bucket_value, decode, encode, quantiles
 from server.operations.summary import operations_summary, percentile, series_step_s
-from server.store import CallRecord, Store
+from server.store import CallRecord, CallStore, Store
 from server.store.memory import MemoryStore
 from server.store.sqlite import SQLiteStore
 
@@ -30,9 +31,9 @@ def call(ts: float, latency_ms: float, *, provider: str = "p", model: str = "m",
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[CallStore]:
     made: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "ops.db")
-    yield made
+    yield made.calls
     await made.aclose()
 
 
@@ -65,7 +66,7 @@ def test_series_buckets_are_sized_to_the_window(window_s: float, step_s: int) ->
     assert window_s / step_s <= 60
 
 
-async def test_known_data_set_exact_on_raw_records_and_within_error_on_histograms(store: Store) -> None:
+async def test_known_data_set_exact_on_raw_records_and_within_error_on_histograms(store: CallStore) -> None:
     # 1 … 10 000 ms, one call each, spread over the last 50 minutes.
     for i in range(10_000):
         store.record_call(call(NOW - 3000 + i * 0.3, float(i + 1)))
@@ -83,7 +84,7 @@ async def test_known_data_set_exact_on_raw_records_and_within_error_on_histogram
     assert rough.latency_p50_ms != 5000.5  # it really came from the histogram
 
 
-async def test_windows_group_by_each_column_and_compare_with_the_previous_window(store: Store) -> None:
+async def test_windows_group_by_each_column_and_compare_with_the_previous_window(store: CallStore) -> None:
     store.record_call(call(NOW - 600, 100, provider="a", model="m1", tool="orchestrate", tokens=(10, 5),
                            cost_usd=0.25))
     store.record_call(call(NOW - 300, 300, provider="a", model="m2", tool="consensus", status="error",
@@ -113,7 +114,7 @@ async def test_windows_group_by_each_column_and_compare_with_the_previous_window
     assert {g.key: g.calls for g in week.groups} == {"a": 3, "b": 1, "c": 1}
 
 
-async def test_metrics_pick_the_figures_and_bad_input_is_refused(store: Store) -> None:
+async def test_metrics_pick_the_figures_and_bad_input_is_refused(store: CallStore) -> None:
     store.record_call(call(NOW - 60, 10, tokens=(3, 4)))
     only = await operations_summary(store, window="1h", metrics=["latency"], clock=lambda: NOW)
     (group,) = only.groups
@@ -121,11 +122,11 @@ async def test_metrics_pick_the_figures_and_bad_input_is_refused(store: Store) -
     assert group.errors is None and group.input_tokens is None and group.series is None and group.previous is None
     for kwargs, message in (({"window": "1y"}, "window"), ({"metrics": ["speed"]}, "unknown metric"),
                             ({"group_by": "user"}, "cannot group by")):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(InvalidRequest, match=message):
             await operations_summary(store, clock=lambda: NOW, **kwargs)  # type: ignore[arg-type]
 
 
-async def test_thresholds_per_provider_override_the_global_ones(store: Store) -> None:
+async def test_thresholds_per_provider_override_the_global_ones(store: CallStore) -> None:
     for i in range(10):
         store.record_call(call(NOW - 60 - i, 2000, provider="slow"))
         store.record_call(call(NOW - 60 - i, 2000, provider="tolerated"))
@@ -135,7 +136,8 @@ async def test_thresholds_per_provider_override_the_global_ones(store: Store) ->
 
 
 async def test_roll_up_deletes_old_raw_records_and_preserves_totals(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "roll.db")
+    whole = SQLiteStore(tmp_path / "roll.db")
+    store = whole.calls
     try:
         for day in range(10):
             for i in range(50):
@@ -157,7 +159,7 @@ async def test_roll_up_deletes_old_raw_records_and_preserves_totals(tmp_path: Pa
         past = await operations_summary(store, window="4d", settings=long_exact, clock=lambda: NOW)
         assert inside.percentiles == "exact" and past.percentiles.startswith("histogram")
     finally:
-        await store.aclose()
+        await whole.aclose()
 
 
 async def test_existing_records_are_aggregated_by_the_migration(tmp_path: Path) -> None:
@@ -179,7 +181,7 @@ async def test_existing_records_are_aggregated_by_the_migration(tmp_path: Path) 
     db.close()
     store = SQLiteStore(path)
     try:
-        summary = await operations_summary(store, window="1h", settings=HISTOGRAM_ONLY, clock=lambda: NOW)
+        summary = await operations_summary(store.calls, window="1h", settings=HISTOGRAM_ONLY, clock=lambda: NOW)
         assert summary.totals.calls == 3 and summary.totals.cost_usd == 1.5
     finally:
         await store.aclose()

@@ -4,6 +4,10 @@ A provider is a model at an endpoint: ``name``, ``model``, ``async complete(requ
 ``aclose()``. A provider may also offer ``async prepare()`` (one-time set-up the pool runs before timing
 the first attempt). The registry maps a ``kind`` from the configuration to a factory; each factory imports its
 vendor SDK lazily, on the first call, so starting the server and listing tools loads no SDK.
+
+The pool composes providers the way pydantic-ai composes models (``models/wrapper.py``, ``fallback.py``): its
+members, the recording wrapper, the fallback provider and the policy wrapper are all :class:`Provider` s, and a
+:class:`Completion` says who answered, at what cost, and every :class:`Attempt` it took.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ class CompletionRequest:
         system: the system prompt, if any.
         max_tokens: the completion's token ceiling.
         temperature: sampling temperature in [0, 2], or ``None`` for the provider's default.
-        timeout_s: this attempt's time limit in seconds.
+        timeout_s: the time limit of this call in seconds (for a composite provider, of the whole call: the
+            caller's deadline); ``None``: each provider's configured ``timeout_s``.
         response_format: ``text``, or ``json`` for a reply that must be one JSON value (the pool validates it).
     """
 
@@ -47,7 +52,7 @@ class CompletionRequest:
     system: str | None = None
     max_tokens: int = 1024
     temperature: float | None = None
-    timeout_s: float = 30.0
+    timeout_s: float | None = None
     response_format: Literal["text", "json"] = "text"
 
 
@@ -60,6 +65,26 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """One provider attempt within a call, as reported to the client.
+
+    Attributes:
+        provider / model: who was asked (the configured name; the model as configured or as it answered).
+        status: ``ok``, ``error``, ``cancelled`` (early stop, a deadline, the client) or ``cached``.
+        latency_ms: time spent waiting on this provider.
+        error_class: the failure class (``rate_limited``, ``timeout`` …), ``None`` on success.
+        error: a redacted one-line description of the failure.
+    """
+
+    provider: str
+    model: str
+    status: str
+    latency_ms: float
+    error_class: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
     """A provider's answer.
 
@@ -68,12 +93,21 @@ class Completion:
         model: the model that answered, as the upstream reports it.
         usage: token counts as the upstream reports them.
         finish_reason: the upstream's stop reason (``stop``, ``end_turn``, ``length`` …).
+        provider: the configured name of the pool member that answered (set by the pool; ``None`` from a bare
+            SDK or wire provider, and for a response-cache hit's synthetic attempt).
+        cost_usd: the answer's price from the configured per-token prices (set by the pool).
+        latency_ms: milliseconds spent waiting on providers for it, every attempt (set by the pool).
+        attempts: every attempt the answer took, the last one the success (set by the pool).
     """
 
     text: str
     model: str
     usage: Usage = field(default_factory=Usage)
     finish_reason: str | None = None
+    provider: str | None = None
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    attempts: tuple[Attempt, ...] = ()
 
 
 @runtime_checkable
@@ -87,7 +121,10 @@ class Provider(Protocol):
         """Return one completion.
 
         Raises:
-            server.errors.ProviderError: a subclass naming the failure class.
+            server.errors.ProviderError: a subclass naming the failure class (one provider's failure).
+            server.errors.OrchestrationError: composite providers also raise the pool's errors
+                (:class:`~server.errors.AllProvidersFailed`, :class:`~server.errors.NoProviderAvailable`) and the
+                policy's (:class:`~server.errors.GuardrailBlocked`, :class:`~server.errors.CeilingExceeded`).
         """
         ...
 

@@ -17,6 +17,7 @@ from server.errors import (
     BadRequest,
     ContentRefused,
     ContextWindowExceeded,
+    NotFound,
     ProviderError,
     RateLimited,
     ServerError,
@@ -41,6 +42,9 @@ def unless_refused(provider: str, completion: Completion) -> Completion:
 # OpenAI-compatible servers (vLLM, Ollama) word it like OpenAI.
 _CONTEXT_WINDOW = re.compile(r"context[_ ]length[_ ]exceeded|maximum context length|prompt is too long|"
                              r"context window", re.IGNORECASE)
+# OpenAI answers a flagged prompt 400 with code "content_policy_violation" (Azure: "content_filter"); LiteLLM
+# maps the same wording to its ContentPolicyViolationError.
+_CONTENT_POLICY = re.compile(r"content[_ ]policy|content[_ ]filter|safety system", re.IGNORECASE)
 
 
 def retry_after_s(headers: Mapping[str, str] | None, now: Callable[[], float] = time.time) -> float | None:
@@ -73,7 +77,9 @@ def error_for_status(
     """The typed error for an HTTP error status from a provider's endpoint.
 
     429 and 529 (Anthropic's "overloaded") are rate limits; 408 and 5xx are server errors; 401/403 are
-    authentication failures; other 4xx are bad requests (not worth another provider).
+    authentication failures; 404 is a model or endpoint this provider does not have; a 400/413 that names the
+    context window is a context-window overflow, a 400 that names the content policy a refusal; other 4xx are bad
+    requests (invalid parameters: every provider would refuse them). The README's fallback table follows this.
     """
     detail = f"HTTP {status_code}: {short_detail(message, secrets)}"
     kwargs = {"status_code": status_code, "retry_after_s": retry_after_s(headers)}
@@ -83,6 +89,10 @@ def error_for_status(
         return AuthenticationFailed(provider, detail, **kwargs)
     if status_code == 408 or status_code >= 500:
         return ServerError(provider, detail, **kwargs)
+    if status_code == 404:
+        return NotFound(provider, detail, **kwargs)
     if status_code in (400, 413) and _CONTEXT_WINDOW.search(message):
         return ContextWindowExceeded(provider, detail, **kwargs)
+    if status_code == 400 and _CONTENT_POLICY.search(message):
+        return ContentRefused(provider, detail, **kwargs)
     return BadRequest(provider, detail, **kwargs)

@@ -15,8 +15,6 @@ from server.pool.providers._errors import error_for_status, unless_refused
 from server.security.addresses import AddressPolicy
 from server.security.outbound import outbound_client
 
-from server.pool.providers._bodies import JSON_INSTRUCTION  # noqa: F401 - re-exported (was defined here)
-
 
 class SDKProvider:
     """Base of the SDK providers. Subclasses say how to build the client, call it, and read its reply.
@@ -70,6 +68,10 @@ class SDKProvider:
         except Exception as exc:
             raise self._translate(exc) from exc
         return unless_refused(self.name, self._completion(response))
+
+    def timeout_s(self, request: CompletionRequest) -> float:
+        """The request's time limit, or the provider's configured one when the request sets none."""
+        return self.config.timeout_s if request.timeout_s is None else request.timeout_s
 
     async def aclose(self) -> None:
         """Close the SDK client's connection pool. Idempotent."""

@@ -63,9 +63,10 @@ class WireProvider:
         """
         client = self._http()
         url = (self.config.base_url or self.default_base_url).rstrip("/") + self._path()
+        timeout_s = self.config.timeout_s if request.timeout_s is None else request.timeout_s
         try:
-            with anyio.fail_after(request.timeout_s):
-                response = await client.post(url, json=self._body(request), timeout=request.timeout_s)
+            with anyio.fail_after(timeout_s):
+                response = await client.post(url, json=self._body(request), timeout=timeout_s)
                 content = await response.aread()
         except Exception as exc:
             raise self._translate(exc) from exc

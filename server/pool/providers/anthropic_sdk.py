@@ -31,7 +31,7 @@ class AnthropicProvider(SDKProvider):
         )
 
     async def _call(self, client: Any, request: CompletionRequest) -> Any:
-        return await client.messages.create(**anthropic_messages_body(self.model, request), timeout=request.timeout_s)
+        return await client.messages.create(**anthropic_messages_body(self.model, request), timeout=self.timeout_s(request))
 
     def _completion(self, response: Any) -> Completion:
         blocks = getattr(response, "content", None)

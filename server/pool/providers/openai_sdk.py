@@ -29,7 +29,7 @@ class OpenAIProvider(SDKProvider):
 
     async def _call(self, client: Any, request: CompletionRequest) -> Any:
         body = openai_chat_body(self.model, request, vendor_endpoint=self.config.base_url is None)
-        return await client.chat.completions.create(**body, timeout=request.timeout_s)
+        return await client.chat.completions.create(**body, timeout=self.timeout_s(request))
 
     def _completion(self, response: Any) -> Completion:
         choices = getattr(response, "choices", None)

@@ -1,0 +1,291 @@
+"""The SQLite database behind every SQLite store protocol: one dedicated thread owns the connection.
+
+A SQLite connection belongs to the thread that opened it, and anyio's worker threads rotate, so one thread
+opens the database (WAL mode), migrates it and serves every operation from a queue, in order:
+
+- **queued writes** (:meth:`SQLiteDatabase.record`, :meth:`SQLiteDatabase.enqueue`: call records, guardrail
+  decisions, cache entries) return at once; **awaited writes** (:meth:`SQLiteDatabase.write`: conversation
+  turns) return once committed. Writes queued together go in one transaction (group commit), each in its own
+  savepoint, so a write that fails rolls back alone and the others commit. If the transaction as a whole fails
+  (say, at COMMIT), every write in it is retried on its own: one bad row never takes another caller's with it.
+- **calls** (:meth:`SQLiteDatabase.call`) run alone, after every write queued before them is committed, so a
+  read sees those; a call that writes opens its own transaction (``db.atomic()``).
+
+Failures reach the caller of an awaited write or a call as :class:`server.store.errors.StorageError` naming the
+condition; a queued write that fails is logged (its kind and the condition, never its content) and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import server.store._sqlite_utils  # noqa: F401  (first: keeps numpy off the start-up path)
+import sqlite_utils
+
+from server.store import sqlite_ops as ops_sql
+from server.store.errors import STORAGE_FAILURES, StorageError, StoreUnavailable, condition_of
+from server.store.migrations import migrate
+from server.store.records import CallRecord
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+Work = Callable[[sqlite_utils.Database], Any]
+_STOP = object()
+_CLOSE_TIMEOUT_S = 30.0
+_LINGER_S = 0.005
+_LINGER_BELOW = 500
+_BUSY_TIMEOUT_MS = 5000
+_FAILURES = (sqlite3.Error, *STORAGE_FAILURES)
+
+
+@dataclass(slots=True)
+class _Write:
+    """A write for the next batch; ``future`` is ``None`` for a queued (fire-and-forget) one."""
+
+    fn: Work
+    what: str
+    future: Future[Any] | None = None
+
+
+@dataclass(slots=True)
+class _Call:
+    fn: Work
+    what: str
+    write: bool
+    future: Future[Any]
+
+
+_Batched = CallRecord | _Write
+
+
+class SQLiteDatabase:
+    """A SQLite file (or ``":memory:"``) served by its own thread.
+
+    Args:
+        path: the database file, created with its folder if missing.
+
+    Raises:
+        StoreUnavailable: the database cannot be opened or migrated (names the path and the reason).
+    """
+
+    failures: tuple[type[BaseException], ...] = _FAILURES
+    """What counts as the storage failing (a :class:`StorageError` for the caller); anything else is a bug."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.dropped = 0
+        """Queued writes that could not be stored (each logged)."""
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        opened: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, args=(opened,), name="sqlite-store", daemon=True)
+        self._thread.start()
+        try:
+            opened.result()
+        except BaseException as exc:
+            self._thread.join(_CLOSE_TIMEOUT_S)
+            raise StoreUnavailable(self.path, exc) from None
+
+    # -- the owning thread ------------------------------------------------------------------------------
+
+    def _open(self) -> sqlite_utils.Database:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite_utils.Database(self.path)
+            db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            db.enable_wal()
+        else:
+            db = sqlite_utils.Database(memory=True)
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives the process being killed
+        # Reads (pattern search, lookups) touch pages all over a library of thousands of patterns: a 32 MB
+        # page cache and memory-mapped reads keep them off the read() syscall path.
+        db.execute("PRAGMA cache_size=-32000")
+        db.execute("PRAGMA mmap_size=268435456")
+        migrate(db)
+        return db
+
+    def _run(self, opened: Future[None]) -> None:
+        try:
+            db = self._open()
+        except BaseException as exc:
+            opened.set_exception(exc)
+            return
+        opened.set_result(None)
+        try:
+            self._serve(db)
+        finally:
+            db.close()
+
+    def _serve(self, db: sqlite_utils.Database) -> None:
+        while True:
+            item = self._queue.get()
+            batch: list[_Batched] = []
+            awaited = lingered = False
+            while True:
+                if isinstance(item, (CallRecord, _Write)):
+                    batch.append(item)
+                    awaited = awaited or (isinstance(item, _Write) and item.future is not None)
+                else:
+                    self._commit(db, batch)
+                    batch, awaited = [], False
+                    if item is _STOP:
+                        return
+                    self._call(db, item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    if lingered or awaited or not batch or len(batch) >= _LINGER_BELOW:
+                        break
+                    # Only queued records in: wait a moment (GIL released) so a burst lands in one transaction
+                    # instead of one commit per record. Someone awaiting a write never waits for this.
+                    lingered = True
+                    time.sleep(_LINGER_S)
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+            self._commit(db, batch)
+
+    def _commit(self, db: sqlite_utils.Database, batch: list[_Batched]) -> None:
+        """Store the batch (a write whose caller gave up waiting before it ran is not made)."""
+        batch = [item for item in batch if not isinstance(item, _Write) or item.future is None
+                 or item.future.set_running_or_notify_cancel()]
+        if batch:
+            self._apply(db, batch)
+
+    def _apply(self, db: sqlite_utils.Database, batch: list[_Batched]) -> None:
+        """The batch in one transaction, each write in a savepoint; retried item by item if it fails whole."""
+        records = [item for item in batch if isinstance(item, CallRecord)]
+        writes = [item for item in batch if isinstance(item, _Write)]
+        outcomes: list[tuple[_Write, bool, Any]] = []
+        try:
+            with db.atomic():
+                if records:
+                    self._insert_calls(db, records)
+                for write in writes:
+                    try:
+                        with db.atomic():  # a savepoint: a failing write rolls back alone
+                            outcomes.append((write, True, write.fn(db)))
+                    except Exception as exc:  # noqa: BLE001 - the write's own failure, handed to its caller
+                        if not db.conn.in_transaction:
+                            raise  # SQLite rolled the whole transaction back: retry item by item below
+                        outcomes.append((write, False, exc))
+        except Exception as exc:  # noqa: BLE001 - never kills the thread; every item gets its outcome
+            if len(batch) > 1:
+                for item in batch:
+                    self._apply(db, [item])
+                return
+            self._fail(batch[0], exc)
+            return
+        for write, ok, value in outcomes:
+            if ok:
+                if write.future is not None:
+                    write.future.set_result(value)
+            else:
+                self._fail(write, value)
+
+    @staticmethod
+    def _insert_calls(db: Any, records: list[CallRecord]) -> None:
+        """Insert raw call records and count them into their aggregates (inside the batch's transaction)."""
+        ops_sql.insert_calls(db, records)
+
+    def _fail(self, item: _Batched, exc: BaseException) -> None:
+        what = "a call record" if isinstance(item, CallRecord) else item.what
+        future = None if isinstance(item, CallRecord) else item.future
+        if future is None:
+            self.dropped += 1
+            logger.warning("database %s: %s was not stored (%s); dropped", self.path, what, condition_of(exc))
+        else:
+            logger.error("database %s: %s was not stored (%s)", self.path, what, condition_of(exc))
+            future.set_exception(_translated(exc, what, write=True, failures=self.failures))
+
+    def _call(self, db: sqlite_utils.Database, call: _Call) -> None:
+        if not call.future.set_running_or_notify_cancel():
+            return
+        try:
+            call.future.set_result(call.fn(db))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            if db.conn.in_transaction:
+                db.rollback()  # a call must never leave a transaction open for the next batch
+            call.future.set_exception(_translated(exc, call.what, write=call.write, failures=self.failures))
+
+    # -- the async side ---------------------------------------------------------------------------------
+
+    def _check_open(self, what: str, write: bool) -> None:
+        if self._closed:
+            raise StorageError("closed", what, write=write)
+
+    async def call(self, fn: Callable[[sqlite_utils.Database], T], what: str, *, write: bool = False) -> T:
+        """Run ``fn(db)`` on the owning thread, after every write queued before it; a ``fn`` that writes
+        wraps its work in ``db.atomic()`` (committed when this returns).
+
+        Raises:
+            StorageError: the database failed (``what`` names what was read or stored).
+        """
+        self._check_open(what, write)
+        future: Future[T] = Future()
+        self._queue.put(_Call(fn, what, write, future))
+        return await asyncio.wrap_future(future)
+
+    async def write(self, fn: Callable[[sqlite_utils.Database], T], what: str) -> T:
+        """Run ``fn(db)`` in the next batch's transaction (in a savepoint of its own); returns its result once
+        committed.
+
+        Raises:
+            StorageError: this write was not stored (the others in its batch are not affected).
+        """
+        self._check_open(what, True)
+        future: Future[T] = Future()
+        self._queue.put(_Write(fn, what, future))
+        return await asyncio.wrap_future(future)
+
+    def enqueue(self, fn: Work, what: str) -> None:
+        """Queue ``fn(db)`` for the next batch and return at once (dropped with a warning once closed)."""
+        if self._closed:
+            logger.warning("%s dropped: store already closed", what)
+            return
+        self._queue.put(_Write(fn, what))
+
+    def record(self, record: CallRecord) -> None:
+        """Queue one call record (a lock-free queue put, no I/O on the caller's thread)."""
+        if self._closed:
+            logger.warning("call record dropped: store already closed")
+            return
+        self._queue.put(record)
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far is committed (or dropped)."""
+        await self.call(lambda db: None, "pending writes")
+
+    def close(self) -> None:
+        """Write what is queued, close the connection and join the thread (bounded). Idempotent, blocking."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(_CLOSE_TIMEOUT_S)
+        if self._thread.is_alive():
+            logger.error("store thread did not finish within %.0f s; some call records may be lost", _CLOSE_TIMEOUT_S)
+
+    async def aclose(self) -> None:
+        """:meth:`close` without blocking the event loop; shielded so shutdown's cancellation cannot skip it."""
+        import anyio
+
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.close)
+
+
+def _translated(exc: BaseException, what: str, *, write: bool,
+                failures: tuple[type[BaseException], ...] = _FAILURES) -> BaseException:
+    """A storage failure as :class:`StorageError`; anything else (a bug) as it is, for its traceback."""
+    return StorageError.of(exc, what, write=write) if isinstance(exc, failures) else exc

@@ -1,0 +1,100 @@
+"""Chaos: three replicas behind nginx on one PostgreSQL database, 30 five-step runs in flight, a replica SIGKILLed
+ten times (restarted under its id each time but once, when it stays down for good). Every run completes once,
+with the right result; no step whose result was recorded runs again (between two executions of one step there is
+always a kill); no run is lost. Bounded: kills are spaced by the runs' progress, the end awaited with a limit."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.serving import free_port, wait_for_port
+from tests.team import Replica, call, nginx_block, replica_config, work_log, work_steps
+
+pytestmark = pytest.mark.anyio
+RUNS, STEPS, KILLS, STAYS_DOWN = 30, 5, 10, 4  # the kill (0-based) after which that replica is not restarted
+STEP_S = 2.5
+
+
+async def progress(downstream_url: str, prefix: str) -> int:
+    """How many step executions the downstream server has seen for runs whose ids start with ``prefix``."""
+    from mcp import Client
+
+    with anyio.fail_after(30):
+        async with Client(downstream_url) as client:
+            result = await client.call_tool("work_count", {"prefix": prefix})
+    return int(result.structured_content["result"])
+
+
+@pytest.mark.timeout(600)
+async def test_runs_survive_ten_kills_and_a_replica_that_stays_down(
+        tmp_path: Path, postgres_url: str, downstream_url: str, nginx) -> None:
+    port = free_port()
+    # Few runs at once per replica, so that runs are in flight through all ten kills.
+    config = replica_config(downstream_url).replace("replica_wait_s = 1.0", "replica_wait_s = 20.0\nqueue_concurrency = 4")
+    replicas = [Replica(tmp_path, postgres_url, f"c{n}", config, allowed_hosts=f"127.0.0.1:{port}")
+                for n in range(3)]
+    rng = random.Random(19)
+    kills: list[float] = []
+    try:
+        for r in replicas:
+            r.start(wait=False)
+        for r in replicas:
+            wait_for_port(r.port, r.process, timeout_s=90)
+        proxy = nginx(nginx_block(replicas), port)
+        url = f"http://127.0.0.1:{proxy.port}/mcp"
+        prefix = f"chaos-{tmp_path.name}-"
+        run_ids = [f"{prefix}{n}" for n in range(RUNS)]
+        for n, run_id in enumerate(run_ids):
+            started = await call(url, "run_workflow", workflow=work_steps(run_id, STEPS, [STEP_S]), run_id=run_id,
+                                 inputs={}, wait=False)
+            assert started["run_id"] == run_id
+        gone: Replica | None = None
+        t0 = time.time()
+        seen = 0
+        for k in range(KILLS):
+            with anyio.fail_after(120):  # kill once the runs have moved on since the last kill
+                while (now := await progress(downstream_url, prefix)) < seen + 3:
+                    if now >= RUNS * STEPS:
+                        break
+                    await anyio.sleep(0.1)
+            seen = now
+            print(f"kill {k}: {now} step executions so far, {time.time() - t0:.1f} s", flush=True)
+            victim = rng.choice([r for r in replicas if r.alive()])
+            kills.append(time.time())
+            victim.kill()
+            if k == STAYS_DOWN:
+                gone = victim
+            else:
+                victim.start(wait=False)
+                await anyio.to_thread.run_sync(lambda v=victim: wait_for_port(v.port, v.process, timeout_s=90))
+        assert gone is not None and not gone.alive()
+        print(f"kills done at {time.time() - t0:.1f} s", flush=True)
+        with anyio.fail_after(240):
+            pending = set(run_ids)
+            while pending:
+                for run_id in sorted(pending):
+                    status = await call(url, "workflow_run", run_id=run_id)
+                    assert status["status"] not in ("failed", "cancelled"), status
+                    if status["status"] == "completed":
+                        assert status["outputs"] == {"last": f"s{STEPS - 1}[{STEPS - 1}]"}
+                        pending.discard(run_id)
+                await anyio.sleep(0.2)
+        extra = 0
+        for run_id in run_ids:
+            log = await work_log(downstream_url, run_id)
+            assert sorted(log) == [f"s{n}" for n in range(STEPS)], (run_id, log)
+            for step, starts in log.items():
+                extra += len(starts) - 1
+                for earlier, later in zip(starts, starts[1:]):  # a re-execution always follows a kill
+                    assert any(earlier < kill < later for kill in kills), (run_id, step, starts, kills)
+        listed = await call(url, "workflow_run", status="completed", limit=100)
+        assert {r["run_id"] for r in listed["runs"]} >= set(run_ids)
+        print(f"chaos: {KILLS} kills, {extra} step executions repeated in {RUNS * STEPS} steps")
+    finally:
+        for r in replicas:
+            r.stop()

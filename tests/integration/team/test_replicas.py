@@ -1,0 +1,125 @@
+"""Replicas on one PostgreSQL database, as real processes: a held replica id refuses a second process; a run of a
+replica that is SIGKILLed and stays down is resumed by a survivor from its last recorded step; the admin command
+does the same by hand."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.serving import server_env
+from tests.services import wait_until
+from tests.team import Replica, call, replica_config, work_log, work_steps
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_second_process_with_a_held_replica_id_is_refused_at_start(tmp_path: Path, postgres_url: str) -> None:
+    first = Replica(tmp_path, postgres_url, "r1", replica_config()).start()
+    try:
+        second = Replica(tmp_path / "second", postgres_url, "r1", replica_config())
+        done = subprocess.run(second.command(), capture_output=True, text=True, timeout=60, env=server_env())
+        assert done.returncode == 2, done.stderr
+        assert "replica id 'r1' is held by a running process" in done.stderr
+        assert first.alive()
+        other = Replica(tmp_path / "other", postgres_url, "r2", replica_config()).start()  # another id is fine
+        other.stop()
+    finally:
+        first.stop()
+
+
+async def test_a_survivor_resumes_a_dead_replicas_run_from_its_last_recorded_step(
+        tmp_path: Path, postgres_url: str, downstream_url: str) -> None:
+    run_id = f"takeover-{tmp_path.name}"
+    config = replica_config(downstream_url)
+    a = Replica(tmp_path, postgres_url, "a", config).start()
+    b = Replica(tmp_path, postgres_url, "b", config)
+    try:
+        # s1's first execution takes long: A is killed in the middle of it. Only A runs at first, so it owns the run.
+        started = await call(a.url, "run_workflow", workflow=work_steps(run_id, 3, {1: [60.0, 0.0]}), run_id=run_id,
+                             wait=False)
+        assert started["run_id"] == run_id
+        await anyio.to_thread.run_sync(lambda: wait_until(
+            lambda: anyio.from_thread.run(work_log, downstream_url, run_id).get("s1"), 60, "s1 started on A"))
+        b.start()
+        a.kill()  # stays down for good
+        with anyio.fail_after(60):
+            while (status := await call(b.url, "workflow_run", run_id=run_id))["status"] != "completed":
+                await anyio.sleep(0.2)
+        log = await work_log(downstream_url, run_id)
+        assert status["outputs"] == {"last": "s2[2]"}
+        assert {step: len(starts) for step, starts in log.items()} == {"s0": 1, "s1": 2, "s2": 1}
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_workflows_recover_resumes_a_gone_replicas_runs_and_refuses_a_live_one(
+        tmp_path: Path, postgres_url: str, downstream_url: str) -> None:
+    run_id = f"manual-{tmp_path.name}"
+    config = replica_config(downstream_url, extra="")
+    a = Replica(tmp_path, postgres_url, "gone", config).start()
+    command = [sys.executable, "-m", "server", "workflows", "recover", "--from", "gone", "--database", postgres_url]
+    try:
+        await call(a.url, "run_workflow", workflow=work_steps(run_id, 2, {0: [60.0, 0.0]}), run_id=run_id, wait=False)
+        await anyio.to_thread.run_sync(lambda: wait_until(
+            lambda: anyio.from_thread.run(work_log, downstream_url, run_id).get("s0"), 60, "s0 started"))
+        refused = subprocess.run(command, capture_output=True, text=True, timeout=60, env=server_env())
+        assert refused.returncode == 1 and "is alive" in refused.stderr
+        a.kill()
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=server_env())
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == [run_id]
+        # Back on the queue: the next replica to start runs it to the end.
+        b = Replica(tmp_path, postgres_url, "next", config).start()
+        try:
+            with anyio.fail_after(60):
+                while (await call(b.url, "workflow_run", run_id=run_id))["status"] != "completed":
+                    await anyio.sleep(0.2)
+        finally:
+            b.stop()
+        assert {k: len(v) for k, v in (await work_log(downstream_url, run_id)).items()} == {"s0": 2, "s1": 1}
+    finally:
+        a.stop()
+
+
+def gated(run_id: str) -> dict:
+    """A run that waits for an approval, then does one `work` step."""
+    return {"name": "gated", "steps": [
+        {"id": "gate", "kind": "approval", "with": {"message": "go?"}},
+        {"id": "after", "kind": "tool", "depends_on": ["gate"],
+         "with": {"server": "down", "tool": "work", "arguments": {"run": run_id, "step": "after"}}}],
+        "outputs": {"decision": "{{ steps.gate.output.decision }}"}}
+
+
+async def test_a_run_started_on_one_replica_is_listed_approved_and_cancelled_on_another(
+        tmp_path: Path, postgres_url: str, downstream_url: str) -> None:
+    config = replica_config(downstream_url)
+    a = Replica(tmp_path, postgres_url, "ra", config).start()
+    b = Replica(tmp_path, postgres_url, "rb", config).start()
+    approved, cancelled = f"approve-{tmp_path.name}", f"cancel-{tmp_path.name}"
+    try:
+        for run_id in (approved, cancelled):
+            await call(a.url, "run_workflow", workflow=gated(run_id), run_id=run_id, wait=False)
+        listed = await call(b.url, "workflow_run")
+        assert {r["run_id"] for r in listed["runs"]} >= {approved, cancelled}
+        with anyio.fail_after(60):  # B reads the run's recorded steps: its approval is open
+            while (await call(b.url, "workflow_run", run_id=approved))["status"] != "waiting":
+                await anyio.sleep(0.2)
+        decided = await call(b.url, "workflow_run", run_id=approved, action="approve")
+        assert next(s for s in decided["steps"] if s["id"] == "gate")["status"] == "completed"
+        stopped = await call(b.url, "workflow_run", run_id=cancelled, action="cancel")
+        assert stopped["status"] == "cancelled"
+        with anyio.fail_after(60):
+            while (status := await call(a.url, "workflow_run", run_id=approved))["status"] != "completed":
+                await anyio.sleep(0.2)
+        assert status["outputs"] == {"decision": "approved"}
+        assert (await call(a.url, "workflow_run", run_id=cancelled))["status"] == "cancelled"
+        assert list(await work_log(downstream_url, cancelled)) == []  # the cancelled run's step never ran
+    finally:
+        a.stop()
+        b.stop()
