@@ -112,8 +112,6 @@ async def test_no_planted_secret_leaves_by_any_exit(tmp_path: Path, upstream: Up
     assert not hits, hits
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="an upstream's 200 reply is screened for echoed keys by the pool's reply "
-                   "screening (issue 15.7, reply side: another branch); remove this mark when it lands")
 async def test_a_key_echoed_in_a_200_reply_reaches_no_exit(tmp_path: Path, upstream: Upstream) -> None:
     encoded = base64.b64encode(ECHOED_KEY.encode()).decode()
     upstream.script("echo-sim", Behaviour(text=f"Your key is {ECHOED_KEY}; masked {ECHOED_KEY[:18]}******; "
@@ -130,5 +128,7 @@ async def test_a_key_echoed_in_a_200_reply_reaches_no_exit(tmp_path: Path, upstr
         again = await client.call_tool("orchestrate", {
             "prompt": "and again?", "continuation_id": first.structured_content["continuation_id"]})
         results += [first.model_dump(mode="json"), again.model_dump(mode="json")]
+    # The upstream did echo the key in all three forms, and each was masked (not dropped with the answer).
+    assert call_text(first).count("[redacted]") == 3 and "Your key is" in call_text(first), call_text(first)
     hits = sweep(tmp_path, results, [ECHOED_KEY])
     assert not hits, hits
