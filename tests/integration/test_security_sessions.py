@@ -18,6 +18,7 @@ from tests.conftest import provider_entry
 from tests.secure_serving import MCP_HEADERS, initialize_body, make_key, mcp_client, running_server, write_toml
 
 pytestmark = pytest.mark.anyio
+QUIET_PINGS = 25
 
 
 async def open_session(http: httpx2.AsyncClient, url: str, key: str) -> tuple[httpx2.Response, float]:
@@ -71,6 +72,11 @@ async def test_one_key_flooding_sessions_exhausts_only_its_own_allowance(tmp_pat
             async with mcp_client(server.url, watcher) as client:  # warm: the first call's imports are done
                 assert not (await client.call_tool("orchestrate", {"prompt": "warm up"})).is_error
             async with pinging(server.url, watcher) as pings, httpx2.AsyncClient(timeout=30) as http:
+                # The same pings with no flood first: the machine's own noise (a shared 2-core machine under
+                # other load delays any request by a scheduler slice or two), measured in this run.
+                while len(pings) < QUIET_PINGS:  # bounded by fail_after
+                    await anyio.sleep(0.05)
+                quiet, flood_from = max(pings), len(pings)
                 outcomes: list[tuple[httpx2.Response, float]] = []
 
                 async def burst(count: int) -> None:
@@ -102,7 +108,11 @@ async def test_one_key_flooding_sessions_exhausts_only_its_own_allowance(tmp_pat
                 assert again.status_code == 200
                 still, _ = await open_session(http, server.url, flooder)
                 assert still.status_code == 429
-            assert pings and max(pings) < 0.25, f"slowest ping {max(pings) * 1000:.0f} ms of {len(pings)}"
+            flooded = pings[flood_from:]
+            # Under 250 ms on a quiet machine (the quiet pings take a few ms); a flood that blocked the event loop
+            # or made each opening request slow (200 of them) would hold pings for seconds.
+            assert flooded and max(flooded) < 0.25 + quiet, \
+                f"slowest ping {max(flooded) * 1000:.0f} ms of {len(flooded)} (quiet: {quiet * 1000:.0f} ms)"
 
 
 async def test_an_idle_session_frees_its_slot_after_the_idle_timeout(tmp_path: Path, upstream: Upstream) -> None:
