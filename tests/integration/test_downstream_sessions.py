@@ -93,7 +93,8 @@ async def test_a_crashed_downstream_server_is_reopened() -> None:
 
 async def test_downstream_stderr_and_errors_are_logged_redacted(caplog: pytest.LogCaptureFixture) -> None:
     config = Config.model_validate({"mcp_servers": {"local": local(DOWNSTREAM_SECRET=SECRET)}})
-    caplog.set_level(logging.DEBUG)
+    # On the logger itself: an earlier in-process test may have left the "server" logger above DEBUG.
+    caplog.set_level(logging.DEBUG, logger="server.workflows.downstream")
     async with Client(build_server(config, store_factory=MemoryStore)) as client:
         out = await run(client, {"name": "leaky", "steps": [
             tool("say", "say_env", arguments={"name": "DOWNSTREAM_SECRET"}, on_error="continue")],
