@@ -335,13 +335,14 @@ class Config(_Strict):
 
         for index, provider in enumerate(self.providers):
             try:
-                check_url(provider.base_url or "https://vendor.invalid", self.network.allow_addresses)
+                check_url(provider.base_url or "https://vendor.invalid", self.network.allow_addresses,
+                          self.network.deny_addresses)
             except AddressRefused as exc:
                 raise ValueError(f"providers[{index}].base_url: {exc}") from None
         for name, server in self.mcp_servers.items():  # checked again after DNS before each connection
             try:
                 if server.url is not None:
-                    check_url(server.url, self.network.allow_addresses)
+                    check_url(server.url, self.network.allow_addresses, self.network.deny_addresses)
             except AddressRefused as exc:
                 raise ValueError(f"mcp_servers.{name}.url: {exc}") from None
         if self.routing.backoff_max_s < self.routing.backoff_base_s:

@@ -2,12 +2,18 @@
 
 Tools: `echo` (returns its text), `add` (structured sum), `fail_times` (fails the first N calls per key, then
 answers), `sleep` (waits), `boom` (always an error result), `count` (how often a key was called), `headers`
-(the HTTP headers a call arrived with).
+(the HTTP headers a call arrived with), `refuse_quoting_header` (a JSON-RPC error quoting a request header),
+`pid` (this process's id), `crash` (exits the process at once),
+`say_env` (writes an environment variable's value to stderr, and answers an error quoting it).
+
+`DOWNSTREAM_STARTUP_DELAY_S` in the environment: wait that long before serving (a slow-starting server). At
+start the server writes the value of `DOWNSTREAM_SECRET` (if set) to stderr, as a careless server might.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -89,7 +95,36 @@ def count(key: str) -> int:
     return calls.get(key, 0)
 
 
+@mcp.tool(description="Refuse the call with a JSON-RPC error that quotes the HTTP header `name` (a careless server).")
+def refuse_quoting_header(name: str, ctx: Context) -> str:
+    from mcp import MCPError
+
+    request = getattr(ctx.request_context, "request", None)
+    value = request.headers.get(name, "") if request is not None else ""
+    raise MCPError(-32602, f"refused: {name} {value} is not accepted here")
+
+
+@mcp.tool(description="This server process's id.")
+def pid() -> int:
+    return os.getpid()
+
+
+@mcp.tool(description="Exit the process at once, without answering.")
+def crash() -> str:
+    os._exit(3)
+
+
+@mcp.tool(description="Write the value of environment variable `name` to stderr and fail, quoting it.")
+def say_env(name: str) -> str:
+    value = os.environ.get(name, "")
+    print(f"{name} is {value}", file=sys.stderr, flush=True)
+    raise ToolError(f"cannot use {name}={value}")
+
+
 if __name__ == "__main__":
+    time.sleep(float(os.environ.get("DOWNSTREAM_STARTUP_DELAY_S", "0")))
+    if os.environ.get("DOWNSTREAM_SECRET"):
+        print(f"starting with secret {os.environ['DOWNSTREAM_SECRET']}", file=sys.stderr, flush=True)
     if len(sys.argv) > 2 and sys.argv[1] == "--http":
         mcp.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
     else:

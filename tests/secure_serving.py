@@ -113,9 +113,13 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": 
 
 
 class JwksServer:
-    """A JWKS endpoint on loopback with an RSA key, and a signer for tokens under it."""
+    """A JWKS endpoint on loopback with an RSA key (``kid`` ``test-key``), and a signer for tokens under it.
 
-    def __init__(self) -> None:
+    Args:
+        extra_keys: more JWKs to publish (e.g. an EC key, to name with a token's ``kid``).
+    """
+
+    def __init__(self, extra_keys: tuple[dict[str, Any], ...] = ()) -> None:
         import jwt
         from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -123,7 +127,7 @@ class JwksServer:
         self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private_key.public_key()))
         public.update({"kid": "test-key", "use": "sig", "alg": "RS256"})
-        body = json.dumps({"keys": [public]}).encode()
+        body = json.dumps({"keys": [public, *extra_keys]}).encode()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
@@ -148,5 +152,5 @@ class JwksServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def token(self, **claims: Any) -> str:
-        return self._jwt.encode(claims, self.private_key, algorithm="RS256", headers={"kid": "test-key"})
+    def token(self, *, kid: str = "test-key", **claims: Any) -> str:
+        return self._jwt.encode(claims, self.private_key, algorithm="RS256", headers={"kid": kid})

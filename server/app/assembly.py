@@ -5,6 +5,7 @@ This is the only module that imports the surface packages (``tools``, ``resource
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from server.consensus.service import ConsensusService
     from server.operations.telemetry import Telemetry
     from server.workflows import RuntimeFactory, StepServices
+    from server.workflows.downstream import DownstreamServers
     from server.workflows.lazy import LazyWorkflows
 
 logger = logging.getLogger(__name__)
@@ -118,7 +120,9 @@ async def open_dependencies(
         return ConsensusService(pool, telemetry=telemetry, patterns=patterns)
 
     try:
-        workflows = _lazy_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime, telemetry)
+        downstream = _downstream_servers(config)
+        workflows = _lazy_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime, telemetry,
+                                    downstream)
         if run_workflow is None:
             async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
                 # Under a named system principal: its steps' model calls are screened and recorded as its.
@@ -131,7 +135,8 @@ async def open_dependencies(
         if workflow_runtime is not None:  # a durable runtime: launched (recovering runs) once the SDKs are in
             steps.append(("workflow runtime", workflows.warm))
         warm_up = WarmUp(steps)
-        async with _running(workflows.serve), _running(incidents.run), _running(warm_up.run):
+        async with _running(workflows.serve), _running(incidents.run), _running(warm_up.run), \
+                (_running(downstream.serve) if downstream else contextlib.nullcontext()):  # sessions closed on exit
             yield Dependencies(config=config, store=store, pool=pool, lazy_consensus=consensus, patterns=patterns,
                                clock=clock, lazy_workflows=workflows, incidents=incidents, telemetry=telemetry,
                                simple=simple, warm_up=warm_up)
@@ -141,21 +146,28 @@ async def open_dependencies(
             await store.aclose()
 
 
+def _downstream_servers(config: Config) -> DownstreamServers | None:
+    """The downstream MCP servers' session pool (``None`` without ``[mcp_servers]``)."""
+    if not config.mcp_servers:
+        return None
+    from server.security.addresses import AddressPolicy
+    from server.workflows.downstream import DownstreamServers
+
+    return DownstreamServers(config.mcp_servers, config.secrets(), policy=AddressPolicy.from_settings(config.network))
+
+
 def _lazy_workflows(config: Config, store: Store, pool: ProviderPool, consensus: Callable[[], ConsensusService],
                     patterns: PatternRegistry, clock: Callable[[], float], runtime: RuntimeFactory | None,
-                    telemetry: Telemetry | None) -> LazyWorkflows:
+                    telemetry: Telemetry | None, downstream: DownstreamServers | None = None) -> LazyWorkflows:
     """The workflow service, built at first use; a given (durable) runtime is opened by the warm start
     (:mod:`server.app.warmup`), to recover interrupted runs without waiting for a call."""
     from server.workflows.lazy import LazyWorkflows
 
     def services() -> StepServices:
-        from server.workflows.downstream import DownstreamServers
         from server.workflows.steps import StepServices
 
-        servers = DownstreamServers(config.mcp_servers, config.secrets(),
-                                    allow_addresses=config.network.allow_addresses) if config.mcp_servers else None
         return StepServices(pool=pool, store=store, config=config, consensus=consensus(), patterns=patterns,
-                            tool_caller=servers.call if servers else None, clock=clock, telemetry=telemetry)
+                            tool_caller=downstream.call if downstream else None, clock=clock, telemetry=telemetry)
 
     return LazyWorkflows(services, store, runtime_factory=runtime, clock=clock, delay_s=math.inf)
 

@@ -7,6 +7,7 @@ logs go to stderr; lines that are true command output (``check``, ``demo``) are 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -20,7 +21,8 @@ from server.store.errors import StorageError
 
 logger = logging.getLogger("server")
 _QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "anthropic", "mcp", "uvicorn.access")
-SUBCOMMANDS = ("check", "simulate-upstream", "demo", "patterns", "metrics", "keys", "workflows")
+_OWN_LOGGERS = ("server", "tools", "resources", "prompts", "knowledge")  # the packages of this distribution
+SUBCOMMANDS = ("check", "simulate-upstream", "demo", "patterns", "metrics", "keys", "workflows", "mcp-servers")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             _configure_logging("WARNING")
             return run_workflows_command(args, config, database_path(config, os.environ, args.database))
+        if args.command == "mcp-servers":
+            from server.app import mcp_servers_cli
+
+            _configure_logging("WARNING", config.secrets())
+            return mcp_servers_cli.run(args, config)
         from server.app import keys_cli  # the command left: keys
 
         _configure_logging("WARNING")
@@ -115,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tools", default=None, metavar="NAME,...", help="offer only these tools, e.g. "
                         "orchestrate,consensus (default: $AI_ORCHESTRATION_TOOLS, [server] tools, else all)")
     sub = parser.add_subparsers(dest="command",
-                                metavar="{check,simulate-upstream,demo,patterns,metrics,keys,workflows}")
+                                metavar="{check,simulate-upstream,demo,patterns,metrics,keys,workflows,mcp-servers}")
     check = sub.add_parser("check", parents=[common], help="validate the configuration and list providers")
     check.add_argument("--probe", action="store_true", help="also send each provider one request of one token "
                        "and report reachability, authentication and whether the model exists")
@@ -142,21 +149,29 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("--group-by", default="provider",
                          choices=["provider", "model", "tool", "ab_bucket", "workflow"])
     from server.app.keys_cli import add_parser as add_keys_parser
+    from server.app.mcp_servers_cli import add_parser as add_mcp_servers_parser
     from server.app.workflows_cli import add_parser as add_workflows_parser
 
     add_keys_parser(sub, common)
     add_workflows_parser(sub, common)
+    add_mcp_servers_parser(sub, common)
     return parser
 
 
 def _configure_logging(level: str, secrets: Sequence[str] = ()) -> None:
-    from server.security.hygiene import RedactingFormatter
+    """stderr, every record redacted; ``level`` for our own loggers, third-party ones never below INFO: their
+    DEBUG output carries request and SSE bodies (sse_starlette logs every chunk), prompts and answers included."""
+    from server.security.hygiene import RedactingFormatter, redact_log_records
 
-    logging.basicConfig(stream=sys.stderr, level=level, force=True)
+    numeric = logging.getLevelName(level)
+    redact_log_records(secrets)
+    logging.basicConfig(stream=sys.stderr, level=max(logging.INFO, numeric), force=True)
     for handler in logging.getLogger().handlers:  # every line passes the secret filter
         handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
+    for name in _OWN_LOGGERS:
+        logging.getLogger(name).setLevel(numeric)
     for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+        logging.getLogger(name).setLevel(max(logging.WARNING, numeric))
 
 
 def _simple_mode(args: argparse.Namespace) -> bool:
@@ -242,6 +257,7 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
 
     from server.app.assembly import build_server, open_dependencies, open_store
     from server.pool.providers import build_provider, build_wire_provider
+    from server.security.addresses import AddressPolicy
     from server.security.startup import check_provider_addresses, http_verifier
     from server.app.transports import check_bind_host, is_loopback, serve
 
@@ -266,9 +282,10 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
     if simple:
         from server.app.simple import build_simple_server as build, open_simple_store as open_state
 
-        providers = build_wire_provider
+        providers = functools.partial(build_wire_provider, policy=AddressPolicy.from_settings(config.network))
     else:
-        build, open_state, providers = build_server, open_store, build_provider
+        build, open_state = build_server, open_store
+        providers = functools.partial(build_provider, policy=AddressPolicy.from_settings(config.network))
 
     # Simple mode: runs in memory (the in-memory workflow runtime) and no tracing.
     workflow_runtime = None if simple else _workflow_runtime(config, db_path, replica)
@@ -276,7 +293,8 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
     if not simple:
         from server.operations.telemetry import Telemetry, TelemetrySettings
 
-        telemetry = Telemetry.from_settings(TelemetrySettings.from_environ(os.environ))  # None unless OTEL_* ask
+        telemetry = Telemetry.from_settings(TelemetrySettings.from_environ(os.environ),  # None unless OTEL_* ask
+                                            secrets=config.secrets())
 
     async def run() -> None:
         async with open_dependencies(config, store_factory=lambda: open_state(db_path), provider_factory=providers,

@@ -138,8 +138,10 @@ def http_app(mcp: MCPServer, transport: Transport, *, host: str, port: int, allo
         inner = mcp.sse_app(transport_security=security, host=host, max_request_body_size=limits.max_body_bytes)
     else:
         inner = mcp.streamable_http_app(transport_security=security, host=host,
-                                        max_request_body_size=limits.max_body_bytes)
-    app = secure_app(inner, security=security, verifier=verifier, limits=limits, jwt=jwt)
+                                        max_request_body_size=limits.max_body_bytes,
+                                        session_idle_timeout=limits.session_idle_s, max_sessions=limits.max_sessions)
+    app = secure_app(inner, security=security, verifier=verifier, limits=limits, jwt=jwt,
+                     sessions=transport == "http")
     return app if dashboard is None else dashboard(app, security)
 
 

@@ -14,7 +14,8 @@ by ``gen_ai.token.type``), ``ai_orchestration.cost`` (counter, USD).
 
 Prompt and completion text are recorded (``gen_ai.input.messages`` / ``gen_ai.output.messages``) only when
 ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``. Exception messages are never recorded (only the
-error class), so nothing a provider echoes back (a key fragment) reaches a span.
+error class), so nothing a provider echoes back (a key fragment) reaches our spans; every exporter is wrapped so
+that no span (the MCP SDK's own included) leaves the process with a configured secret in it.
 
 Semantic conventions: https://opentelemetry.io/docs/specs/semconv/gen-ai/ (spans and metrics, 2025–2026).
 This module imports nothing from OpenTelemetry at import time: the SDK loads only when telemetry is switched on.
@@ -28,7 +29,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,11 +139,14 @@ class Telemetry:
             self.duration = self.tokens = self.cost = None
 
     @classmethod
-    def from_settings(cls, settings: TelemetrySettings, *, set_global: bool = True) -> Telemetry | None:
+    def from_settings(cls, settings: TelemetrySettings, *, set_global: bool = True,
+                      secrets: Sequence[str] = ()) -> Telemetry | None:
         """The exporters ``settings`` ask for; ``None`` when they ask for none.
 
         With ``set_global`` the providers become OpenTelemetry's global ones, so the MCP SDK's own spans
-        (``tools/call …``) and any provider-SDK instrumentation join the same traces.
+        (``tools/call …``, ``MCP send …``) and any provider-SDK instrumentation join the same traces. Every span
+        exporter is wrapped in :class:`~server.operations.span_redaction.RedactingSpanExporter` with
+        ``secrets``: no span of any instrumentation leaves with a secret in it.
         """
         if not settings.enabled:
             return None
@@ -154,6 +158,8 @@ class Telemetry:
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
+            from server.operations.span_redaction import RedactingSpanExporter
+
             tracer_provider = TracerProvider(resource=resource)
             for name in settings.traces:
                 if name == "otlp":
@@ -162,7 +168,7 @@ class Telemetry:
                     exporter: Any = OTLPSpanExporter(endpoint=settings.traces_endpoint)
                 else:
                     exporter = ConsoleSpanExporter(out=sys.stderr)  # stdout is the MCP wire in stdio mode
-                tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+                tracer_provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(exporter, secrets)))
         if settings.metrics:
             from opentelemetry.sdk.metrics import MeterProvider
             from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader

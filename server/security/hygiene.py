@@ -4,8 +4,9 @@ The core never puts a credential into a message (see :mod:`server.security.redac
 carry one: pydantic validation errors quote the offending ``input_value``, the SDK logs a failing tool's
 message, a caller may paste a key into an argument that an error message names. Two nets catch those:
 
-- :class:`RedactingFormatter`, installed on the entry point's log handler: every formatted line (tracebacks
-  included) has configured secrets and key-shaped strings replaced by ``[redacted]``.
+- :func:`redact_log_records` and :class:`RedactingFormatter`, installed by the entry point: every log record
+  (whatever handler writes it, tracebacks included) and every formatted line has configured secrets and
+  key-shaped strings replaced by ``[redacted]``.
 - :func:`redact_tool_errors`, an MCP server middleware: an error result of ``tools/call`` (and a protocol
   error's message) gets the same treatment, and validation errors lose their ``input_value=…`` quotes.
 """
@@ -37,6 +38,37 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return scrub(super().format(record), self._secrets)
+
+
+_ORIGINAL_FACTORY = logging.getLogRecordFactory()
+
+
+def redact_log_records(secrets: Sequence[str] = ()) -> None:
+    """Make every log record of the process carry only redacted text, whichever handler formats it.
+
+    Handlers that the entry point does not own (DBOS's own stderr handler, a library's) use their own
+    formatters, so :class:`RedactingFormatter` cannot reach them; this replaces the record factory instead:
+    each record's message is formatted and redacted when it is made (only records a logger will emit are made),
+    and its traceback text likewise. Calling it again replaces the secrets. Entry points only: it is a
+    process-wide setting.
+    """
+    cleaned = tuple(secrets)
+    formatter = logging.Formatter()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = _ORIGINAL_FACTORY(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a record that cannot format keeps its parts; the formatter scrubs it
+            return record
+        record.msg, record.args = scrub(message, cleaned), ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = scrub(formatter.formatException(record.exc_info), cleaned)
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info, cleaned)
+        return record
+
+    logging.setLogRecordFactory(factory)
 
 
 def redact_tool_errors(secrets: Callable[[], Sequence[str]] = tuple) -> Callable[..., Any]:

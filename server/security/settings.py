@@ -17,6 +17,9 @@ admin_scope = "mcp:admin"           # tokens carrying it act as role admin
 max_body_bytes = 1048576
 requests_per_minute = 120           # per key; 429 + Retry-After over it
 max_concurrent_calls = 8            # per key
+max_sessions_per_key = 128          # handshake-era Streamable HTTP sessions per key (429 over it)
+session_idle_s = 300                # such a session with nothing in flight for this long is closed
+max_sessions = 10000                # all keys together
 max_tokens_per_call = 16000         # max_tokens ceiling for orchestrate / consensus (per answer)
 max_cost_usd_per_call = 0.50        # worst-case estimate, refused before any provider is called
 workflow_max_steps = 200
@@ -32,6 +35,7 @@ redact_pii = true
 
 [network]
 allow_addresses = ["169.254.169.254/32"]   # explicit exceptions to the address policy
+deny_addresses = ["10.0.0.0/8"]            # refused as well (wins over allow_addresses)
 ```
 """
 
@@ -77,6 +81,14 @@ class LimitSettings(_Strict):
     max_body_bytes: int = Field(default=1_048_576 * 4, ge=1024, le=256 * 1_048_576)
     requests_per_minute: int | None = Field(default=600, ge=1)
     max_concurrent_calls: int | None = Field(default=16, ge=1)
+    max_sessions_per_key: int = Field(default=128, ge=1, le=100_000)
+    """Handshake-era Streamable HTTP sessions one key may hold at once (429 above it). A service sharing one key
+    across many clients needs one each (``bench/http_load.py`` runs 50); 78 keys at the limit would still not
+    fill the table of ``max_sessions``."""
+    session_idle_s: float = Field(default=300.0, gt=0, le=86_400, allow_inf_nan=False)
+    """A handshake-era session with no request in flight (an open GET stream counts) for this long is closed."""
+    max_sessions: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Handshake-era sessions of all keys together (the MCP SDK's cap; 503 above it)."""
     max_tokens_per_call: int | None = Field(default=None, ge=1)
     max_cost_usd_per_call: float | None = Field(default=None, ge=0)
     workflow_max_steps: int = Field(default=1000, ge=1, le=100_000)  # the definition limit
@@ -120,3 +132,6 @@ class NetworkSettings(_Strict):
 
     allow_addresses: tuple[str, ...] = ()
     """CIDRs or host names that the policy would refuse but are wanted (e.g. a proxy on a link-local address)."""
+    deny_addresses: tuple[str, ...] = ()
+    """CIDRs or host names refused on top of the built-in refusals (e.g. a VPC's private ranges); an entry here
+    wins over ``allow_addresses``."""

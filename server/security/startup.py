@@ -15,12 +15,13 @@ def check_provider_addresses(config: Config) -> None:
     Raises:
         ConfigError: naming the provider.
     """
-    from server.security.addresses import AddressRefused, check_url_resolved
+    from server.security.addresses import AddressPolicy, AddressRefused
 
+    policy = AddressPolicy.from_settings(config.network)
     for index, provider in enumerate(config.providers):
         if provider.base_url:
             try:
-                check_url_resolved(provider.base_url, config.network.allow_addresses)
+                policy.check_url_resolved(provider.base_url)
             except AddressRefused as exc:
                 raise ConfigError(str(exc), key=f"providers[{index}].base_url") from None
 

@@ -6,7 +6,8 @@ authorization spec, resource-server role; RFC 6750 §3). The verified :class:`~s
 travels in ``AccessToken.claims["principal"]``. ``AccessToken.token`` never holds the presented token: it
 holds the key id (or the JWT's ``jti``), so nothing downstream can log or forward it.
 
-A refused token is logged with its reason and the key id at most, never the token.
+A refused token is logged with its reason and the key id at most, never the token. Any error while verifying a
+JWT (a malformed header, a ``kid`` that names a key of another type, an unreachable JWKS) refuses it: 401.
 """
 
 from __future__ import annotations
@@ -115,7 +116,8 @@ class JwtVerifier:
         except jwt.InvalidIssuerError:
             logger.info("refused a JWT: wrong issuer")
             return None
-        except (jwt.PyJWTError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to verify is a refusal (401), never a 500
+            # e.g. a `kid` naming a key of another type: PyJWT raises TypeError from the key's own parser.
             logger.info("refused a JWT: %s", type(exc).__name__)
             return None
         scopes = _scopes(claims)

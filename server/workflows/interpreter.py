@@ -297,7 +297,9 @@ class Interpreter:
                 self.tracker.update(run_id, name, status="running", attempts=attempt, started_at=started)
                 try:
                     params = render_value(step.with_, context)
-                    scope = anyio.fail_after(step.timeout_s) if step.timeout_s else nullcontext()
+                    # A tool step bounds its tool call itself: opening the downstream session is not counted.
+                    timed = step.timeout_s and step.kind != "tool"
+                    scope = anyio.fail_after(step.timeout_s) if timed else nullcontext()
                     with scope, span(self.services.telemetry, SPAN_WORKFLOW_STEP,
                                      {"ai_orchestration.workflow.step": name, "ai_orchestration.workflow.kind": step.kind,
                                       "ai_orchestration.workflow.attempt": attempt}):

@@ -17,6 +17,7 @@ from server.app.assembly import build_server
 from server.config import Config, McpServerConfig
 from server.simulator import Upstream
 from server.store.memory import MemoryStore
+from server.security.addresses import AddressPolicy
 from server.workflows.downstream import DownstreamServers
 from server.workflows.service import RunNotFound
 from server.workflows.steps import StepFailed
@@ -156,7 +157,8 @@ async def test_tool_step_urls_pass_the_address_policy_before_connecting() -> Non
         return [(2, 1, 6, "", ("169.254.169.254", 0))]
 
     servers = DownstreamServers({"meta": McpServerConfig(url="http://169.254.169.254/mcp"),
-                                 "named": McpServerConfig(url="http://metadata.test/mcp")}, resolve=resolver)
+                                 "named": McpServerConfig(url="http://metadata.test/mcp")},
+                                policy=AddressPolicy(resolve=resolver))
     for name in ("meta", "named"):
         with pytest.raises(StepFailed) as caught:
             await servers.call(name, "echo", {"text": "x"}, 5)

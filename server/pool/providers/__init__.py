@@ -15,10 +15,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from server.config import ProviderConfig
 from server.errors import ConfigError
+
+if TYPE_CHECKING:
+    from server.security.addresses import AddressPolicy
 
 Role = Literal["user", "assistant"]
 
@@ -149,8 +152,13 @@ def provider_kinds() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_provider(config: ProviderConfig, registry: dict[str, str] | None = None) -> Provider:
+def build_provider(config: ProviderConfig, registry: dict[str, str] | None = None, *,
+                   policy: AddressPolicy | None = None) -> Provider:
     """Construct the provider a config entry describes (its SDK client is created on first use).
+
+    Args:
+        policy: the outbound address policy its HTTP client enforces (default: the built-in policy without the
+            ``[network]`` exceptions; the entry point passes the configured one).
 
     Raises:
         ConfigError: the kind is not registered.
@@ -159,14 +167,14 @@ def build_provider(config: ProviderConfig, registry: dict[str, str] | None = Non
     if target is None:
         raise ConfigError(f"unknown provider kind {config.kind!r}; known: {', '.join(provider_kinds())}", key="kind")
     module_name, _, attribute = target.partition(":")
-    factory: ProviderFactory = getattr(importlib.import_module(module_name), attribute)
-    return factory(config)
+    factory: Callable[..., Provider] = getattr(importlib.import_module(module_name), attribute)
+    return factory(config) if policy is None else factory(config, policy=policy)
 
 
-def build_wire_provider(config: ProviderConfig) -> Provider:
+def build_wire_provider(config: ProviderConfig, *, policy: AddressPolicy | None = None) -> Provider:
     """Simple mode's :func:`build_provider`: the wire-protocol provider of the config's kind (no vendor SDK).
 
     Raises:
         ConfigError: the kind is not registered.
     """
-    return build_provider(config, WIRE_REGISTRY)
+    return build_provider(config, WIRE_REGISTRY, policy=policy)

@@ -11,6 +11,8 @@ from server.config import ProviderConfig
 from server.errors import MalformedReply, ProviderConnectionError, ProviderError, ProviderTimeout
 from server.pool.providers import Completion, CompletionRequest
 from server.pool.providers._errors import endpoint_host, error_for_status, unless_refused
+from server.security.addresses import AddressPolicy
+from server.security.outbound import outbound_client
 
 
 class SDKProvider:
@@ -18,14 +20,17 @@ class SDKProvider:
 
     Args:
         config: the provider's configuration, with its key already resolved.
+        policy: the outbound address policy every request (and connection) passes (default: the built-in one,
+            without ``[network]`` exceptions); see :mod:`server.security.outbound`.
     """
 
     sdk_module = ""
     """The vendor SDK's module name; both SDKs share the exception names used in :meth:`_translate`."""
     default_base_url = ""
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: ProviderConfig, *, policy: AddressPolicy | None = None) -> None:
         self.config = config
+        self._policy = policy or AddressPolicy()
         self.name = config.name
         self.model = config.model
         self._client: Any = None
@@ -40,6 +45,8 @@ class SDKProvider:
                     # A local endpoint (Ollama, the simulator) needs no key; the SDKs insist on a non-empty one.
                     api_key=self._secrets[0] if self._secrets else "unused",
                     base_url=self.config.base_url or self.default_base_url,
+                    # Ours, not the SDK's default: no redirects, and the address policy on every request.
+                    http_client=outbound_client(self._policy, timeout=self.config.timeout_s),
                 )
             return self._client
 
@@ -71,7 +78,7 @@ class SDKProvider:
             client, self._client = self._client, None
             await client.close()
 
-    def _make_client(self, *, api_key: str, base_url: str) -> Any:
+    def _make_client(self, *, api_key: str, base_url: str, http_client: Any) -> Any:
         raise NotImplementedError
 
     async def _call(self, client: Any, request: CompletionRequest) -> Any:

@@ -17,6 +17,8 @@ from server.config import ProviderConfig
 from server.errors import MalformedReply, ProviderConnectionError, ProviderError, ProviderTimeout
 from server.pool.providers import Completion, CompletionRequest
 from server.pool.providers._errors import endpoint_host, error_for_status, unless_refused
+from server.security.addresses import AddressPolicy
+from server.security.outbound import outbound_client
 
 
 class WireProvider:
@@ -24,13 +26,18 @@ class WireProvider:
 
     Args:
         config: the provider's configuration, with its key already resolved.
-        transport: an ``httpx2`` transport to use instead of the network (tests pass ``httpx2.MockTransport``).
+        transport: an ``httpx2`` transport to use instead of the network (tests pass ``httpx2.MockTransport``);
+            the address policy does not apply to it.
+        policy: the outbound address policy every request passes (default: the built-in one); see
+            :mod:`server.security.outbound`.
     """
 
     default_base_url = ""
 
-    def __init__(self, config: ProviderConfig, *, transport: httpx2.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, config: ProviderConfig, *, transport: httpx2.AsyncBaseTransport | None = None,
+                 policy: AddressPolicy | None = None) -> None:
         self.config = config
+        self._policy = policy or AddressPolicy()
         self.name = config.name
         self.model = config.model
         self._client: httpx2.AsyncClient | None = None
@@ -40,10 +47,12 @@ class WireProvider:
     def _http(self) -> httpx2.AsyncClient:
         # Built on first use, on the event loop (no await between the test and the assignment: no race).
         if self._client is None:
-            self._client = httpx2.AsyncClient(
-                timeout=self.config.timeout_s, transport=self._transport,  # proxies from the environment, as the SDKs
-                headers={"accept": "application/json", **self._headers(self._secrets[0] if self._secrets else None)},
-            )
+            headers = {"accept": "application/json", **self._headers(self._secrets[0] if self._secrets else None)}
+            if self._transport is not None:  # a test's stand-in for the network: no addresses to check
+                self._client = httpx2.AsyncClient(timeout=self.config.timeout_s, transport=self._transport,
+                                                  headers=headers, follow_redirects=False)
+            else:  # no redirects, the address policy on every request; proxies from the environment
+                self._client = outbound_client(self._policy, timeout=self.config.timeout_s, headers=headers)
         return self._client
 
     async def complete(self, request: CompletionRequest) -> Completion:

@@ -23,11 +23,11 @@ class AnthropicProvider(SDKProvider):
     sdk_module = "anthropic"
     default_base_url = "https://api.anthropic.com"
 
-    def _make_client(self, *, api_key: str, base_url: str) -> Any:
+    def _make_client(self, *, api_key: str, base_url: str, http_client: Any) -> Any:
         import anthropic  # lazy: ~0.9 s of imports that tools/list must not pay
 
         return anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=self.config.timeout_s
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=self.config.timeout_s, http_client=http_client
         )
 
     async def _call(self, client: Any, request: CompletionRequest) -> Any:

@@ -21,10 +21,11 @@ class OpenAIProvider(SDKProvider):
     sdk_module = "openai"
     default_base_url = "https://api.openai.com/v1"
 
-    def _make_client(self, *, api_key: str, base_url: str) -> Any:
+    def _make_client(self, *, api_key: str, base_url: str, http_client: Any) -> Any:
         import openai  # lazy: ~0.5 s of imports that tools/list must not pay
 
-        return openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=self.config.timeout_s)
+        return openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=self.config.timeout_s,
+                                  http_client=http_client)
 
     async def _call(self, client: Any, request: CompletionRequest) -> Any:
         body = openai_chat_body(self.model, request, vendor_endpoint=self.config.base_url is None)
