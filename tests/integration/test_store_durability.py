@@ -358,7 +358,8 @@ async def test_a_full_file_system_gives_named_errors_and_no_false_success(
         server.stop()
 
 
-async def test_start_up_on_a_read_only_file_system_names_the_path_and_the_reason(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [[], ["keys", "list"]], ids=["serve", "keys list"])
+def test_start_up_on_a_read_only_file_system_names_the_path_and_the_reason(tmp_path: Path, command: list[str]) -> None:
     in_private_tmpfs()
     folder = tmp_path / "ro"
     folder.mkdir()
@@ -366,7 +367,7 @@ async def test_start_up_on_a_read_only_file_system_names_the_path_and_the_reason
     config.write_text("")
     result = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
                              f'mount -t tmpfs -o ro,size=64k none "{folder}" && exec "$@"', "sh", *SERVER_COMMAND,
-                             "--config", str(config), "--database", str(folder / "state.db")],
+                             *command, "--config", str(config), "--database", str(folder / "state.db")],
                             capture_output=True, text=True, env=server_env(), timeout=120, stdin=subprocess.DEVNULL)
     line = one_line_error(result)
     assert str(folder / "state.db") in line and "(read-only)" in line, line
