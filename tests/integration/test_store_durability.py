@@ -30,7 +30,7 @@ from server.simulator import Behaviour, Upstream
 from server.store.sqlite import SQLiteStore
 from tests.conftest import provider_entry, write_config
 from tests.integration.test_workflows_durability import ServerProcess, call, try_call, work, work_log
-from tests.serving import SERVER_COMMAND, free_port, server_env, wait_for_port
+from tests.serving import SERVER_COMMAND, RawStdioSession, free_port, server_env, wait_for_port
 
 pytestmark = pytest.mark.anyio
 KILLS = 10
@@ -115,6 +115,22 @@ async def test_a_second_serving_process_is_refused_and_the_first_ones_run_is_not
     server.kill()
     server.start()
     assert (await call(server.url, "workflow_run", run_id=run))["status"] == "completed"
+
+
+def test_a_second_simple_mode_server_on_the_same_state_file_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    state = tmp_path / "state.json"
+    first = RawStdioSession(["--simple", "--config", str(config), "--database", str(state)])
+    try:
+        first.initialize()  # serving
+        second = subprocess.run([*SERVER_COMMAND, "--simple", "--config", str(config), "--database", str(state)],
+                                capture_output=True, text=True, env=server_env(), timeout=120,
+                                stdin=subprocess.DEVNULL)
+        line = one_line_error(second)
+        assert f"pid {first.process.pid}" in line and str(state) in line, line
+    finally:
+        assert first.close() == 0
 
 
 # -- 15.4: no acknowledged id lost to SIGKILL --------------------------------------------------------------------
