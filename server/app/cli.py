@@ -268,6 +268,12 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
     check_provider_addresses(config)
     enabled_tools = _enabled_tools(args.tools, config)
     db_path = _state_location(config, args, simple)
+    lock = None
+    if not isinstance(db_path, PostgresDatabase):  # replicas share PostgreSQL; a SQLite file serves one process
+        from server.store.serving_lock import hold_serving_lock
+
+        # Before anything opens the database or DBOS; released when this process ends, however it ends.
+        lock = hold_serving_lock(db_path)
     secrets = config.secrets() + ([db_path.password] if isinstance(db_path, PostgresDatabase) and db_path.password
                                   else [])
     replica = None
@@ -333,6 +339,8 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
             telemetry.shutdown()  # exports what is still batched
         if replica is not None:
             replica.close()
+        if lock is not None:
+            lock.close()
     return 0
 
 
@@ -385,12 +393,19 @@ def _workflow_runtime(config: Config, db_path: DatabaseLocation, replica: Any = 
     def dbos(interpreter: Any) -> Any:
         from server.workflows.dbos_runtime import APPLICATION_VERSION, dbos_config, dbos_runtime
 
+        configured = config.workflows.system_database
         if isinstance(db_path, PostgresDatabase):
-            system = config.workflows.system_database or db_path.url
+            system, executor_id = configured or db_path.url, replica.id if replica is not None else None
         else:
-            system = config.workflows.system_database or str(Path(db_path).with_suffix(".dbos.sqlite"))
+            from server.store.serving_lock import database_executor_id
+
+            # Beside the database, the system database is as exclusive as the database's serving lock and keeps
+            # DBOS's default executor id ("local"); a configured one may be shared by several servers, so each
+            # recovers only its own runs, under an id of its database.
+            system = configured or str(Path(db_path).with_suffix(".dbos.sqlite"))
+            executor_id = database_executor_id(db_path) if configured else None
         settings = dbos_config(system, application_version=config.workflows.application_version
-                               or APPLICATION_VERSION, executor_id=replica.id if replica is not None else None)
+                               or APPLICATION_VERSION, executor_id=executor_id)
         return dbos_runtime(settings, replica=replica,
                             queue_concurrency=config.workflows.queue_concurrency)(interpreter)
 

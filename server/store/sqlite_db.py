@@ -18,7 +18,9 @@ condition; a queued write that fails is logged (its kind and the condition, neve
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -93,7 +95,7 @@ class SQLiteDatabase:
             opened.result()
         except BaseException as exc:
             self._thread.join(_CLOSE_TIMEOUT_S)
-            raise StoreUnavailable(self.path, exc) from None
+            raise StoreUnavailable(self.path, _explained(self.path, exc)) from None
 
     # -- the owning thread ------------------------------------------------------------------------------
 
@@ -282,6 +284,17 @@ class SQLiteDatabase:
 
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self.close)
+
+
+def _explained(path: str, exc: BaseException) -> BaseException:
+    """``exc``, or the read-only file system behind SQLite's bare "unable to open database file"."""
+    if path == ":memory:" or condition_of(exc) not in ("cannot open", "read-only", "error"):
+        return exc
+    try:
+        read_only = bool(os.statvfs(Path(path).parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return exc
+    return OSError(errno.EROFS, "the file system is read-only") if read_only else exc
 
 
 def _translated(exc: BaseException, what: str, *, write: bool,
