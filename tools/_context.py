@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from mcp.server.mcpserver import Context
@@ -27,6 +28,10 @@ from server.security import require_role as check_role
 from tools._schema import compact_schema
 
 logger = logging.getLogger(__name__)
+
+AS_TASK: ContextVar[bool] = ContextVar("as_task", default=False)
+"""Set while a tool call becomes an MCP task (:mod:`server.app.tasks`): a tool that supports tasks starts its
+work and returns at once (``run_workflow`` returns the started run's status), and the task follows the work."""
 
 
 def dependencies(ctx: Context) -> Dependencies:

@@ -21,7 +21,7 @@ from server.workflows.service import (
     ToolStepsForbidden,
     WorkflowService,
 )
-from tools._context import core_errors, dependencies, make_tool, require_role
+from tools._context import AS_TASK, core_errors, dependencies, make_tool, require_role
 
 RUN_DESCRIPTION = """Run a workflow: a DAG of steps (orchestrate, consensus, pattern, tool on a downstream MCP
 server, workflow = a saved sub-workflow, approval = wait for a human decision) with dependencies, parallel
@@ -106,7 +106,7 @@ async def run_workflow(
         except ToolStepsForbidden:
             require_role(ctx, "admin", "run_workflow with tool steps")
             raise
-        if not wait:
+        if not wait or AS_TASK.get():  # as a task, the task follows the run
             return await service.status(started_id, owner_filter)
 
         async def progress(done: float, total: float, message: str) -> None:

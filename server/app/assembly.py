@@ -26,6 +26,9 @@ from server.operations.incidents import IncidentService, WorkflowRunner
 from server.pool.policy import Policy
 from server.pool.pool import ProviderPool
 from server.pool.providers import Provider, build_provider
+from server.app.protocol_logging import ProtocolLog
+from server.app.run_tasks import RunTasks
+from server.app.tasks import TaskBackend, TasksExtension
 from server.security import INCIDENT_RESPONSE
 from server.security.hygiene import redact_tool_errors
 from server.dependencies import Dependencies
@@ -182,6 +185,7 @@ def build_server(
     tool_list: Sequence[Tool] | None = None,
     simple: bool = False,
     request_state_keys: Sequence[bytes] | None = None,
+    task_backends: Sequence[TaskBackend] = (),
 ) -> MCPServer:
     """The MCP server with every tool, resource and prompt registered.
 
@@ -194,6 +198,8 @@ def build_server(
         simple: passed to :func:`open_dependencies` (simple mode assembles through :mod:`server.app.simple`).
         request_state_keys: the key ring sealing the SDK's multi-round-trip ``requestState`` (replicas pass the
             keys they share, so state minted by one unseals on another); default: a key of this process.
+        task_backends: more MCP task backends, asked after the product's own (:class:`server.app.run_tasks.RunTasks`);
+            the conformance fixture server adds its fixture tools' here.
     """
     import prompts
     import resources
@@ -245,7 +251,9 @@ def build_server(
         middleware=[redact_tool_errors(config.secrets)],  # secret hygiene on every error a client sees
         request_state_security=None if request_state_keys is None else RequestStateSecurity(
             keys=list(request_state_keys)),
+        extensions=[TasksExtension([RunTasks(), *task_backends])],
     )
+    ProtocolLog().serve(mcp)
     surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
     bus.register(mcp)
 
