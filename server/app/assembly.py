@@ -186,6 +186,7 @@ def build_server(
     simple: bool = False,
     request_state_keys: Sequence[bytes] | None = None,
     task_backends: Sequence[TaskBackend] = (),
+    protocol_log: ProtocolLog | None = None,
 ) -> MCPServer:
     """The MCP server with every tool, resource and prompt registered.
 
@@ -200,6 +201,7 @@ def build_server(
             keys they share, so state minted by one unseals on another); default: a key of this process.
         task_backends: more MCP task backends, asked after the product's own (:class:`server.app.run_tasks.RunTasks`);
             the conformance fixture server adds its fixture tools' here.
+        protocol_log: serves ``logging/setLevel`` and forwards notable events (default: a new one).
     """
     import prompts
     import resources
@@ -221,8 +223,17 @@ def build_server(
         for uri in URIS:
             await bus.publish(ResourceUpdated(uri=uri))
 
+    if protocol_log is None:
+        protocol_log = ProtocolLog(config.secrets)
+
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Dependencies]:
+        async with protocol_log.forwarding():
+            async with _lifespan() as deps:
+                yield deps
+
+    @asynccontextmanager
+    async def _lifespan() -> AsyncIterator[Dependencies]:
         if shared is not None:
             # SSE runs a lifespan per connection over the same dependencies: follow their patterns once.
             if not following:
@@ -253,7 +264,7 @@ def build_server(
             keys=list(request_state_keys)),
         extensions=[TasksExtension([RunTasks(), *task_backends])],
     )
-    ProtocolLog().serve(mcp)
+    protocol_log.serve(mcp)
     surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
     bus.register(mcp)
 

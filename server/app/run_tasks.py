@@ -100,8 +100,7 @@ def task_view(status: RunStatus) -> TaskView:
         return TaskView(task_id=status.run_id, status="cancelled", created_at=created, updated_at=updated)
     message = status.progress.message
     if status.status == "waiting":
-        waiting = [s.id for s in status.steps if s.status == "waiting"]
-        message = f"{message}; waiting for approval of {', '.join(waiting) or 'a step'} (workflow_run approve/reject)"
+        message = f"{message} (approve or reject with workflow_run)"
     return TaskView(task_id=status.run_id, status="working", created_at=created, updated_at=updated,
                     status_message=message)
 

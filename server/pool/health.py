@@ -11,6 +11,7 @@ window, refusal) count for nothing.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from server.errors import ProviderError
 
 BREAKER_ERRORS = frozenset({"timeout", "server_error", "connection", "malformed_reply", "provider_error"})
 _MINUTE_S = 60.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +171,8 @@ class ProviderHealth:
         self.state, self.probe_in_flight = "open", False
         self.open_until = now + self.routing.breaker_cooldown_s
         self.outcomes.clear()
+        logger.warning("circuit breaker of provider %s opened for %.0f s", self.config.name,
+                       self.routing.breaker_cooldown_s)
 
     def error_rate(self) -> float | None:
         """Failure fraction over the breaker window (calls that count for the breaker), ``None`` without calls."""

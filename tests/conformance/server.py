@@ -6,7 +6,7 @@ Builds the product's MCP server (``server.app.assembly.build_server``: its tools
 extension, ``logging/setLevel`` and the SDK's per-request capability checks) and serves it over Streamable HTTP
 on 127.0.0.1:N at ``/mcp``, with the fixture tools the conformance suite 0.2.0-alpha.12 calls by name (``greet``,
 ``slow_compute``, ``failing_job``, ``protocol_error_job``, ``confirm_delete``, ``multi_input``,
-``test_tool_with_task``, ``test_missing_capability``). Their tasks run in memory (:class:`JobTasks`, a task
+``test_tool_with_task``, ``test_missing_capability``, ``test_tool_with_logging``, ``test_trigger_*_change``). Their tasks run in memory (:class:`JobTasks`, a task
 backend of this file); the product's own tasks are workflow runs. Nothing here ships in the installed product.
 """
 
@@ -34,6 +34,7 @@ from mcp.server.mcpserver.exceptions import ToolError  # noqa: E402
 from mcp_types import CallToolRequestParams, CreateMessageResult, SamplingMessage, TextContent  # noqa: E402
 from mcp_types.jsonrpc import INTERNAL_ERROR  # noqa: E402
 
+from server.app.protocol_logging import ProtocolLog  # noqa: E402
 from server.app.tasks import TaskSupport, TaskView, principal_of  # noqa: E402
 
 SUPPORT: Mapping[str, TaskSupport] = {
@@ -41,6 +42,7 @@ SUPPORT: Mapping[str, TaskSupport] = {
     "confirm_delete": "optional", "multi_input": "optional", "test_tool_with_task": "required",
 }
 _JOB: ContextVar[Job | None] = ContextVar("job", default=None)
+PROTOCOL_LOG = ProtocolLog()
 
 
 class Job:
@@ -244,6 +246,15 @@ async def test_missing_capability(answer: Annotated[CreateMessageResult, Resolve
     return getattr(answer.content, "text", "")
 
 
+async def test_tool_with_logging(ctx: Context) -> str:
+    """Send three info log messages while running (through the product's ProtocolLog)."""
+    session, request_id = ctx.request_context.session, ctx.request_context.request_id
+    for message in ("Tool execution started", "Tool processing data", "Tool execution completed"):
+        await PROTOCOL_LOG.send(session, "info", message, "conformance", related_request_id=request_id)
+        await anyio.sleep(0.05)
+    return "logged three messages"
+
+
 async def test_trigger_prompt_change(ctx: Context) -> str:
     """Announce a change of the prompt list (to subscriptions/listen streams)."""
     await ctx.notify_prompts_changed()
@@ -257,7 +268,7 @@ async def test_trigger_tool_change(ctx: Context) -> str:
 
 
 FIXTURES = (greet, slow_compute, failing_job, protocol_error_job, confirm_delete, multi_input, test_tool_with_task,
-            test_missing_capability, test_trigger_prompt_change, test_trigger_tool_change)
+            test_missing_capability, test_tool_with_logging, test_trigger_prompt_change, test_trigger_tool_change)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         async with open_dependencies(config, store_factory=lambda: open_store(database)) as deps, \
                 anyio.create_task_group() as group:
             jobs.group = group
-            mcp = build_server(config, store_factory=lambda: deps.store, shared=deps, task_backends=[jobs])
+            mcp = build_server(config, store_factory=lambda: deps.store, shared=deps, task_backends=[jobs],
+                               protocol_log=PROTOCOL_LOG)
             for fixture in FIXTURES:
                 mcp.add_tool(fixture)
             await serve(mcp, "http", host="127.0.0.1", port=args.port)

@@ -65,7 +65,7 @@ def run_scenario(suite: Path, url: str, scenario: str, results: Path) -> list[di
     return checks
 
 
-@pytest.mark.parametrize("scenario", [*TASKS, "logging-set-level", "server-stateless"])
+@pytest.mark.parametrize("scenario", [*TASKS, "logging-set-level", "tools-call-with-logging", "server-stateless"])
 def test_scenario_passes_every_check(suite: Path, fixture_url: str, scenario: str, tmp_path: Path) -> None:
     checks = run_scenario(suite, fixture_url, scenario, tmp_path / "results")
     expected = "SKIPPED" if scenario in SKIPPED_BY_THE_SUITE else "SUCCESS"
