@@ -3,16 +3,20 @@ cancelled, and read again after the server restarts (the task is the durable wor
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client, MCPError
+from mcp.client.streamable_http import streamable_http_client
 
 from server.simulator import Upstream
 from tests.conftest import provider_entry
-from tests.secure_serving import running_server, write_toml
+from tests.secure_serving import make_key, running_server, write_toml
 from tests.tasks_client import CreatedTask, TasksClient, start_task, tasks_request
 
 pytestmark = pytest.mark.anyio
@@ -77,3 +81,31 @@ async def test_a_workflow_task_is_polled_cancelled_and_read_again_after_a_restar
             result = await tasks_request(client, "tasks/get", brief.task_id)
             assert result["status"] == "completed"
             assert result["result"]["structuredContent"]["outputs"]["text"] == text
+
+
+@asynccontextmanager
+async def tasks_client(url: str, token: str) -> AsyncIterator[Client]:
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        async with Client(streamable_http_client(url, http_client=http), extensions=[TasksClient()]) as client:
+            yield client
+
+
+async def test_a_task_is_visible_to_its_starter_and_admins_only(tmp_path: Path, upstream: Upstream) -> None:
+    config = write_toml(tmp_path / "c.toml", [provider_entry(upstream, "primary", model="gpt-sim")],
+                        auth={"enabled": True, "key_cache_s": 0})
+    database = tmp_path / "state.db"
+    alice, bob = make_key(config, database, "alice"), make_key(config, database, "bob")
+    admin = make_key(config, database, "ops", role="admin")
+    with running_server(config, database, tmp_path / "server.log") as server:
+        async with tasks_client(server.url, alice) as client:
+            task = await start_task(client, "run_workflow", {"workflow": GATE})
+            assert isinstance(task, CreatedTask)
+            assert (await tasks_request(client, "tasks/get", task.task_id))["status"] == "working"
+        async with tasks_client(server.url, bob) as client:
+            for method in ("tasks/get", "tasks/cancel"):  # another user's task is an unknown task
+                with pytest.raises(MCPError) as hidden:
+                    await tasks_request(client, method, task.task_id)
+                assert hidden.value.error.code == -32602
+        async with tasks_client(server.url, admin) as client:
+            await tasks_request(client, "tasks/cancel", task.task_id)
+            assert (await poll(client, task.task_id, ("cancelled",)))["status"] == "cancelled"
