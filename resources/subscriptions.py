@@ -2,9 +2,10 @@
 
 The 2026-07-28 era hears them on ``subscriptions/listen`` streams (the SDK's subscription bus). Handshake-era
 clients (the Inspector, Claude Desktop) subscribe with ``resources/subscribe``, which ``MCPServer`` does not
-serve; :class:`BridgedBus` remembers those subscriptions per session and forwards every ``ResourceUpdated``
+serve; :class:`BridgedBus` remembers those subscriptions per connection and forwards every ``ResourceUpdated``
 published on the bus to them, so a tool's ``ctx.notify_resource_updated`` and the server's own announcements
-(incidents) reach both kinds of client.
+(incidents) reach both kinds of client. The app assembly serves its two handlers and says how to tell
+connections apart (both through the SDK seams of :mod:`server.app.sdk_seams`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from mcp.server import MCPServer
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.subscriptions import (
     PromptsListChanged,
@@ -34,10 +34,14 @@ class BridgedBus(InMemorySubscriptionBus):
     Replicas sharing a database set :attr:`relay`: every event published here is also handed to it (the app
     sends it to the other replicas through PostgreSQL NOTIFY), and events from other replicas come in through
     :meth:`deliver_remote`, which reaches this replica's subscribers without being relayed again.
+
+    Args:
+        connection_of: a request's session -> the connection it belongs to (what a subscription lasts for).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, connection_of: Callable[[Any], Any] = lambda session: session) -> None:
         super().__init__()
+        self._connection_of = connection_of
         # connection -> (a session on it that can notify, subscribed URIs); pruned when a send fails.
         self._legacy: dict[Any, tuple[Any, set[str]]] = {}
         self.relay: Callable[[ServerEvent], None] | None = None
@@ -64,28 +68,20 @@ class BridgedBus(InMemorySubscriptionBus):
                 logger.debug("dropping a resource subscriber", exc_info=True)
                 self._legacy.pop(connection, None)
 
-    def register(self, mcp: MCPServer) -> None:
-        """Serve ``resources/subscribe`` and ``resources/unsubscribe`` on ``mcp`` (handshake era)."""
+    async def on_subscribe(self, ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
+        """The ``resources/subscribe`` handler."""
+        self._legacy.setdefault(self._connection_of(ctx.session), (ctx.session, set()))[1].add(str(params.uri))
+        return EmptyResult()
 
-        def connection(ctx: Any) -> Any:
-            # A ServerSession is made per request; the connection under it is what lasts.
-            return getattr(ctx.session, "_connection", ctx.session)
-
-        async def subscribe(ctx: Any, params: SubscribeRequestParams) -> EmptyResult:
-            self._legacy.setdefault(connection(ctx), (ctx.session, set()))[1].add(str(params.uri))
-            return EmptyResult()
-
-        async def unsubscribe(ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
-            entry = self._legacy.get(connection(ctx))
-            if entry is not None:
-                entry[1].discard(str(params.uri))
-                if not entry[1]:
-                    del self._legacy[connection(ctx)]
-            return EmptyResult()
-
-        lowlevel = mcp._lowlevel_server  # noqa: SLF001 - MCPServer exposes no subscribe hook in SDK 2.3
-        lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
-        lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+    async def on_unsubscribe(self, ctx: Any, params: UnsubscribeRequestParams) -> EmptyResult:
+        """The ``resources/unsubscribe`` handler."""
+        connection = self._connection_of(ctx.session)
+        entry = self._legacy.get(connection)
+        if entry is not None:
+            entry[1].discard(str(params.uri))
+            if not entry[1]:
+                del self._legacy[connection]
+        return EmptyResult()
 
 
 _EVENTS = {cls.__name__: cls for cls in (ToolsListChanged, PromptsListChanged, ResourcesListChanged, ResourceUpdated)}

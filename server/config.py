@@ -47,6 +47,9 @@ class ServerSettings(_Strict):
     replica_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     """This replica's stable, unique id on a shared PostgreSQL database (``--replica-id``; default: the host
     name). It is the replica's DBOS executor id."""
+    tools: tuple[str, ...] | None = None
+    """The tools to offer (``--tools`` and ``AI_ORCHESTRATION_TOOLS`` override); default: all of them. Checked
+    against the tool names when the server starts."""
 
     @field_validator("database")
     @classmethod

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from server.pool.pool import ProviderPool
     from server.store import Store
     from server.workflows import WorkflowService
+    from server.app.warmup import WarmUp
     from server.workflows.lazy import LazyWorkflows
 
 
@@ -41,6 +42,8 @@ class Dependencies:
     simple: bool = False
     """Simple mode (``--simple``): wire-protocol providers, the JSON-file store, no tracing, in-memory runs.
     Code that would import a full-mode dependency checks this and raises :class:`server.app.simple.FullModeRequired`."""
+    warm_up: WarmUp | None = None
+    """The warm start (:mod:`server.app.warmup`): begins once the server has answered its first request."""
 
     @property
     def consensus(self) -> ConsensusService:

@@ -19,22 +19,16 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="session")
-def tool_schema_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tool schema cache (tools._lazy) for the session: after the first server, tools are listed from it
-    and built at their first call, as in production after the first start."""
-    return tmp_path_factory.mktemp("cache")
-
-
 @pytest.fixture(autouse=True)
-def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tool_schema_cache: Path) -> None:
-    """No provider keys, config or database from the developer's machine; data directory under tmp_path."""
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No provider keys, config or database from the developer's machine; data and cache directories under
+    tmp_path."""
     for name in list(os.environ):
         if name.startswith(_ISOLATED_PREFIXES):
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tool_schema_cache))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 @pytest.fixture

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
+from collections.abc import Iterable
 
-from mcp.server.mcpserver.tools import Tool
-
-from tools._lazy import cached_tool
+from tools._tool import SurfaceTool
 
 SIMPLE_MODE_TOOLS: frozenset[str] = frozenset({
     "orchestrate", "consensus", "register_pattern", "search_patterns", "monitor_operations", "list_providers",
@@ -29,14 +27,22 @@ _FACTORIES: tuple[tuple[str, str, str], ...] = (
     ("workflow_run", "tools.workflows", "run_action_tool"),
     ("save_workflow", "tools.workflows", "save_tool"),
 )
-"""(tool name, module, factory) of every tool, in listing order. Named rather than imported: with a current
-schema cache the modules (and the core modules they need) load at a tool's first call, not at start-up."""
+"""(tool name, module, factory) of every tool, in listing order."""
+
+TOOL_NAMES: tuple[str, ...] = tuple(name for name, _, _ in _FACTORIES)
+"""Every tool's name, in listing order (what ``--tools`` chooses from)."""
 
 
-def all_tools() -> list[Tool]:
-    """Every tool the server offers, built fresh (each server gets its own instances)."""
-    return [cached_tool(name, functools.partial(_build, module, factory)) for name, module, factory in _FACTORIES]
+def all_tools(names: Iterable[str] | None = None) -> list[SurfaceTool]:
+    """The tools the server offers, built fresh (each server gets its own instances): all of them, or those named
+    in ``names`` (in listing order; a module is imported only when one of its tools is wanted).
 
-
-def _build(module: str, factory: str) -> Tool:
-    return getattr(importlib.import_module(module), factory)()
+    Raises:
+        ValueError: a name that is no tool's (the message lists the valid ones).
+    """
+    wanted = set(TOOL_NAMES if names is None else names)
+    unknown = sorted(wanted - set(TOOL_NAMES))
+    if unknown:
+        raise ValueError(f"unknown tool(s) {', '.join(unknown)}; valid: {', '.join(TOOL_NAMES)}")
+    return [getattr(importlib.import_module(module), factory)() for name, module, factory in _FACTORIES
+            if name in wanted]

@@ -1,70 +1,176 @@
-"""Compact JSON Schemas for tool listings.
+"""Compact, portable JSON Schemas for tool listings (JSON Schema 2020-12).
 
-Every tool schema costs the client's context window, and many clients validate each structured result
-against the output schema. pydantic's schemas carry ``title`` on every property, ``$ref`` into ``$defs`` for
-nested models and ``anyOf`` for optional values; the same constraints written inline with type lists
-(``{"type": ["string", "null"]}``) read the same to a model, validate the same, and cost fewer tokens and
-less validation time (measured with jsonschema: about 40% less per result for ``orchestrate``).
+Every tool schema costs the client's context window, and clients map schemas onto narrower dialects (Gemini's
+function declarations take one ``type`` per schema; the MCP Inspector's ``--strict`` lint reports type lists
+and schemas that constrain nothing). pydantic's schemas carry a ``title`` on every property, ``"default":
+null`` on every optional argument, ``anyOf`` with a ``null`` branch for it, and models repeated wherever they
+appear. The rewrite here keeps what validates and what a model needs to call a tool:
+
+- input schemas (:func:`input_schema`): an optional argument is written as its non-null type and simply left
+  out of ``required`` (absent means "use the default"; no ``null`` default that a validating client would
+  refuse); every object with properties says ``additionalProperties: false`` (the tools refuse unknown
+  arguments, see :mod:`tools._arguments`); free-form JSON objects are ``{"type": "object"}``;
+- output schemas (:func:`output_schema`): every top-level field of the result typed, nested records typed as
+  objects (their fields spelled out only for the records a tool is about, such as ``orchestrate``'s attempts:
+  a complete nested schema of every tool would take more than the whole ``tools/list`` budget of issue 17);
+  descriptions and defaults dropped (results are read by programs); a field that may be null is optional
+  (results leave ``None`` fields out: :meth:`tools._tool.SurfaceTool.convert`);
+- both: titles dropped; a definition used once inlined, one used more than once kept in ``$defs`` (shared
+  definitions instead of repeated text).
+
+Free-form values (``JsonValue``: a pattern's variable values, workflow inputs and outputs, a step's output)
+stay ``{}``, the JSON Schema for "any JSON value"; the tool descriptions say so.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
-_DROPPED_KEYS = frozenset({"title"})
-_MAX_DEPTH = 32
+_DEFS = "#/$defs/"
+_NULL = {"type": "null"}
+_DROPPED_OUTPUT_KEYS = frozenset({"title", "description", "default", "examples"})
+_UNPUBLISHED_BOUNDS = frozenset({"maxLength", "minLength", "maxItems", "maxProperties"})
+"""Size caps that guard the server (1,000,000 characters of prompt, 32 providers …): enforced on every call and
+named in its error (:mod:`tools._arguments`), but not what a model needs to write a call, so not published."""
 
 
-def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """Inline local ``$ref`` s, drop ``title`` s and merge single-type ``anyOf`` branches into type lists.
-
-    Schemas whose references recurse are returned unchanged (inlining would not terminate).
-    """
-    definitions = schema.get("$defs", {})
-    try:
-        return _compact(schema, definitions, 0)
-    except RecursionError:
-        return schema
+def input_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The compact form of a tool's argument schema (see the module docstring)."""
+    return _compact(schema, output=False)
 
 
-def _compact(node: Any, definitions: dict[str, Any], depth: int) -> Any:
-    if depth > _MAX_DEPTH:
-        raise RecursionError("schema nests too deeply to inline")
-    if isinstance(node, list):
-        return [_compact(item, definitions, depth + 1) for item in node]
+def output_schema(schema: dict[str, Any], detail: Collection[str] = ()) -> dict[str, Any]:
+    """The compact form of a tool's result schema (see the module docstring): every top-level field typed;
+    nested records (objects, and lists of them) typed as such, their own fields spelled out only for the
+    top-level fields named in ``detail``."""
+    body = _compact(schema, output=True)
+    definitions = body.pop("$defs", {})
+    properties = body.get("properties", {})
+    for name, sub in properties.items():
+        if name not in detail:
+            properties[name] = _outline(sub, definitions)
+    used = _closure(body, definitions)
+    if used:
+        body["$defs"] = {name: definitions[name] for name in definitions if name in used}
+    return body
+
+
+def _compact(schema: dict[str, Any], *, output: bool) -> dict[str, Any]:
+    rewriter = _Rewriter(schema, output=output)
+    body = rewriter.node(schema, top=True)
+    definitions = dict(rewriter.kept)
+    if definitions:
+        body["$defs"] = definitions
+    return body
+
+
+def _outline(node: Any, definitions: dict[str, Any]) -> Any:
+    """``node`` with every record in it reduced to ``{"type": "object"}`` (scalars and enums stay as they are)."""
+    while isinstance(node, dict) and isinstance(node.get("$ref"), str):
+        node = definitions.get(node["$ref"][len(_DEFS):], {})
     if not isinstance(node, dict):
         return node
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/") and ref[8:] in definitions:
-        siblings = {k: v for k, v in node.items() if k != "$ref"}
-        return _compact({**definitions[ref[8:]], **siblings}, definitions, depth + 1)
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key in _DROPPED_KEYS and isinstance(value, str) or key == "$defs":
-            continue
-        # "properties" maps names to schemas: a property may be called "title".
-        if key == "properties" and isinstance(value, dict):
-            out[key] = {name: _compact(sub, definitions, depth + 1) for name, sub in value.items()}
-        else:
-            out[key] = _compact(value, definitions, depth + 1)
-    return _merge_any_of(out)
+    if "properties" in node or node.get("type") == "object":
+        return {"type": "object"}
+    if "items" in node:
+        return {**node, "items": _outline(node["items"], definitions)}
+    if "anyOf" in node:
+        return {**node, "anyOf": [_outline(branch, definitions) for branch in node["anyOf"]]}
+    return node
 
 
-def _merge_any_of(node: dict[str, Any]) -> dict[str, Any]:
-    branches = node.get("anyOf")
-    if not isinstance(branches, list) or "type" in node:
-        return node
-    types: list[str] = []
-    merged: dict[str, Any] = {}
-    for branch in branches:
-        if not isinstance(branch, dict) or not isinstance(branch.get("type"), str) or branch["type"] in types:
+def _closure(node: Any, definitions: dict[str, Any]) -> set[str]:
+    """The definitions ``node`` refers to, directly or through other definitions."""
+    found: set[str] = set()
+    pending = _refs(node)
+    while pending:
+        name = pending.pop()
+        if name not in found and name in definitions:
+            found.add(name)
+            pending.extend(_refs(definitions[name]))
+    return found
+
+
+class _Rewriter:
+    def __init__(self, schema: dict[str, Any], *, output: bool) -> None:
+        self.definitions: dict[str, Any] = schema.get("$defs", {})
+        self.output = output
+        self.uses = Counter(_refs(schema) + [name for d in self.definitions.values() for name in _refs(d)])
+        self.kept: dict[str, Any] = {}
+
+    def node(self, node: Any, *, top: bool = False) -> Any:
+        if isinstance(node, list):
+            return [self.node(item) for item in node]
+        if not isinstance(node, dict):
             return node
-        extra = {k: v for k, v in branch.items() if k != "type"}
-        if set(extra) & set(merged):
-            return node  # two branches constrain the same keyword: keep anyOf
-        types.append(branch["type"])
-        merged.update(extra)
-    rest = {k: v for k, v in node.items() if k != "anyOf"}
-    if set(rest) & set(merged):
-        return node
-    return {**rest, "type": types, **merged}
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith(_DEFS):
+            name = ref[len(_DEFS):]
+            siblings = {k: v for k, v in node.items() if k != "$ref"}
+            definition = {k: v for k, v in self.definitions[name].items() if k != "description"}  # a docstring
+            if self.uses[name] <= 1 or top or not {k for k in definition if k != "title"}:  # once, or any JSON
+                return self.node({**definition, **siblings}, top=top)
+            if name not in self.kept:
+                self.kept[name] = {}  # placeholder first: a definition may refer to itself
+                self.kept[name] = self.node(definition)
+            return {"$ref": ref, **self._plain(siblings)}
+        return self._plain(node)
+
+    def _plain(self, node: dict[str, Any]) -> dict[str, Any]:
+        properties = node.get("properties")
+        if self.output and isinstance(properties, dict) and isinstance(node.get("required"), list):
+            # A result field that may be null is left out when it is (results drop None fields).
+            node = {**node, "required": [n for n in node["required"] if not self.may_be_null(properties.get(n))]}
+            if not node["required"]:
+                del node["required"]
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "$defs" or key == "title" and isinstance(value, str):
+                continue
+            if self.output and key in _DROPPED_OUTPUT_KEYS and not isinstance(value, dict | list):
+                continue
+            if not self.output and (key == "default" and value in (None, "") or key in _UNPUBLISHED_BOUNDS):
+                continue
+            if key == "properties" and isinstance(value, dict):  # names map to schemas: a property may be "title"
+                out[key] = {name: self.node(sub) for name, sub in value.items()}
+                continue
+            value = self.node(value)
+            if key == "additionalProperties" and (value is True or value == {}):
+                continue  # the default: any value
+            out[key] = value
+        out = self._nullable(out)
+        if not self.output and isinstance(out.get("properties"), dict):
+            out["additionalProperties"] = False
+        return out
+
+    def _nullable(self, node: dict[str, Any]) -> dict[str, Any]:
+        """An argument that may be null is one that may be left out, and so is a result field that may be null
+        (results leave ``None`` fields out): its schema loses the ``null`` branch."""
+        branches = node.get("anyOf")
+        if not isinstance(branches, list) or _NULL not in branches:
+            return node
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        kept = [b for b in branches if b != _NULL]
+        if len(kept) == 1 and not set(rest) & set(kept[0]):
+            return {**rest, **kept[0]}
+        return {**rest, "anyOf": kept}
+
+    def may_be_null(self, node: Any) -> bool:
+        """Whether the (original) schema admits null: a ``null`` branch, or any JSON value at all."""
+        while isinstance(node, dict) and isinstance(node.get("$ref"), str) and node["$ref"].startswith(_DEFS):
+            node = self.definitions.get(node["$ref"][len(_DEFS):], {})
+        if not isinstance(node, dict):
+            return False
+        meaningful = {k: v for k, v in node.items() if k not in ("title", "description", "default", "examples")}
+        return not meaningful or _NULL in node.get("anyOf", ())
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, list):
+        return [name for item in node for name in _refs(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [node["$ref"][len(_DEFS):]] if isinstance(node.get("$ref"), str) and node["$ref"].startswith(_DEFS) else []
+    return found + [name for key, value in node.items() if key != "$defs" for name in _refs(value)]

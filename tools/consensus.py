@@ -11,60 +11,37 @@ from pydantic import Field
 
 from server.consensus.service import ConsensusRequest, ConsensusResult, Method
 from server.security import caller
+from tools._arguments import Guard
 from tools._context import core_errors, dependencies, make_tool
 from tools.orchestrate import MAX_PROMPT_CHARS, Name, PatternName, Variables, check_variables_size
 
-DESCRIPTION = """Ask several LLMs the same question in parallel and aggregate their answers into a consensus.
-
-Methods: `vote` / `weighted_vote` for short or multiple-choice answers (give `choices`, or `answer_path`
-for a JSON field), `similarity` for free text (clusters similar answers, returns the most central one of
-the largest cluster), `bayesian` (each model also states a confidence; answers are fused with each
-provider's track record), `synthesize` (a judge model that did not answer combines the anonymised
-answers). Default: vote when `choices`/`answer_path` are given, else similarity. The result has
-`status` (consensus / no_consensus / partial), `answer`, `agreement` in [0, 1] compared with
-`threshold`, every provider's answer, the dissenting answers, tallies or clusters, cost and latency.
-A failing or slow provider does not fail the call; `deadline_s` bounds the wait.
-Instead of `prompt`, pass `pattern` (a saved pattern's name, see search_patterns) with its `variables`."""
+DESCRIPTION = """Ask several LLMs at once and aggregate: method vote or weighted_vote (short answers: give
+`choices` or `answer_path`), similarity (free text), bayesian, synthesize (a `judge` merges them); default vote
+with choices, else similarity. Give `prompt`, or `pattern` and `variables`. Returns status, answer, agreement
+0-1, each answer, dissent, cost."""
 
 
 async def consensus_tool(
     ctx: Context,
-    prompt: Annotated[str | None, Field(description="The question to ask every model (or give `pattern`).",
-                                        max_length=MAX_PROMPT_CHARS)] = None,
-    system: Annotated[str | None, Field(description="Optional system prompt.", max_length=MAX_PROMPT_CHARS)] = None,
-    providers: Annotated[
-        list[Name] | None, Field(description="Provider names to ask (default: the best `max_providers`).",
-                                 max_length=32)
-    ] = None,
-    max_providers: Annotated[int, Field(description="How many providers to ask when `providers` is not given.",
-                                        ge=2, le=32)] = 3,
-    method: Annotated[Method | None, Field(description="Aggregation method (see the tool description).")] = None,
-    threshold: Annotated[float, Field(description="Agreement needed for status=consensus.", gt=0, le=1,
+    prompt: Annotated[str | None, Field(max_length=MAX_PROMPT_CHARS)] = None,
+    system: Annotated[str | None, Field(max_length=MAX_PROMPT_CHARS)] = None,
+    providers: Annotated[list[Name] | None, Field(description="Default: the best max_providers.",
+                                                  max_length=32)] = None,
+    max_providers: Annotated[int, Field(ge=2), Guard(le=32)] = 3,
+    method: Method | None = None,
+    threshold: Annotated[float, Field(description="Agreement needed for consensus.", gt=0, le=1,
                                       allow_inf_nan=False)] = 0.8,
-    choices: Annotated[
-        list[Annotated[str, Field(max_length=200)]] | None,
-        Field(description="Allowed answers for a vote; each answer is mapped to the choice it names.", max_length=50),
-    ] = None,
-    answer_path: Annotated[
-        str | None, Field(description='Dotted path of the field to compare in JSON answers, e.g. "verdict".',
-                          max_length=200)
-    ] = None,
-    judge: Annotated[Name | None, Field(description="synthesize: the provider that writes the final answer.")] = None,
-    rounds: Annotated[int, Field(description="synthesize: extra rounds in which answerers revise.", ge=0, le=3)] = 0,
-    samples_per_provider: Annotated[
-        int, Field(description="Answers per provider (self-consistency).", ge=1, le=10)
-    ] = 1,
-    deadline_s: Annotated[
-        float | None, Field(description="Soft deadline: go on with the answers in hand (status partial).",
-                            gt=0, le=600, allow_inf_nan=False)
-    ] = None,
-    hard_deadline_s: Annotated[
-        float | None, Field(description="Nothing is awaited past this (default: twice deadline_s).", gt=0, le=1200,
-                            allow_inf_nan=False)
-    ] = None,
-    max_tokens: Annotated[int, Field(description="Completion token ceiling per answer.", ge=1, le=200_000)] = 1024,
-    temperature: Annotated[float | None, Field(description="Sampling temperature.", ge=0, le=2,
-                                               allow_inf_nan=False)] = None,
+    choices: Annotated[list[Annotated[str, Field(max_length=200)]] | None, Field(max_length=50)] = None,
+    answer_path: Annotated[str | None, Field(description='JSON field to compare, e.g. "verdict".',
+                                             max_length=200)] = None,
+    judge: Name | None = None,
+    rounds: Annotated[int, Field(description="Revision rounds (synthesize).", ge=0, le=3)] = 0,
+    samples_per_provider: Annotated[int, Field(ge=1, le=10)] = 1,
+    deadline_s: Annotated[float | None, Field(description="Soft: answer with what arrived."),
+                          Guard(gt=0, le=600)] = None,
+    hard_deadline_s: Annotated[float | None, Guard(gt=0, le=1200)] = None,
+    max_tokens: Annotated[int, Guard(ge=1, le=200_000)] = 1024,
+    temperature: Annotated[float | None, Field(ge=0, le=2, allow_inf_nan=False)] = None,
     pattern: PatternName | None = None,
     variables: Variables | None = None,
 ) -> ConsensusResult:
@@ -86,6 +63,29 @@ def tool() -> Tool:
         consensus_tool,
         name="consensus",
         description=DESCRIPTION,
-        annotations=ToolAnnotations(title="Ask several models and aggregate", read_only_hint=False,
+        annotations=ToolAnnotations(title="Consensus of several models", read_only_hint=False,
                                     destructive_hint=False, idempotent_hint=False, open_world_hint=True),
+        render=render,
     )
+
+
+MAX_RENDERED_ANSWER_CHARS = 300
+
+
+def render(result: ConsensusResult) -> str:
+    """The text content of a result: the verdict and answer, each answerer in one short line, the totals."""
+    lines = [f"{result.status} (agreement {result.agreement:.2f}, threshold {result.threshold:.2f}, "
+             f"{result.method}): {result.answer if result.answer is not None else '(no answer)'}"]
+    for response in result.responses:
+        said = response.answer if response.status == "ok" else response.error_class or response.status
+        lines.append(f"- {response.provider}: {_clip(said or '')}")
+    if result.missing:
+        lines.append(f"missing at the deadline: {', '.join(result.missing)}")
+    lines.append(f"[{result.usage.get('input_tokens', 0)}+{result.usage.get('output_tokens', 0)} tokens · "
+                 f"${result.cost_usd:.6f} · {result.latency_ms:.0f} ms]")
+    return "\n".join(lines)
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_RENDERED_ANSWER_CHARS else text[:MAX_RENDERED_ANSWER_CHARS - 1] + "…"

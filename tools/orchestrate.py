@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context
@@ -15,30 +14,21 @@ from pydantic import Field, JsonValue
 from server.config import Strategy
 from server.pool.orchestration import OrchestrateRequest, OrchestrateResult, orchestrate
 from server.security import caller
-from tools._context import core_errors, dependencies, make_tool
+from tools._arguments import Guard
+from tools._context import call_started, core_errors, dependencies, make_tool
 
 MAX_PROMPT_CHARS = 1_000_000
 
-DESCRIPTION = """Send one prompt to an LLM through the server's provider pool and return the answer.
-
-Pass `prompt` (the text), or `pattern` (a saved pattern's name, see search_patterns) with `variables`
-(its placeholders' values, e.g. {"diff": "..."}): the pattern's current version is rendered into the prompt.
-
-Providers are ordered by the routing strategy (or the order given in `providers`); when one fails
-(timeout, rate limit, server error, dropped connection, unreadable reply) the next is tried at once.
-The result says which provider and model answered, every attempt with its error class and latency,
-token usage, cost in USD, total latency, the server's own overhead in milliseconds, and a
-`continuation_id`: pass it back to continue the conversation (on any provider). list_providers shows
-the provider names, their health and circuit state."""
+DESCRIPTION = """Ask one LLM through the provider pool; if a provider fails, the next answers. Give `prompt`,
+or `pattern` (see search_patterns) and `variables`. Returns the answer with provider, model, attempts, usage,
+cost, latency and a `continuation_id` to continue the conversation."""
 
 
 Name = Annotated[str, Field(max_length=64)]
 MAX_VARIABLES_CHARS = 1_000_000
-PatternName = Annotated[str, Field(description="A pattern to render into the prompt (instead of `prompt`).",
-                                   pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
-Variables = Annotated[dict[str, JsonValue], Field(
-    description="Values for the pattern's variables: text, numbers, booleans, or objects for {{ a.b }} paths.",
-    max_length=64)]
+PatternName = Annotated[str, Field(max_length=64)]
+Variables = Annotated[dict[str, JsonValue], Field(max_length=64)]
+"""A pattern's variables: free-form JSON values (the tool descriptions say how to pass them)."""
 
 
 def check_variables_size(variables: dict[str, JsonValue] | None) -> None:
@@ -53,41 +43,24 @@ def check_variables_size(variables: dict[str, JsonValue] | None) -> None:
 
 async def orchestrate_tool(
     ctx: Context,
-    prompt: Annotated[str | None, Field(description="The user prompt to send (or give `pattern`).",
-                                        max_length=MAX_PROMPT_CHARS)] = None,
-    system: Annotated[str | None, Field(description="Optional system prompt.", max_length=MAX_PROMPT_CHARS)] = None,
-    providers: Annotated[
-        list[Name] | None,
-        Field(description="Provider names to use, tried in this order; default: the pool, by strategy.", max_length=32),
-    ] = None,
-    strategy: Annotated[Strategy | None, Field(description="Routing strategy for this call.")] = None,
-    capabilities: Annotated[
-        list[Name] | None, Field(description='Only providers with all of these, e.g. ["code"].', max_length=16)
-    ] = None,
-    model: Annotated[str | None, Field(description="Only providers serving this model.", max_length=200)] = None,
-    max_tokens: Annotated[int, Field(description="Completion token ceiling.", ge=1, le=200_000)] = 1024,
-    temperature: Annotated[float | None, Field(description="Sampling temperature.", ge=0, le=2,
-                                               allow_inf_nan=False)] = None,
-    timeout_s: Annotated[float | None, Field(description="Deadline for the whole call, seconds.", gt=0, le=600,
-                                             allow_inf_nan=False)] = None,
-    max_fallbacks: Annotated[int | None, Field(description="Other providers to try after the first.", ge=0,
-                                               le=100)] = None,
-    response_format: Annotated[
-        Literal["text", "json"], Field(description="json: the answer must be one valid JSON value.")
-    ] = "text",
-    user_id: Annotated[
-        str | None, Field(description="Caller key for A/B buckets (a user stays in one bucket).", max_length=200)
-    ] = None,
-    continuation_id: Annotated[
-        str | None, Field(description="Continue the conversation a previous result named.", max_length=64)
-    ] = None,
-    cache: Annotated[
-        bool | None, Field(description="Answer identical temperature-0 requests from the cache (default: config).")
-    ] = None,
+    prompt: Annotated[str | None, Field(max_length=MAX_PROMPT_CHARS)] = None,
+    system: Annotated[str | None, Field(max_length=MAX_PROMPT_CHARS)] = None,
+    providers: Annotated[list[Name] | None, Field(description="Tried in this order.", max_length=32)] = None,
+    strategy: Strategy | None = None,
+    capabilities: Annotated[list[Name] | None, Field(description="Providers must have all.", max_length=16)] = None,
+    model: Annotated[str | None, Field(description="Only providers of this model.", max_length=200)] = None,
+    max_tokens: Annotated[int, Guard(ge=1, le=200_000)] = 1024,
+    temperature: Annotated[float | None, Field(ge=0, le=2, allow_inf_nan=False)] = None,
+    timeout_s: Annotated[float | None, Guard(gt=0, le=600)] = None,
+    max_fallbacks: Annotated[int | None, Guard(ge=0, le=100)] = None,
+    response_format: Literal["text", "json"] = "text",
+    user_id: Annotated[str | None, Field(description="For A/B buckets.", max_length=200)] = None,
+    continuation_id: Annotated[str | None, Field(max_length=64)] = None,
+    cache: Annotated[bool | None, Field(description="Reuse a cached temperature-0 answer.")] = None,
     pattern: PatternName | None = None,
     variables: Variables | None = None,
 ) -> OrchestrateResult:
-    started = time.perf_counter()
+    started = call_started()  # waits before the body ran (warm-up, argument checks) count as overhead
     deps = dependencies(ctx)
     check_variables_size(variables)
     ask = OrchestrateRequest(
@@ -107,11 +80,20 @@ def tool() -> Tool:
         orchestrate_tool,
         name="orchestrate",
         description=DESCRIPTION,
-        annotations=ToolAnnotations(
-            title="Ask a model (with fallback)",
-            read_only_hint=False,
-            destructive_hint=False,
-            idempotent_hint=False,
-            open_world_hint=True,
-        ),
+        annotations=ToolAnnotations(title="Ask a model", read_only_hint=False, destructive_hint=False,
+                                    idempotent_hint=False, open_world_hint=True),
+        render=render, detail=("attempts", "usage"),
     )
+
+
+def render(result: OrchestrateResult) -> str:
+    """The text content of a result: the answer, then one line of key facts (the structured content has all)."""
+    failed = [f"{a.provider}: {a.error_class or a.status}" for a in result.attempts if a.status == "error"]
+    facts = [f"{result.provider} ({result.model})"]
+    if failed:
+        facts.append(f"after {', '.join(failed)}")
+    if result.cached:
+        facts.append("cached")
+    facts += [f"{result.usage.input_tokens}+{result.usage.output_tokens} tokens", f"${result.cost_usd:.6f}",
+              f"{result.latency_ms:.0f} ms", f"continuation_id {result.continuation_id}"]
+    return f"{result.text}\n\n[{' · '.join(facts)}]"

@@ -9,52 +9,37 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import Field, JsonValue
+from pydantic import ConfigDict, Field, JsonValue
 
 from knowledge import Pattern, validate_spec
 from knowledge.copilot import copilot_path
 from knowledge.model import MAX_DESCRIPTION_CHARS, NAME_PATTERN
 from knowledge.template import MAX_TEMPLATE_CHARS
 from server.models import DeferredModel
+from tools._arguments import Guard
 from tools._context import core_errors, dependencies, make_tool, require_role
 
 logger = logging.getLogger(__name__)
 INDEX_URI = "knowledge://patterns"
 
-REGISTER_DESCRIPTION = """Save a reusable prompt pattern (create it, or update it as a new version). Needs role admin
-on a server with authentication.
+REGISTER_DESCRIPTION = """Save a prompt pattern (a new version if the name exists). Placeholders: {{ variable }},
+{{ a.b }} for a JSON key; no logic. It becomes an MCP prompt and the resource knowledge://patterns/{name}.
+Needs admin with auth on."""
 
-A pattern is a template with {{ variable }} placeholders ({{ user.email }} reads a key of a JSON object);
-no logic, filters or expressions; write \\{{ for a literal "{{". Pass `variables` to describe each one
-(description, required, default, choices); leave it out and every placeholder becomes a required variable.
-Every declared variable must appear in the template and every placeholder must be declared.
-Put `domain` and `tags` in `metadata` so search_patterns finds it; `apply_to` globs (e.g. "**/*.py")
-scope a pattern without variables when it is exported as GitHub Copilot instructions.
-
-The pattern becomes at once the MCP prompt `name` (arguments = its variables), the resource
-knowledge://patterns/{name} and a Copilot file; orchestrate(pattern=name, variables={...}) runs it.
-Updating stores a new version (old ones stay readable at knowledge://patterns/{name}/versions/{n});
-registering identical content stores nothing (changed=false). A registered pattern overrides a built-in
-one of the same name."""
-
-SEARCH_DESCRIPTION = """Find prompt patterns in the library by topic, ranked best first.
-
-`query` is free text matched against names, descriptions, tags and templates (a match in the name counts
-most; the last word also matches as a prefix); `tags` keeps only patterns carrying every tag. With neither,
-lists patterns by name. Each result gives the name, description, variables, tags and score; run one with
-orchestrate(pattern=name, variables={...}), read it in full at knowledge://patterns/{name}, or use it as the
-MCP prompt of that name."""
+SEARCH_DESCRIPTION = """Find saved prompt patterns by words and tags, best first; run one with
+orchestrate(pattern=name, variables={...})."""
 
 
 class VariableInput(DeferredModel):
     """A variable declaration as a caller passes it."""
 
-    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$", description="As used in {{ name }}.")
-    description: str = Field(default="", max_length=1_000, description="What to pass.")
-    required: bool | None = Field(default=None, description="Default: true unless `default` is given.")
-    default: JsonValue = Field(default=None, description="Value used when none is passed.")
-    choices: list[Annotated[str, Field(max_length=200)]] | None = Field(
-        default=None, max_length=100, description="Known good values (offered as completions).")
+    model_config = ConfigDict(defer_build=True, extra="forbid")  # a misspelled field is refused, not dropped
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+    description: str = Field(default="", max_length=1_000)
+    required: bool | None = Field(default=None, description="Default: true unless a default is given.")
+    default: JsonValue = None  # any JSON value
+    choices: list[Annotated[str, Field(max_length=200)]] | None = Field(default=None, max_length=100)
 
 
 class VariableOutput(DeferredModel):
@@ -96,20 +81,15 @@ class SearchResults(DeferredModel):
 
 async def register_pattern(
     ctx: Context,
-    name: Annotated[str, Field(description="Slug: lower-case letters, digits and '-' (e.g. code-review).",
-                               pattern=NAME_PATTERN)],
-    template: Annotated[str, Field(description="The prompt text with {{ variable }} placeholders.",
-                                   min_length=1, max_length=MAX_TEMPLATE_CHARS)],
-    description: Annotated[str, Field(description="What the pattern is for (shown in listings and search).",
-                                      min_length=1, max_length=MAX_DESCRIPTION_CHARS)],
+    name: Annotated[str, Field(pattern=NAME_PATTERN)],
+    template: Annotated[str, Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)],
+    description: Annotated[str, Field(min_length=1, max_length=MAX_DESCRIPTION_CHARS)],
     variables: Annotated[list[VariableInput] | None, Field(
-        description="Declared variables; default: inferred from the placeholders, all required.",
-        max_length=64)] = None,
+        description="Default: every placeholder, required.", max_length=64)] = None,
     metadata: Annotated[dict[str, JsonValue] | None, Field(
-        description='Any JSON: "domain" (text), "tags" (list of words), "title", "copilot" (front-matter keys '
-                    'such as agent/tools for the prompt file).')] = None,
+        description="Any JSON; domain and tags feed search.")] = None,
     apply_to: Annotated[list[Annotated[str, Field(max_length=256)]] | None, Field(
-        description='Globs for Copilot instructions, e.g. ["**/*.py", "src/**"].', max_length=20)] = None,
+        description='Copilot globs, e.g. "**/*.py".', max_length=20)] = None,
 ) -> RegisterResult:
     require_role(ctx, "admin", "register_pattern")
     deps = dependencies(ctx)
@@ -155,11 +135,10 @@ async def announce_change(ctx: Context, pattern: Pattern) -> None:
 
 async def search_patterns(
     ctx: Context,
-    query: Annotated[str, Field(description="Words describing what you need, e.g. 'review a pull request'.",
-                                max_length=500)] = "",
+    query: Annotated[str, Field(max_length=500)] = "",
     tags: Annotated[list[Annotated[str, Field(max_length=40)]] | None, Field(
-        description="Only patterns with all of these tags.", max_length=10)] = None,
-    limit: Annotated[int, Field(description="Most results to return.", ge=1, le=50)] = 10,
+        description="Only patterns with all of these.", max_length=10)] = None,
+    limit: Annotated[int, Guard(ge=1, le=50)] = 10,
 ) -> SearchResults:
     deps = dependencies(ctx)
     with core_errors():

@@ -9,10 +9,8 @@ from mcp_types import ToolAnnotations
 from server.pool.status import PoolState, pool_state
 from tools._context import dependencies, make_tool
 
-DESCRIPTION = """List the configured LLM providers with their health: kind, model, priority, readiness
-(missing key), circuit breaker state (closed/open/half_open), whether each may take a call now and why
-not (cooling down after a rate limit, over its requests/tokens per minute or daily budget), calls in
-flight, recent latency (EWMA, ms), recent error rate and today's spend in USD. No secrets."""
+DESCRIPTION = """The LLM providers and their health: circuit, whether each can take a call (or why not),
+latency, error rate, spend today."""
 
 
 async def list_providers(ctx: Context) -> PoolState:
@@ -26,6 +24,6 @@ def tool() -> Tool:
         list_providers,
         name="list_providers",
         description=DESCRIPTION,
-        annotations=ToolAnnotations(title="Provider pool health", read_only_hint=True, destructive_hint=False,
+        annotations=ToolAnnotations(title="Provider health", read_only_hint=True, destructive_hint=False,
                                     idempotent_hint=True, open_world_hint=False),
     )

@@ -21,37 +21,21 @@ from server.workflows.service import (
     ToolStepsForbidden,
     WorkflowService,
 )
+from tools._arguments import Guard
 from tools._context import AS_TASK, core_errors, dependencies, make_tool, require_role
 
-RUN_DESCRIPTION = """Run a workflow: a DAG of steps (orchestrate, consensus, pattern, tool on a downstream MCP
-server, workflow = a saved sub-workflow, approval = wait for a human decision) with dependencies, parallel
-branches, conditions, retries and timeouts. Runs are durable: they survive client timeouts and server restarts.
+RUN_DESCRIPTION = """Run a durable workflow: a DAG of steps (orchestrate, consensus, pattern, tool, workflow,
+approval). `workflow`: a saved name or a definition like {"name": "b", "steps": [{"id": "a", "kind":
+"orchestrate", "with": {"prompt": "Sum up {{ inputs.text }}"}}, {"id": "c", "kind": "pattern", "depends_on":
+["a"], "with": {...}}], "outputs": {"s": "{{ steps.a.output.text }}"}}; steps may add when, retry, timeout_s,
+on_error. Returns after `wait_s` at most; the run goes on (see workflow_run)."""
 
-`workflow` is a saved workflow's name (see save_workflow) or a definition object:
-{"name": "brief", "inputs": {JSON Schema}, "steps": [{"id": "a", "kind": "orchestrate",
-"with": {"prompt": "Summarise {{ inputs.text }}"}}, {"id": "b", "kind": "pattern", "depends_on": ["a"],
-"when": {"path": "steps.a.output.text", "op": "contains", "value": "risk"}, "with": {...},
-"retry": {"max_attempts": 3, "backoff": 1}, "timeout_s": 60, "on_error": "fail|skip|continue"}],
-"outputs": {"summary": "{{ steps.a.output.text }}"}, "max_parallel": 4}.
+RUN_ACTION_DESCRIPTION = """A workflow run's status, or cancel / approve / reject it (`step`: which approval).
+Without `run_id`: recent runs, newest first, by `status`, paged."""
 
-With `wait` (default) the call reports progress per step and returns when the run ends or after `wait_s`
-seconds; then `status` is running (or waiting for an approval) and the run goes on: follow it with
-workflow_run(run_id). Passing your own `run_id` makes the call idempotent: the same id and arguments never run
-twice. The result has run_id, status, outputs, every step (status, attempts, output, error, timings), progress.
-On an authenticated server, an inline definition with `tool` steps needs role admin; a saved one runs for any
-user, and a run is visible only to the key that started it (and to admins)."""
+SAVE_DESCRIPTION = """Validate a workflow definition (an object or JSON/YAML text; every problem is listed) and
+save it as its name's next version. Needs admin with auth on."""
 
-RUN_ACTION_DESCRIPTION = """Follow or steer workflow runs. With `run_id`: action `status` (default) returns the
-run's status, outputs and steps; `cancel` stops it; `approve` / `reject` decide its waiting approval step
-(`step` names it when several wait; `comment` is kept with the decision). Without `run_id`: the recent runs,
-newest first, filtered by `status` and paged with `limit` / `offset`."""
-
-SAVE_DESCRIPTION = """Save a workflow definition under its `name` (create, or update as a new version), after
-validating it: every problem is listed (cycles, unknown dependencies or kinds, duplicate ids, references to
-steps that are not upstream, bad templates, missing step parameters). It becomes runnable by name with
-run_workflow and readable with its Mermaid diagram at workflows://definitions/{name}. `definition` is the
-JSON object, or JSON/YAML text. Sub-workflows it names must be saved first. Needs role admin on an
-authenticated server."""
 
 DEFAULT_WAIT_S = 45.0
 
@@ -61,7 +45,7 @@ class WorkflowRunResult(DeferredModel):
 
     run_id: str | None = None
     workflow: str | None = None
-    status: str | None = Field(default=None, description="pending, running, waiting, completed, failed, cancelled")
+    status: str | None = None
     outputs: dict[str, JsonValue] | None = None
     error: str | None = None
     steps: list[StepReport] | None = None
@@ -69,8 +53,8 @@ class WorkflowRunResult(DeferredModel):
     created_at: float | None = None
     updated_at: float | None = None
     runtime: str | None = None
-    runs: list[RunStatus] | None = Field(default=None, description="listing: runs, newest first (steps left out)")
-    next_offset: int | None = Field(default=None, description="listing: offset of the next page; null at the end")
+    runs: list[RunStatus] | None = None
+    next_offset: int | None = None
 
     @classmethod
     def of(cls, status: RunStatus) -> WorkflowRunResult:
@@ -86,14 +70,11 @@ def _service(ctx: Context) -> WorkflowService:
 
 async def run_workflow(
     ctx: Context,
-    workflow: Annotated[str | dict[str, JsonValue], Field(
-        description="A saved workflow's name, or a definition object (see the tool description).")],
-    inputs: Annotated[dict[str, JsonValue] | None, Field(description="Values for the workflow's inputs.")] = None,
-    wait: Annotated[bool, Field(description="Wait for the run to end (bounded by wait_s).")] = True,
-    wait_s: Annotated[float, Field(description="Longest wait, seconds; then the run goes on in the background.",
-                                   gt=0, le=3600)] = DEFAULT_WAIT_S,
-    run_id: Annotated[str | None, Field(description="Your own id for the run (idempotency key).",
-                                        pattern=RUN_ID_PATTERN)] = None,
+    workflow: Annotated[str | dict[str, JsonValue], Field(description="A saved name or a definition.")],
+    inputs: Annotated[dict[str, JsonValue] | None, Field(description="Free-form JSON.")] = None,
+    wait: bool = True,
+    wait_s: Annotated[float, Guard(gt=0, le=3600)] = DEFAULT_WAIT_S,
+    run_id: Annotated[str | None, Field(description="Idempotency key.", pattern=RUN_ID_PATTERN)] = None,
 ) -> RunStatus:
     service = _service(ctx)
     principal = caller(ctx)
@@ -117,19 +98,14 @@ async def run_workflow(
 
 async def workflow_run(
     ctx: Context,
-    run_id: Annotated[str | None, Field(description="The run (from run_workflow); omit to list recent runs.",
-                                        pattern=RUN_ID_PATTERN)] = None,
-    action: Annotated[Literal["status", "cancel", "approve", "reject"], Field(
-        description="What to do with the run.")] = "status",
-    step: Annotated[str | None, Field(description="approve/reject: the waiting approval step's id.",
-                                      max_length=600)] = None,
-    comment: Annotated[str | None, Field(description="approve/reject: kept with the decision.",
-                                         max_length=2_000)] = None,
-    by: Annotated[str | None, Field(description="approve/reject: who decides.", max_length=200)] = None,
-    status: Annotated[Literal["pending", "running", "waiting", "completed", "failed", "cancelled"] | None, Field(
-        description="Listing: only runs in this status.")] = None,
-    limit: Annotated[int, Field(description="Listing: runs per page.", ge=1, le=100)] = 20,
-    offset: Annotated[int, Field(description="Listing: runs to skip.", ge=0)] = 0,
+    run_id: Annotated[str | None, Field(max_length=128)] = None,
+    action: Literal["status", "cancel", "approve", "reject"] = "status",
+    step: Annotated[str | None, Field(max_length=600)] = None,
+    comment: Annotated[str | None, Field(max_length=2_000)] = None,
+    by: Annotated[str | None, Field(description="Who decides.", max_length=200)] = None,
+    status: Literal["pending", "running", "waiting", "completed", "failed", "cancelled"] | None = None,
+    limit: Annotated[int, Guard(ge=1, le=100)] = 20,
+    offset: Annotated[int, Guard(ge=0)] = 0,
 ) -> WorkflowRunResult:
     service = _service(ctx)
     owner_filter = caller(ctx).owner_filter  # another owner's run is "not found", like an unknown id
@@ -151,8 +127,7 @@ async def workflow_run(
 
 async def save_workflow(
     ctx: Context,
-    definition: Annotated[dict[str, JsonValue] | str, Field(
-        description="The definition object (name, inputs, steps, outputs, max_parallel), or JSON/YAML text.")],
+    definition: dict[str, JsonValue] | str,
 ) -> SavedWorkflow:
     require_role(ctx, "admin", "save_workflow")
     service = _service(ctx)

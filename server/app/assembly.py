@@ -9,19 +9,21 @@ import functools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mcp.server import MCPServer, NotificationOptions
+from mcp.server import MCPServer
 from mcp.server.request_state import RequestStateSecurity
-from mcp.server.mcpserver.tools import Tool
 from mcp_types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
 
 from knowledge import Pattern, PatternRegistry
 from knowledge.library import builtin_patterns
+from server.app.sdk_seams import advertise_list_changed, connection_of, serve_resource_subscriptions
+from server.app.warmup import WarmUp, provider_steps
 from server.config import Config, PostgresDatabase
+from server.errors import ConfigError
 from server.operations.incidents import IncidentService, WorkflowRunner
 from server.pool.policy import Policy
 from server.pool.pool import ProviderPool
@@ -43,16 +45,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SERVER_NAME = "ai-orchestration-mcp"
-INSTRUCTIONS = (
-    "Orchestrates LLM providers. `orchestrate` sends one prompt through the provider pool with fallback; "
-    "`consensus` asks several models at once and aggregates their answers; "
-    "`monitor_operations` reports latency, errors, tokens and cost of recorded calls, incidents and provider "
-    "health; `acknowledge_incident` marks an incident as being handled. "
-    "`search_patterns` finds reusable prompt patterns (also offered as prompts and `knowledge://` resources); "
-    "`register_pattern` saves one; `orchestrate` takes `pattern` + `variables` instead of `prompt`. "
-    "`run_workflow` runs a DAG of steps durably (a saved workflow or a definition); `workflow_run` follows, "
-    "cancels or approves runs; `save_workflow` saves a definition."
+INSTRUCTIONS: tuple[tuple[str, str], ...] = (
+    ("orchestrate", "`orchestrate` asks one model through the provider pool, with fallback."),
+    ("consensus", "`consensus` asks several models at once and aggregates their answers."),
+    ("monitor_operations", "`monitor_operations` reports latency, errors, tokens, cost, incidents and provider health."),
+    ("acknowledge_incident", "`acknowledge_incident` marks an incident as being handled."),
+    ("list_providers", "`list_providers` shows the providers and their health."),
+    ("search_patterns", "`search_patterns` finds prompt patterns (also prompts and `knowledge://` resources)."),
+    ("register_pattern", "`register_pattern` saves one."),
+    ("run_workflow", "`run_workflow` runs a durable DAG of steps."),
+    ("workflow_run", "`workflow_run` follows, cancels or approves runs."),
+    ("save_workflow", "`save_workflow` saves a workflow definition."),
 )
+"""(tool, sentence) of the server's instructions: one sentence per tool it offers."""
 
 
 def open_store(location: str | Path | PostgresDatabase) -> Store:
@@ -125,10 +130,14 @@ async def open_dependencies(
 
         incidents = IncidentService(store.incidents, store.calls, pool, config, clock=clock, run_workflow=run_workflow,
                                     claim=store.claim_interval if shared else None)  # once per interval, all replicas
-        async with _running(workflows.serve), _running(incidents.run):
+        steps = provider_steps([member.provider for member in pool.members])
+        if workflow_runtime is not None:  # a durable runtime: launched (recovering runs) once the SDKs are in
+            steps.append(("workflow runtime", workflows.warm))
+        warm_up = WarmUp(steps)
+        async with _running(workflows.serve), _running(incidents.run), _running(warm_up.run):
             yield Dependencies(config=config, store=store, pool=pool, lazy_consensus=consensus, patterns=patterns,
                                clock=clock, lazy_workflows=workflows, incidents=incidents, telemetry=telemetry,
-                               simple=simple)
+                               simple=simple, warm_up=warm_up)
     finally:
         with anyio.CancelScope(shield=True):
             await pool.aclose()
@@ -138,9 +147,9 @@ async def open_dependencies(
 def _lazy_workflows(config: Config, store: Store, pool: ProviderPool, consensus: Callable[[], ConsensusService],
                     patterns: PatternRegistry, clock: Callable[[], float], runtime: RuntimeFactory | None,
                     telemetry: Telemetry | None) -> LazyWorkflows:
-    """The workflow service, built at first use; a given (durable) runtime opens ``DEFAULT_DELAY_S`` after
-    start-up in any case, to recover interrupted runs."""
-    from server.workflows.lazy import DEFAULT_DELAY_S, LazyWorkflows
+    """The workflow service, built at first use; a given (durable) runtime is opened by the warm start
+    (:mod:`server.app.warmup`), to recover interrupted runs without waiting for a call."""
+    from server.workflows.lazy import LazyWorkflows
 
     def services() -> StepServices:
         from server.workflows.downstream import DownstreamServers
@@ -151,8 +160,7 @@ def _lazy_workflows(config: Config, store: Store, pool: ProviderPool, consensus:
         return StepServices(pool=pool, store=store, config=config, consensus=consensus(), patterns=patterns,
                             tool_caller=servers.call if servers else None, clock=clock, telemetry=telemetry)
 
-    return LazyWorkflows(services, store, runtime_factory=runtime, clock=clock,
-                         delay_s=math.inf if runtime is None else DEFAULT_DELAY_S)
+    return LazyWorkflows(services, store, runtime_factory=runtime, clock=clock, delay_s=math.inf)
 
 
 @asynccontextmanager
@@ -182,7 +190,8 @@ def build_server(
     clock: Callable[[], float] = time.time,
     workflow_runtime: RuntimeFactory | None = None,
     run_workflow: WorkflowRunner | None = None,
-    tool_list: Sequence[Tool] | None = None,
+    enabled_tools: Collection[str] | None = None,
+    refused_tools: Mapping[str, str] | None = None,
     simple: bool = False,
     request_state_keys: Sequence[bytes] | None = None,
     task_backends: Sequence[TaskBackend] = (),
@@ -195,17 +204,33 @@ def build_server(
         store_factory: makes the store; the lifespan opens (and closes) one per lifespan.
         shared: dependencies built by the caller and kept open across lifespans (SSE runs one lifespan per
             connection; the CLI shares one set for the process).
-        tool_list: the tools to offer (default: every tool, ``tools.all_tools()``).
+        enabled_tools: the tools to offer (``--tools``, ``AI_ORCHESTRATION_TOOLS``, ``[server] tools``); default:
+            every tool (:data:`tools.TOOL_NAMES`).
+        refused_tools: tool name -> what a call to it answers, for tools not offered; default for each tool
+            left out of ``enabled_tools``: a message naming the enabled ones.
         simple: passed to :func:`open_dependencies` (simple mode assembles through :mod:`server.app.simple`).
         request_state_keys: the key ring sealing the SDK's multi-round-trip ``requestState`` (replicas pass the
             keys they share, so state minted by one unseals on another); default: a key of this process.
         task_backends: more MCP task backends, asked after the product's own (:class:`server.app.run_tasks.RunTasks`);
             the conformance fixture server adds its fixture tools' here.
         protocol_log: serves ``logging/setLevel`` and forwards notable events (default: a new one).
+
+    Raises:
+        ConfigError: a name in ``enabled_tools`` that is no tool's (the message lists the valid ones).
     """
     import prompts
     import resources
     import tools
+
+    try:
+        offered = tools.all_tools(enabled_tools)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key="tools") from None
+    names = [tool.name for tool in offered]
+    refused = {name: f"the tool {name} is not enabled on this server (enabled: {', '.join(names) or 'none'}); "
+                     "the --tools option, AI_ORCHESTRATION_TOOLS or [server] tools chooses them"
+               for name in tools.TOOL_NAMES if name not in names}
+    refused.update(refused_tools or {})
 
     # The latest lifespan's dependencies, for handlers that get no request context (static resources).
     current: list[Dependencies] = [shared] if shared is not None else []
@@ -215,7 +240,7 @@ def build_server(
 
     from resources.subscriptions import BridgedBus
 
-    bus = BridgedBus()  # ours: incident changes are announced outside any request, to both protocol eras
+    bus = BridgedBus(connection_of)  # ours: incident changes are announced outside any request, to both eras
 
     async def incidents_changed() -> None:
         from resources.operations import URIS
@@ -257,16 +282,17 @@ def build_server(
                 current.remove(deps)
 
     mcp = MCPServer(
-        SERVER_NAME, instructions=INSTRUCTIONS, lifespan=lifespan, version=server_version(),
-        tools=tools.all_tools() if tool_list is None else list(tool_list), subscriptions=bus,
-        middleware=[redact_tool_errors(config.secrets)],  # secret hygiene on every error a client sees
+        SERVER_NAME, instructions=instructions(names), lifespan=lifespan, version=server_version(),
+        tools=list(offered), subscriptions=bus,
+        middleware=[redact_tool_errors(config.secrets),  # secret hygiene on every error a client sees
+                    refuse_tools(refused), warm_after_first_request],
         request_state_security=None if request_state_keys is None else RequestStateSecurity(
             keys=list(request_state_keys)),
         extensions=[TasksExtension([RunTasks(), *task_backends])],
     )
     protocol_log.serve(mcp)
     surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
-    bus.register(mcp)
+    serve_resource_subscriptions(mcp, bus.on_subscribe, bus.on_unsubscribe)
 
     @mcp.completion()
     async def complete(ref: PromptReference | ResourceTemplateReference, argument: CompletionArgument,
@@ -275,7 +301,7 @@ def build_server(
         return (await resources.complete(deps, ref, argument, context)
                 or await prompts.complete(deps, ref, argument, context))
 
-    _advertise_list_changed(mcp)
+    advertise_list_changed(mcp)
     return mcp
 
 
@@ -368,22 +394,35 @@ class _PatternSurface(Protocol):
     def upsert(self, pattern: Pattern) -> None: ...
 
 
-def _advertise_list_changed(mcp: MCPServer) -> None:
-    """Declare ``listChanged`` for prompts and resources to handshake-era clients too.
+def refuse_tools(messages: Mapping[str, str]) -> Callable[..., Any]:
+    """A server middleware: a ``tools/call`` of a tool in ``messages`` (one this server does not offer) answers
+    its message instead of the SDK's bare "Unknown tool" (the SDK's own error result, its text replaced)."""
 
-    Patterns change the prompt and resource lists at run time and ``register_pattern`` notifies. The
-    2026-07-28 era derives the flags from ``subscriptions/listen`` being served; the handshake era takes them
-    from ``NotificationOptions``, which MCPServer never passes (the SDK's own TODO "L53"), so every transport's
-    ``create_initialization_options()`` call on the low-level server gets them here.
-    """
-    lowlevel = mcp._lowlevel_server  # noqa: SLF001 - the one seam for handshake-era capabilities in SDK 2.3
-    create = lowlevel.create_initialization_options
+    async def middleware(ctx: Any, call_next: Callable[[Any], Any]) -> Any:
+        result = await call_next(ctx)
+        if ctx.method != "tools/call" or not isinstance(result, dict) or not result.get("isError"):
+            return result
+        name = (ctx.params or {}).get("name")
+        if isinstance(name, str) and name in messages:
+            result["content"] = [{"type": "text", "text": messages[name]}]
+        return result
 
-    def with_list_changed(notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any) -> Any:
-        options = notification_options or NotificationOptions(prompts_changed=True, resources_changed=True)
-        return create(options, *args, **kwargs)
+    return middleware
 
-    lowlevel.create_initialization_options = with_list_changed  # type: ignore[method-assign]
+
+async def warm_after_first_request(ctx: Any, call_next: Callable[[Any], Any]) -> Any:
+    """A server middleware: once the first request after ``initialize`` is answered, the warm start begins
+    (:mod:`server.app.warmup`), so nothing competes with the handshake and the first ``tools/list``."""
+    result = await call_next(ctx)
+    warm_up = getattr(getattr(ctx, "lifespan_context", None), "warm_up", None)
+    if warm_up is not None and ctx.method != "initialize" and ctx.request_id is not None:
+        warm_up.begin()
+    return result
+
+
+def instructions(tool_names: Collection[str]) -> str:
+    """The server's instructions, naming only the tools it offers."""
+    return " ".join(["Orchestrates LLM providers.", *(text for name, text in INSTRUCTIONS if name in tool_names)])
 
 
 def server_version() -> str:

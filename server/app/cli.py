@@ -43,8 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args, config)
         simple = _simple_mode(args)
         if args.command == "check":
+            from server.app.check_cli import run_check
+
             location = _state_location(config, args, simple)
-            return _check(config, location, simple, _replica_id(config, args, location))
+            _configure_logging("WARNING")
+            return run_check(config, location, simple=simple, probe=args.probe,
+                             replica=_replica_id(config, args, location))
         if args.command == "patterns":
             _configure_logging("WARNING")
             return _patterns(args, _state_location(config, args, simple), simple)
@@ -108,9 +112,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8000, help="port for sse/http (default 8000)")
     parser.add_argument("--allowed-hosts", default="", help="comma-separated extra Host names the HTTP "
                         "transports answer to (DNS-rebinding protection)")
+    parser.add_argument("--tools", default=None, metavar="NAME,...", help="offer only these tools, e.g. "
+                        "orchestrate,consensus (default: $AI_ORCHESTRATION_TOOLS, [server] tools, else all)")
     sub = parser.add_subparsers(dest="command",
                                 metavar="{check,simulate-upstream,demo,patterns,metrics,keys,workflows}")
-    sub.add_parser("check", parents=[common], help="validate the configuration and list providers")
+    check = sub.add_parser("check", parents=[common], help="validate the configuration and list providers")
+    check.add_argument("--probe", action="store_true", help="also send each provider one request of one token "
+                       "and report reachability, authentication and whether the model exists")
     simulate = sub.add_parser("simulate-upstream", parents=[common],
                               help="serve a local OpenAI/Anthropic-compatible upstream for trying and testing")
     simulate.add_argument("--host", default="127.0.0.1")
@@ -177,35 +185,6 @@ def _state_location(config: Config, args: argparse.Namespace, simple: bool) -> D
     return database_path(config, os.environ, args.database)
 
 
-def _check(config: Config, db_path: DatabaseLocation, simple: bool = False, replica: str | None = None) -> int:
-    out = sys.stdout
-    print(f"configuration: {config.source}", file=out)  # cli-output
-    if simple:
-        print("mode: simple (wire-protocol providers; call records in memory)", file=out)  # cli-output
-    # A PostgreSQL URL prints without its password (PostgresDatabase.__str__).
-    print(f"{'state file' if simple else 'database'}: {db_path}", file=out)  # cli-output
-    if replica is not None:
-        print(f"replica id: {replica}", file=out)  # cli-output
-    print(f"routing strategy: {config.routing.strategy}", file=out)  # cli-output
-    if not config.providers:
-        print("providers: none configured (tools that need a model will say what to set)", file=out)  # cli-output
-        return 0
-    not_ready = 0
-    for p in config.providers:
-        problem = p.readiness()
-        not_ready += problem is not None
-        if problem:
-            state = f"NOT READY: {problem}"
-        elif p.api_key is not None:
-            state = f"ready (key from {p.key_env or 'config file'})"
-        else:
-            state = "ready (no key: custom endpoint)"
-        endpoint = p.base_url or "vendor default endpoint"
-        print(f"  {p.name:<20} {p.kind:<10} {p.model:<28} priority={p.priority:<4} {endpoint}  {state}",  # cli-output
-              file=out)
-    return 1 if not_ready else 0
-
-
 def _patterns(args: argparse.Namespace, db_path: os.PathLike | str, simple: bool = False) -> int:
     import anyio
 
@@ -249,10 +228,13 @@ def _patterns(args: argparse.Namespace, db_path: os.PathLike | str, simple: bool
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
-    from server.app.gc_tuning import paused_for_start_up
+    from server.app.process_settings import import_without, paused_for_start_up
 
-    with paused_for_start_up() as serving:  # ~45 ms of every start otherwise (see server.app.gc_tuning)
-        return _build_and_serve(args, config, _simple_mode(args), serving)
+    with paused_for_start_up() as serving:  # see server.app.process_settings for what this buys
+        simple = _simple_mode(args)
+        if not simple:
+            import_without("server.store.sqlite")  # sqlite-utils without the numpy it would import
+        return _build_and_serve(args, config, simple, serving)
 
 
 def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, serving: Callable[[], None]) -> int:
@@ -268,6 +250,7 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
     if args.transport != "stdio":
         check_bind_host(args.host, auth_on)
     check_provider_addresses(config)
+    enabled_tools = _enabled_tools(args.tools, config)
     db_path = _state_location(config, args, simple)
     secrets = config.secrets() + ([db_path.password] if isinstance(db_path, PostgresDatabase) and db_path.password
                                   else [])
@@ -302,7 +285,7 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
             # Replicas seal the SDK's request state with one key, kept in their shared database.
             keys = [await deps.store.shared_key("request-state")] if getattr(deps.store, "shared", False) else None
             mcp = build(config, store_factory=lambda: deps.store, provider_factory=providers, shared=deps,
-                        **({"request_state_keys": keys} if keys else {}))
+                        enabled_tools=enabled_tools, **({"request_state_keys": keys} if keys else {}))
             _configure_logging(args.log_level, secrets)  # after MCPServer(), which configures logging
             logger.info("serving %s%s; %d provider(s); %s %s; authentication %s", args.transport,
                         " (simple mode)" if simple else "", len(config.providers),
@@ -317,9 +300,12 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
                 from server.app.dashboard import dashboard_mounter
 
                 dashboard = dashboard_mounter(deps, verifier)
-            await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed,
-                        verifier=verifier, limits=config.limits, jwt=config.auth.jwt, dashboard=dashboard,
-                        replica_id=replica.id if replica is not None else None)
+            async with anyio.create_task_group() as group:
+                group.start_soon(_freeze_once_warm, deps.warm_up)
+                await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed,
+                            verifier=verifier, limits=config.limits, jwt=config.auth.jwt, dashboard=dashboard,
+                            replica_id=replica.id if replica is not None else None)
+                group.cancel_scope.cancel()
 
     _configure_logging(args.log_level, secrets)
     try:
@@ -332,9 +318,43 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
     return 0
 
 
+async def _freeze_once_warm(warm_up: Any) -> None:
+    """Once the warm start has imported the provider SDKs (and DBOS), keep the collector off their modules."""
+    from server.app.process_settings import freeze_long_lived
+
+    if warm_up is not None:
+        await warm_up.done.wait()
+        freeze_long_lived()
+
+
+TOOLS_ENV = "AI_ORCHESTRATION_TOOLS"
+
+
+def _enabled_tools(option: str | None, config: Config) -> list[str] | None:
+    """The tools to offer: ``--tools``, else ``$AI_ORCHESTRATION_TOOLS``, else ``[server] tools``, else all (``None``).
+
+    Raises:
+        ConfigError: an unknown tool name (the message lists the valid ones) or an empty list.
+    """
+    from tools import TOOL_NAMES
+
+    source, text = ("--tools", option) if option is not None else (TOOLS_ENV, os.environ.get(TOOLS_ENV))
+    if text is not None:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+    elif config.server.tools is not None:
+        source, names = "server.tools", list(config.server.tools)
+    else:
+        return None
+    unknown = [name for name in names if name not in TOOL_NAMES]
+    if unknown or not names:
+        problem = f"unknown tool(s) {', '.join(unknown)}" if unknown else "no tool named"
+        raise ConfigError(f"{problem}; valid: {', '.join(TOOL_NAMES)}", key=source)
+    return names
+
+
 def _workflow_runtime(config: Config, db_path: DatabaseLocation, replica: Any = None) -> Any:
     """The DBOS runtime factory, which the workflow service opens in the background (:mod:`server.workflows.lazy`:
-    at its first use, or ``DEFAULT_DELAY_S`` after start-up); or ``None`` for the in-memory one
+    launched by the warm start, :mod:`server.app.warmup`, or at its first use); or ``None`` for the in-memory one
     (``[workflows] runtime = "memory"``).
 
     DBOS's system database is ``[workflows] system_database`` if set, else beside the server's: the same
@@ -356,6 +376,10 @@ def _workflow_runtime(config: Config, db_path: DatabaseLocation, replica: Any = 
         return dbos_runtime(settings, replica=replica,
                             queue_concurrency=config.workflows.queue_concurrency)(interpreter)
 
+    def preload() -> None:  # the warm start imports DBOS on a worker thread before it launches it
+        import server.workflows.dbos_runtime  # noqa: F401
+
+    dbos.preload = preload  # type: ignore[attr-defined]
     return dbos
 
 

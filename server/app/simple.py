@@ -18,12 +18,10 @@ Every module this path imports uses only the standard library and ``mcp``'s own 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
 
 from mcp.server import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
 
 from server.app.assembly import build_server
 from server.dependencies import Dependencies
@@ -96,32 +94,19 @@ def build_simple_server(
     provider_factory: Callable[..., Provider] = build_wire_provider,
     shared: Dependencies | None = None,
     clock: Callable[[], float] = time.time,
+    enabled_tools: Collection[str] | None = None,
+    full_mode_only: Collection[str] | None = None,
 ) -> MCPServer:
-    """:func:`server.app.assembly.build_server` for simple mode (arguments as there; providers default to the wire ones)."""
+    """:func:`server.app.assembly.build_server` for simple mode (arguments as there; providers default to the wire
+    ones). A call to a tool of ``full_mode_only`` (default: those outside :data:`tools.SIMPLE_MODE_TOOLS`)
+    answers :class:`FullModeRequired`'s message."""
     import tools
 
-    every = tools.all_tools()  # built once: each tool's argument model costs milliseconds at start-up
-    mcp = build_server(config, store_factory=store_factory, provider_factory=provider_factory, shared=shared,
-                       clock=clock, tool_list=[t for t in every if t.name in tools.SIMPLE_MODE_TOOLS], simple=True)
-    refuse_full_mode_tools(mcp, [t.name for t in every if t.name not in tools.SIMPLE_MODE_TOOLS])
-    return mcp
-
-
-def refuse_full_mode_tools(mcp: MCPServer, names: list[str]) -> None:
-    """Make calls to ``names`` (tools full mode offers and simple mode does not) fail with a message that says
-    so, instead of the SDK's bare "Unknown tool".
-
-    ``MCPServer`` dispatches every ``tools/call`` through its ``call_tool`` method; this wraps it on the instance
-    (the one seam for it in SDK 2.3).
-    """
-    refused = frozenset(names)
-    if not refused:
-        return
-    call_tool = mcp.call_tool
-
-    async def call_tool_or_refuse(name: str, arguments: dict[str, Any], context: Any = None) -> Any:
-        if name in refused:
-            raise ToolError(str(FullModeRequired(f"the tool {name}", "not offered in simple mode")))
-        return await call_tool(name, arguments, context)
-
-    mcp.call_tool = call_tool_or_refuse  # type: ignore[method-assign]
+    if full_mode_only is None:
+        full_mode_only = [name for name in tools.TOOL_NAMES if name not in tools.SIMPLE_MODE_TOOLS]
+    wanted = tools.TOOL_NAMES if enabled_tools is None else enabled_tools
+    refused = {name: str(FullModeRequired(f"the tool {name}", "not offered in simple mode"))
+               for name in full_mode_only}
+    return build_server(config, store_factory=store_factory, provider_factory=provider_factory, shared=shared,
+                        clock=clock, enabled_tools=[name for name in wanted if name not in refused],
+                        refused_tools=refused, simple=True)

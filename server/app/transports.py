@@ -4,15 +4,18 @@ HTTP transports bind to a non-loopback address only with authentication on (:mod
 puts Host/Origin checks, bearer authentication and per-key limits in front of the SDK's transport). Host and Origin are validated on every
 listening transport: the SDK does that by itself only for loopback binds, so the settings are always passed
 explicitly. SIGTERM and Ctrl-C end the server through cancellation, so the dependencies' shutdown (which
-flushes queued call records) always runs.
+flushes queued call records) always runs. In HTTP and SSE mode the stop is graceful: uvicorn stops accepting,
+streams still open (an SSE connection, a long tool call's event stream) are ended cleanly, the app's lifespan
+shuts down, and the process exits 0 with nothing logged at ERROR; a second signal forces the exit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -98,17 +101,27 @@ async def serve(
     if transport != "stdio":
         check_bind_host(host, verifier is not None)
     async with anyio.create_task_group() as group:
-        group.start_soon(_stop_on_signal, group.cancel_scope)
         if transport == "stdio":
+            group.start_soon(_stop_on_signal, group.cancel_scope.cancel)
             await mcp.run_stdio_async()
         else:
+            stopping = anyio.Event()
             app = http_app(mcp, transport, host=host, port=port, allowed_hosts=allowed_hosts, verifier=verifier,
                            limits=limits, jwt=jwt, dashboard=dashboard)
             if replica_id is not None and transport == "http":
                 from server.app.replica_sessions import ReplicaSessionIds
 
                 app = ReplicaSessionIds(app, replica_id)
-            await _run_uvicorn(app, host, port)
+            server = _Uvicorn(_ending_streams_on(stopping, app), host, port)
+
+            def stop() -> None:
+                if stopping.is_set():
+                    server.force_exit = True  # a second signal: do not wait any longer
+                stopping.set()
+                server.should_exit = True
+
+            group.start_soon(_stop_on_signal, stop, True)
+            await server.serve()
         group.cancel_scope.cancel()
 
 
@@ -130,18 +143,66 @@ def http_app(mcp: MCPServer, transport: Transport, *, host: str, port: int, allo
     return app if dashboard is None else dashboard(app, security)
 
 
-async def _run_uvicorn(app: Any, host: str, port: int) -> None:  # the SDK's run_*_async, own app
+GRACEFUL_S = 10.0
+"""How long a stop waits for requests in flight (streams are ended at once) before it cancels them."""
+
+
+def _Uvicorn(app: Any, host: str, port: int) -> Any:  # noqa: N802 - builds the server object, like a class
+    """A ``uvicorn.Server`` for ``app`` (the SDK's ``run_*_async``, with our app) that leaves signals to us:
+    :func:`serve` stops it gracefully (``should_exit``) instead of uvicorn re-raising the signal after it."""
     import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:  # signals are handled by serve()
+            yield
 
     # log_config=None, log_level=None: uvicorn logs through the entry point's (redacting) handler at its levels.
     # ws="none": MCP speaks no WebSocket, so uvicorn loads no WebSocket library (it would, when one is installed).
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=None, log_config=None, ws="none"))
-    await server.serve()
+    return Server(uvicorn.Config(app, host=host, port=port, log_level=None, log_config=None, ws="none",
+                                 timeout_graceful_shutdown=GRACEFUL_S))
 
 
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+def _ending_streams_on(stopping: anyio.Event, app: Any) -> Any:
+    """``app``, whose HTTP responses end cleanly once ``stopping`` is set: a stream still open (SSE) gets its
+    last, empty body chunk, so the server can drain without cancelling requests (and logging them)."""
+
+    async def ending(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        state = {"started": False, "ended": False}
+
+        async def tracked(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                state["ended"] = True
+            await send(message)
+
+        async with anyio.create_task_group() as group:
+            async def end_on_stop() -> None:
+                await stopping.wait()
+                group.cancel_scope.cancel()
+
+            group.start_soon(end_on_stop)
+            await app(scope, receive, tracked)
+            group.cancel_scope.cancel()
+        if state["started"] and not state["ended"]:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        elif not state["started"]:
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"text/plain"), (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": b"shutting down"})
+
+    return ending
+
+
+async def _stop_on_signal(stop: Any, repeat: bool = False) -> None:
+    """Call ``stop()`` on SIGTERM or SIGINT (on every one with ``repeat``)."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             logger.info("received %s; shutting down", signal.Signals(signum).name)
-            scope.cancel()
-            return
+            stop()
+            if not repeat:
+                return

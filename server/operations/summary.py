@@ -11,7 +11,8 @@ Two sources, one result:
   minutes (hours), the current one included: ``since``, ``until`` and ``window_s`` say what was covered.
 
 Each result covers the window and the one before it (``previous`` per group), a time series in buckets sized to
-the window (at most 60 points), the thresholds crossed, incidents and provider health.
+the window (at most 60 buckets; only those with calls are listed), the thresholds crossed, incidents and
+provider health.
 """
 
 from __future__ import annotations
@@ -307,8 +308,7 @@ async def operations_summary(
         total = _Acc(exact)
         series = []
         for index, acc in enumerate(buckets):
-            if acc is None:
-                series.append(_Acc(exact).point(since + index * step))
+            if acc is None:  # an empty bucket: left out of the series (a point per bucket with calls)
                 continue
             series.append(acc.point(since + index * step))
             total.absorb(acc)

@@ -27,6 +27,10 @@ _MINUTE_S = 60.0
 logger = logging.getLogger(__name__)
 
 
+RECENT_CALLS = 10
+"""How many of a provider's last calls its :meth:`ProviderHealth.status` reads."""
+
+
 @dataclass(frozen=True, slots=True)
 class Unavailable:
     """Why a provider may not take a call now, and for how long (seconds) when known."""
@@ -66,6 +70,9 @@ class ProviderHealth:
         self.in_flight = 0
         self.ewma_latency_ms: float | None = None
         self.outcomes: deque[tuple[float, bool]] = deque()
+        self.recent: deque[str | None] = deque(maxlen=RECENT_CALLS)
+        """The error class of each of the last calls (``None``: it succeeded), whatever the class: what
+        :meth:`status` reads, where the breaker counts only failures that say something about the provider."""
         self.request_times: deque[float] = deque()
         self.token_times: deque[tuple[float, int]] = deque()
         self.spend_day = utc_day(clock())
@@ -138,6 +145,7 @@ class ProviderHealth:
             self.state, self.probe_in_flight = "closed", False
             self.outcomes.clear()
         self._count(now, ok=True)
+        self.recent.append(None)
 
     def failed(self, error: ProviderError | None) -> None:
         """A call failed (``None``: cancelled, which says nothing about the provider)."""
@@ -146,6 +154,7 @@ class ProviderHealth:
         if error is None:
             self.probe_in_flight = False
             return
+        self.recent.append(error.error_class)
         if error.error_class == "rate_limited":
             pause = error.retry_after_s if error.retry_after_s is not None else self.routing.rate_limit_cooldown_s
             self.cooldown_until = max(self.cooldown_until, now + pause)
@@ -173,6 +182,15 @@ class ProviderHealth:
         self.outcomes.clear()
         logger.warning("circuit breaker of provider %s opened for %.0f s", self.config.name,
                        self.routing.breaker_cooldown_s)
+
+    def status(self) -> str:
+        """``untested`` (no call yet), ``failing`` (the circuit is open, or every one of the last calls failed,
+        for any reason: an authentication failure or an unknown model too), ``degraded`` (some failed) or ``ok``."""
+        if self.state == "open" or self.recent and all(self.recent):
+            return "failing"
+        if not self.recent:
+            return "untested"
+        return "degraded" if any(self.recent) else "ok"
 
     def error_rate(self) -> float | None:
         """Failure fraction over the breaker window (calls that count for the breaker), ``None`` without calls."""

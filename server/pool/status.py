@@ -22,6 +22,8 @@ class ProviderState(DeferredModel):
     capabilities: list[str]
     ready: bool = Field(description="false when a key is missing (see problem)")
     problem: str | None = None
+    status: str = Field(description="ok, degraded, failing (every recent call failed) or untested")
+    last_error_class: str | None = None
     circuit: str = Field(description="closed, open or half_open")
     available: bool = Field(description="may take a call now")
     unavailable_reason: str | None = None
@@ -52,6 +54,7 @@ def pool_state(pool: ProviderPool, clock: Callable[[], float] = time.time) -> Po
         states.append(ProviderState(
             name=config.name, kind=config.kind, model=config.model, priority=config.priority, weight=config.weight,
             capabilities=list(config.capabilities), ready=config.readiness() is None, problem=config.readiness(),
+            status=health.status(), last_error_class=next((c for c in reversed(health.recent) if c), None),
             circuit=health.state, available=unavailable is None and config.readiness() is None,
             unavailable_reason=unavailable.reason if unavailable else None,
             cooldown_remaining_s=round(max(health.cooldown_until, health.open_until) - now, 3)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-import server.store._sqlite_utils  # noqa: F401  (first: keeps numpy off the start-up path)
 import sqlite_utils
 
 from server.store import sqlite_ops as ops_sql

@@ -13,7 +13,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import server.store._sqlite_utils  # noqa: F401  (first: keeps numpy off the start-up path)
 import sqlite_utils
 
 from server.store.records import PatternRecord

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
-import server.store._sqlite_utils  # noqa: F401  (first: keeps numpy off the start-up path)
 import sqlite_utils
 
 from server.store import sqlite_ops as ops_sql

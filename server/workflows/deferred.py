@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from server.errors import OrchestrationError
-from server.app.gc_tuning import freeze_long_lived
 
 if TYPE_CHECKING:
     from server.workflows.runtime import RunRecord, WorkflowRuntime
@@ -54,6 +53,10 @@ class DeferredRuntime:
             raise RuntimeUnavailable(f"the {self.name} workflow runtime could not start: {self._error}")
         return self._runtime
 
+    async def opened(self) -> None:
+        """Wait until the real runtime is open, or failed to open."""
+        await self._ready.wait()
+
     async def start(self, run_id: str, workflow: str, arguments: dict[str, Any], fingerprint: str) -> bool:
         return await (await self._real()).start(run_id, workflow, arguments, fingerprint)
 
@@ -78,7 +81,6 @@ class DeferredRuntime:
             async with open_runtime() as runtime:
                 self._runtime = runtime
                 self._ready.set()
-                freeze_long_lived()  # the runtime's modules (DBOS, SQLAlchemy) live as long as the process
                 await anyio.sleep_forever()
         except Exception as exc:  # reported to every workflow call; the rest of the server goes on
             logger.exception("the %s workflow runtime failed to start", self.name)

@@ -77,6 +77,16 @@ class LazyWorkflows:
             self._built.set()
         return self._service
 
+    async def warm(self) -> None:
+        """Build the service now and wait until its runtime is open (the warm start's step): a durable
+        runtime's imports run on a worker thread first (the factory's ``preload()``, when it has one)."""
+        preload = getattr(self._runtime_factory, "preload", None)
+        if preload is not None:
+            await anyio.to_thread.run_sync(preload, abandon_on_cancel=True)  # a shutdown does not wait for it
+        self.service()
+        assert self._runtime is not None
+        await self._runtime.opened()
+
     async def serve(self) -> None:
         """Open the runtime once the service is built (or ``delay_s`` after this starts) until cancelled."""
         from server.workflows import memory_runtime

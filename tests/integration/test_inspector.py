@@ -81,3 +81,26 @@ def test_inspector_lists_tools_and_gets_the_upstream_answer(
     assert (groups["backup"]["calls"], groups["backup"]["errors"]) == (1, 0)
     with sqlite3.connect(database) as conn:
         assert conn.execute("SELECT count(*) FROM calls").fetchone()[0] == 3
+
+
+def test_inspector_strict_tools_list_reports_no_errors_and_warns_only_on_documented_free_form_fields(
+    inspector: Path, console_script: Path, config_file: Path, tmp_path: Path
+) -> None:
+    command = [str(inspector), "--cli", "--method", "tools/list", "--strict", "--", str(console_script),
+               "--config", str(config_file), "--database", str(tmp_path / "strict.db")]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"exit {out.returncode}\nstderr: {out.stderr[-3000:]}"
+    findings = [line for line in out.stderr.splitlines() if line.startswith(("Error:", "Warning:"))]
+    paths = [line.split("Path: ", 1)[1] for line in out.stderr.splitlines() if line.strip().startswith("Path: ")]
+    assert not [f for f in findings if f.startswith("Error:")], out.stderr
+    assert paths == ["inputSchema.properties.variables.items.properties.default"] * len(paths), out.stderr
+    assert len(findings) <= 1, findings  # register_pattern's variable default: any JSON value, as documented
+
+
+def test_the_readme_pins_the_inspector_version_the_install_script_installs() -> None:
+    import re
+
+    pinned = re.search(r'INSPECTOR_VERSION="([^"]+)"', (REPO / "scripts" / "install-inspector.sh").read_text())
+    assert pinned is not None
+    shown = re.findall(r"npx -y @modelcontextprotocol/inspector(\S*)", (REPO / "README.md").read_text())
+    assert shown and set(shown) == {f"@{pinned.group(1)}"}, shown

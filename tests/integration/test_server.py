@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -74,14 +73,14 @@ async def test_orchestrate_returns_the_upstream_answer_with_figures(client: Clie
     assert out["cost_usd"] == pytest.approx((4 * 1.0 + 4 * 2.0) / 1e6)
     assert out["latency_ms"] >= out["attempts"][0]["latency_ms"] > 0
     assert 0 <= out["overhead_ms"] <= out["latency_ms"]
-    assert json.loads(result.content[0].text)["text"] == out["text"]
+    assert result.content[0].text.startswith(out["text"] + "\n\n[primary (gpt-sim)")  # the answer, then key facts
 
 
 async def test_fallback_is_visible_in_attempts(client: Client, upstream: Upstream) -> None:
     upstream.script("gpt-sim", Behaviour(status=500))
     out = (await client.call_tool("orchestrate", {"prompt": "hi"})).structured_content
     assert out["provider"] == "backup" and out["text"] == "[claude-sim] hi"
-    assert [(a["provider"], a["status"], a["error_class"]) for a in out["attempts"]] == [
+    assert [(a["provider"], a["status"], a.get("error_class")) for a in out["attempts"]] == [
         ("primary", "error", "server_error"), ("backup", "ok", None)]
 
 
@@ -96,21 +95,22 @@ async def test_monitor_operations_reports_the_calls_just_made(client: Client, up
     assert groups["primary"]["error_rate"] == pytest.approx(0.4)
     assert groups["primary"]["latency_p50_ms"] <= groups["primary"]["latency_p95_ms"] <= groups["primary"]["latency_p99_ms"]
     assert [p["name"] for p in out["providers"]] == ["primary", "backup"]
-    assert all(p["ready"] for p in out["providers"])
+    assert [(p["status"], p["circuit"]) for p in out["providers"]] == [("degraded", "closed"), ("ok", "closed")]
 
 
 @pytest.mark.parametrize(
     ("arguments", "expected"),
     [
-        ({"prompt": 42}, "valid string"),
-        ({"prompt": "hi", "max_tokens": "many"}, "valid integer"),
-        ({"prompt": "hi", "providers": "primary"}, "valid list"),
+        ({"prompt": 42}, "prompt: expected text, got the number 42"),
+        ({"prompt": "hi", "max_tokens": "many"}, 'max_tokens: expected a whole number, got the text "many"'),
+        ({"prompt": "hi", "providers": "primary"}, "providers: expected a list"),
         ({"prompt": "hi", "providers": ["nope"]}, "unknown provider(s): nope; configured: primary, backup"),
         ({"prompt": "   "}, "prompt is empty"),
-        ({"prompt": "x" * (10 * 1024 * 1024)}, "at most 1000000 characters"),
-        ({"prompt": "hi", "temperature": 5}, "less than or equal to 2"),
+        ({"prompt": "x" * (10 * 1024 * 1024)}, "prompt: must be at most 1,000,000 characters"),
+        ({"prompt": "hi", "temperature": 5}, "temperature: expected a number from 0 to 2, got the number 5"),
         ({}, "prompt"),
-        ({"prompt": "hi", "window": "1h"}, None),  # unknown extra argument: ignored, call succeeds
+        ({"prompt": "hi", "temprature": 0.2}, "unknown argument `temprature`: did you mean `temperature`?"),
+        ({"prompt": "hi", "window": "1h"}, "unknown argument `window`"),  # refused, not dropped
     ],
 )
 async def test_bad_arguments_get_a_clear_error_and_the_server_keeps_serving(
@@ -150,8 +150,9 @@ async def test_without_providers_the_server_serves_and_says_what_to_set(mode: st
         assert not monitor.is_error and monitor.structured_content["groups"] == []
 
 
-def test_listing_tools_imports_no_provider_sdk_or_telemetry_sdk() -> None:
-    """Starting the server and answering tools/list must not pay for the SDK imports."""
+def test_connecting_imports_no_provider_sdk_or_telemetry_sdk() -> None:
+    """The handshake does not pay for the SDK imports: the warm start imports them once the server has answered
+    a request after ``initialize`` (tests/integration/test_startup_imports.py shows it does)."""
     script = """
 import sys, anyio
 from mcp import Client
@@ -159,10 +160,9 @@ from server.app.assembly import build_server, open_store
 from server.config import load_config
 config = load_config(None, {"OPENAI_API_KEY": "sk-x-000000", "ANTHROPIC_API_KEY": "sk-ant-x-000000"})
 async def main():
-    async with Client(build_server(config, store_factory=lambda: open_store(":memory:"))) as c:
-        assert (await c.list_tools()).tools
+    async with Client(build_server(config, store_factory=lambda: open_store(":memory:")), mode="legacy") as c:
+        print(sorted(m for m in ("openai", "anthropic", "opentelemetry.sdk") if m in sys.modules))
 anyio.run(main)
-print(sorted(m for m in ("openai", "anthropic", "opentelemetry.sdk") if m in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stderr

@@ -21,7 +21,6 @@ from server.app.simple import (
     FullModeRequired,
     build_simple_server,
     open_simple_store,
-    refuse_full_mode_tools,
     simple_mode_requested,
     state_path,
 )
@@ -83,8 +82,8 @@ async def test_simple_server_orchestrates_and_keeps_patterns_across_restarts(
 
 
 async def test_a_tool_left_out_of_simple_mode_says_it_needs_full_mode(config: Config, tmp_path: Path) -> None:
-    mcp = build_simple_server(config, store_factory=lambda: open_simple_store(tmp_path / "s.json"))
-    refuse_full_mode_tools(mcp, ["list_providers"])  # as for any full-mode-only tool
+    mcp = build_simple_server(config, store_factory=lambda: open_simple_store(tmp_path / "s.json"),
+                              full_mode_only=["list_providers"])  # as for any full-mode-only tool
     async with Client(mcp) as client:
         result = await client.call_tool("list_providers", {})
     assert result.is_error

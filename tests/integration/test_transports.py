@@ -37,7 +37,7 @@ async def test_stdio_subprocess_serves_orchestrate(
             assert {"orchestrate", "monitor_operations"} <= {t.name for t in (await client.list_tools()).tools}
             out = (await client.call_tool("orchestrate", {"prompt": "over stdio"})).structured_content
             assert out["text"] == "[claude-sim] over stdio"
-            assert [a["error_class"] for a in out["attempts"]] == ["rate_limited", None]
+            assert [a.get("error_class") for a in out["attempts"]] == ["rate_limited", None]
     assert count_calls(tmp_path / "s.db") == 2
 
 
@@ -142,3 +142,41 @@ def test_non_loopback_bind_is_refused_with_authentication_off(host: str, tmp_pat
     assert out.returncode == 2
     assert "a non-loopback address needs authentication" in out.stderr
     assert out.stdout == ""
+
+
+@pytest.mark.parametrize("transport", ["http", "sse"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_http_and_sse_cleanly_with_a_stream_open(
+        config_file: Path, tmp_path: Path, transport: str, signum: signal.Signals) -> None:
+    """SIGTERM or Ctrl-C with a client connected: exit 0, the open stream ended cleanly, nothing at ERROR."""
+    port = free_port()
+    process = subprocess.Popen(
+        [*SERVER_COMMAND, "--transport", transport, "--port", str(port), "--config", str(config_file),
+         "--database", str(tmp_path / "s.db")], env=server_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        wait_for_port(port, process)
+        base = f"http://127.0.0.1:{port}"
+        with httpx2.Client(timeout=30) as client:
+            if transport == "sse":
+                request = client.build_request("GET", f"{base}/sse", headers={"accept": "text/event-stream"})
+            else:
+                request = client.build_request("POST", f"{base}/mcp", json=INITIALIZE, headers=ACCEPT)
+                session = client.send(request).headers["mcp-session-id"]  # then its standalone event stream:
+                request = client.build_request("GET", f"{base}/mcp", headers={
+                    "accept": "text/event-stream", "mcp-session-id": session, "mcp-protocol-version": "2025-11-25"})
+            with client.stream(request.method, request.url, headers=request.headers) as stream:
+                assert stream.status_code == 200
+                process.send_signal(signum)
+                for _ in stream.iter_raw():  # ends (cleanly) when the server ends the stream
+                    pass
+        assert process.wait(30) == 0
+        errors = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        process.stdout.close()
+        process.stderr.close()
+    assert " ERROR " not in errors and "Traceback" not in errors and "CancelledError" not in errors, errors
+    assert "shutting down" in errors

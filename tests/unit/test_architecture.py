@@ -120,6 +120,132 @@ def test_the_server_top_level_holds_packages_and_at_most_five_modules() -> None:
     assert {"app", "pool", "consensus", "operations", "security", "store", "workflows"} <= set(packages), packages
 
 
+# Issue 14, point 7: no process-wide side effects from library code, SDK-private access in one module.
+ENTRY_POINT = "server.app.cli"
+"""The console script's module: with what only it imports, the one place that may set process-wide state (the
+collector, sys.modules)."""
+SDK_SEAMS = "server.app.sdk_seams"
+"""The one module that may reach SDK-private names (each seam documented there)."""
+SDK_PACKAGES = ("mcp", "mcp_types")
+
+
+def _trees() -> dict[str, ast.Module]:
+    return {name: ast.parse(path.read_text(encoding="utf-8")) for name, path in _modules().items()}
+
+
+def _own_private_names(trees: dict[str, ast.Module]) -> set[str]:
+    """Every ``_name`` this project defines (functions, classes, attributes it assigns, fields, slots)."""
+    names: set[str] = set()
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names.add(node.target.id)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+                names.add(node.value)  # __slots__ entries, attribute names given as strings
+    return {name for name in names if name.startswith("_")}
+
+
+def _sdk_imported_names(tree: ast.Module) -> set[str]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in SDK_PACKAGES:
+            found.update(alias.asname or alias.name for alias in node.names)
+    return found
+
+
+NAMEDTUPLE_API = frozenset({"_replace", "_asdict", "_fields", "_make", "_field_defaults"})
+"""Public, documented namedtuple methods (underscored only to stay clear of field names; ``urlsplit`` results)."""
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__")) and \
+        name not in NAMEDTUPLE_API
+
+
+def _entry_point_only() -> set[str]:
+    """The entry point and the modules that only it imports (what "the entry point" may delegate to)."""
+    graph = _graph(top_level_only=False)
+    importers: dict[str, set[str]] = {}
+    for name, targets in graph.items():
+        for target in targets:
+            importers.setdefault(target, set()).add(name)
+    return {ENTRY_POINT} | {name for name, found in importers.items() if found == {ENTRY_POINT}}
+
+
+def test_nothing_outside_the_entry_point_touches_the_collector_or_sys_modules() -> None:
+    allowed = _entry_point_only()
+    assert "server.app.process_settings" in allowed  # the one module that holds these settings
+    offenders = []
+    for name, tree in _trees().items():
+        if name in allowed:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                imported = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module]
+                if "gc" in imported:
+                    offenders.append(f"{name}:{node.lineno} imports gc")
+            elif isinstance(node, ast.Attribute) and node.attr == "modules" and \
+                    isinstance(node.value, ast.Name) and node.value.id == "sys":
+                offenders.append(f"{name}:{node.lineno} uses sys.modules")
+    assert not offenders, offenders
+
+
+def test_sdk_private_names_are_reached_only_through_the_sdk_seams_module() -> None:
+    trees = _trees()
+    own = _own_private_names({n: t for n, t in trees.items() if n != SDK_SEAMS})
+    offenders = []
+    for name, tree in trees.items():
+        if name == SDK_SEAMS:
+            continue
+        # `argparse._SubParsersAction`: another library's private name is not the SDK's (and not this rule's)
+        other_modules = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                         for alias in node.names if alias.name.split(".")[0] not in SDK_PACKAGES}
+        for node in ast.walk(tree):
+            attr = None
+            if isinstance(node, ast.Attribute) and _is_private(node.attr) and not (
+                    isinstance(node.value, ast.Name) and node.value.id in ("self", "cls", *other_modules)):
+                attr = node.attr
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                    node.func.id in ("getattr", "setattr", "hasattr") and len(node.args) >= 2 and \
+                    isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str) and \
+                    _is_private(node.args[1].value):
+                attr = node.args[1].value
+            if attr is not None and attr not in own:
+                offenders.append(f"{name}:{node.lineno} reaches {attr}")
+    assert not offenders, offenders
+
+
+def test_nothing_builds_sdk_objects_with_model_construct() -> None:
+    offenders = []
+    for name, tree in _trees().items():
+        sdk = _sdk_imported_names(tree)
+        subclasses = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+                      and any(isinstance(base, ast.Name) and base.id in sdk for base in node.bases)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "model_construct" and \
+                    isinstance(node.value, ast.Name) and node.value.id in sdk | subclasses:
+                offenders.append(f"{name}:{node.lineno} {node.value.id}.model_construct")
+    assert not offenders, offenders
+
+
+def test_the_sdk_seams_say_which_sdk_version_they_were_checked_against() -> None:
+    from importlib import metadata
+
+    import server.app.sdk_seams as seams
+
+    assert seams.SDK_VERSION_CHECKED in seams.__doc__
+    assert metadata.version("mcp").split(".")[:2] == seams.SDK_VERSION_CHECKED.split(".")[:2], (
+        "the installed MCP SDK is another minor version: check every seam in server/app/sdk_seams.py against it")
+    public = [f for f in vars(seams).values() if callable(f) and getattr(f, "__module__", "") == seams.__name__]
+    assert public and all("Why:" in (f.__doc__ or "") and "Private:" in (f.__doc__ or "") for f in public)
+
+
 UNSCREENED = ("server.pool.member", "server.pool.fallback", "server.pool.recording")
 
 

@@ -235,8 +235,8 @@ async def test_progress_is_reported_as_answers_arrive() -> None:
     [
         ({"prompt": "?", "providers": ["a", "zz"]}, "unknown provider(s): zz"),
         ({"prompt": "?", "providers": ["a"]}, "at least 2 answers"),
-        ({"prompt": "?", "threshold": 1.5}, "less than or equal to 1"),
-        ({"prompt": "?", "threshold": 0}, "greater than 0"),
+        ({"prompt": "?", "threshold": 1.5}, "threshold: expected a number above 0 and at most 1"),
+        ({"prompt": "?", "threshold": 0}, "threshold: expected a number above 0 and at most 1"),
         ({"prompt": "?", "method": "telepathy"}, "vote"),
         ({"prompt": "  "}, "prompt is empty"),
     ],

@@ -100,8 +100,8 @@ async def test_windows_group_by_each_column_and_compare_with_the_previous_window
     assert a.previous is not None and a.previous.calls == 1 and a.previous.latency_p50_ms == 50
     assert (b.key, b.calls, b.previous.calls) == ("b", 1, 0)  # type: ignore[union-attr]
     assert hour.totals.calls == 3 and hour.totals.previous.calls == 1  # type: ignore[union-attr]
-    assert sum(p.calls for p in hour.totals.series or []) == 3 and len(hour.totals.series or []) == 60
-    assert [p.t for p in hour.totals.series or []][:2] == [NOW - 3600, NOW - 3540]
+    assert sum(p.calls for p in hour.totals.series or []) == 3
+    assert [p.t for p in hour.totals.series or []] == [NOW - 600, NOW - 300, NOW - 120]  # no empty buckets
     quarter = await operations_summary(store, window="15m", clock=lambda: NOW)
     assert quarter.step_s == 15 and quarter.totals.calls == 3
     expectations = {"model": {"m1": 2, "m2": 1}, "tool": {"consensus": 2, "orchestrate": 1},

@@ -189,7 +189,7 @@ async def test_a_consensus_fan_out_records_one_input_decision_and_withholds_a_bl
         result = await client.call_tool("consensus", {"prompt": "mail ada@example.com?", "max_providers": 3,
                                                       "method": "vote", "threshold": 1.0})
     out = result.structured_content
-    assert {r["provider"]: (r["status"], r["error_class"]) for r in out["responses"]} == {
+    assert {r["provider"]: (r["status"], r.get("error_class")) for r in out["responses"]} == {
         "a": ("ok", None), "b": ("ok", None), "c": ("error", "guardrail_blocked")}
     assert "SECRET" not in json.dumps(out)
     assert all(r.messages[0].content == "mail [EMAIL]?" for r in fleet.seen())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import re
 import time
+from urllib.parse import urlsplit
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,20 @@ if TYPE_CHECKING:
 
 # OpenAI reports a filtered completion as "content_filter", Anthropic a declined one as "refusal".
 REFUSAL_REASONS = frozenset({"content_filter", "refusal"})
+
+
+def endpoint_host(base_url: str) -> str:
+    """``host`` or ``host:port`` of an endpoint URL, for error messages: never its user info, path or query
+    (which may carry a credential)."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port}" if port else host
 
 
 def unless_refused(provider: str, completion: Completion) -> Completion:

@@ -9,9 +9,8 @@ from typing import Any
 
 from server.config import ProviderConfig
 from server.errors import MalformedReply, ProviderConnectionError, ProviderError, ProviderTimeout
-from server.app.gc_tuning import freeze_long_lived
 from server.pool.providers import Completion, CompletionRequest
-from server.pool.providers._errors import error_for_status, unless_refused
+from server.pool.providers._errors import endpoint_host, error_for_status, unless_refused
 
 
 class SDKProvider:
@@ -50,8 +49,8 @@ class SDKProvider:
         if self._client is None:
             import anyio
 
-            await anyio.to_thread.run_sync(self._sdk)
-            freeze_long_lived()  # the SDK's modules stay for the process's life: keep the collector off them
+            # Abandoned when cancelled (a shutdown during the warm start): the import finishes on its own.
+            await anyio.to_thread.run_sync(self._sdk, abandon_on_cancel=True)
 
     async def complete(self, request: CompletionRequest) -> Completion:
         """One completion. Raises the :mod:`server.errors` provider errors."""
@@ -84,10 +83,11 @@ class SDKProvider:
     def _translate(self, exc: Exception) -> ProviderError:
         """The one place where the vendor SDK's exceptions become ours."""
         sdk = importlib.import_module(self.sdk_module)
+        host = endpoint_host(self.config.base_url or self.default_base_url)
         if isinstance(exc, sdk.APITimeoutError):
-            return ProviderTimeout(self.name, "request timed out")
+            return ProviderTimeout(self.name, f"request to {host} timed out")
         if isinstance(exc, sdk.APIConnectionError):
-            return ProviderConnectionError(self.name, "connection failed or was dropped")
+            return ProviderConnectionError(self.name, f"could not connect to {host}, or the connection dropped")
         if isinstance(exc, sdk.APIStatusError):
             headers = dict(exc.response.headers) if exc.response is not None else None
             return error_for_status(self.name, exc.status_code, exc.message, headers, self._secrets)

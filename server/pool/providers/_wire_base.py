@@ -16,7 +16,7 @@ import httpx2
 from server.config import ProviderConfig
 from server.errors import MalformedReply, ProviderConnectionError, ProviderError, ProviderTimeout
 from server.pool.providers import Completion, CompletionRequest
-from server.pool.providers._errors import error_for_status, unless_refused
+from server.pool.providers._errors import endpoint_host, error_for_status, unless_refused
 
 
 class WireProvider:
@@ -72,6 +72,9 @@ class WireProvider:
             raise MalformedReply(self.name, "reply is not a JSON object")
         return unless_refused(self.name, self._completion(reply))
 
+    def _host(self) -> str:
+        return endpoint_host(self.config.base_url or self.default_base_url)
+
     async def aclose(self) -> None:
         """Close the connection pool. Idempotent."""
         if self._client is not None:
@@ -93,9 +96,10 @@ class WireProvider:
     def _translate(self, exc: Exception) -> ProviderError:
         """The one place where transport exceptions become ours."""
         if isinstance(exc, (TimeoutError, httpx2.TimeoutException)):
-            return ProviderTimeout(self.name, "request timed out")
+            return ProviderTimeout(self.name, f"request to {self._host()} timed out")
         if isinstance(exc, httpx2.TransportError):
-            return ProviderConnectionError(self.name, "connection failed or was dropped")
+            return ProviderConnectionError(self.name, f"could not connect to {self._host()}, or the connection "
+                                           "dropped")
         return ProviderError(self.name, f"unexpected {type(exc).__name__}")
 
 

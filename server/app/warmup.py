@@ -1,0 +1,80 @@
+"""Warm start: once the server serves, build in the background what the configuration will need.
+
+Importing the provider SDKs costs 0.5-0.9 s each on this project's machines, and DBOS one to two seconds. Done
+before the server answers, that delays ``tools/list``; done at the first call, that call pays it (the first
+answer a person waits for). So the server answers at once and :class:`WarmUp` starts, as soon as the first
+request after ``initialize`` has been handled (or :data:`BEGIN_AFTER_S` after start-up, when no client asks:
+an HTTP server nobody has called yet), to build, one after another:
+
+1. the provider SDKs of the configured kinds and every provider's client (``prepare()``, which imports on a
+   worker thread, so the event loop keeps answering);
+2. the workflow service and its durable runtime, when one is configured (DBOS: imported on a worker thread,
+   then launched, recovering interrupted runs).
+
+The store is opened before serving (resources and prompts list the stored patterns). A call that arrives while
+this runs waits only for what it needs: its provider's ``prepare()`` waits for the same client build (the
+provider's own lock), and a workflow call for the runtime it needs; the call's ``overhead_ms`` counts that
+wait (it is time the server spent, not time a provider took).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+logger = logging.getLogger(__name__)
+BEGIN_AFTER_S = 1.0
+"""When no request has come by then, warm up anyway."""
+
+
+class WarmUp:
+    """Builds, once, what the configuration will need (see the module docstring).
+
+    Args:
+        steps: ``(what, build)`` pairs, run in order; ``build`` is awaited; a failure is logged and the next
+            step runs (the call that needs the failed piece reports the error itself).
+        begin_after_s: start even when :meth:`begin` was not called by then.
+    """
+
+    def __init__(self, steps: Sequence[tuple[str, Callable[[], Awaitable[object]]]], *,
+                 begin_after_s: float = BEGIN_AFTER_S) -> None:
+        self._steps = list(steps)
+        self._begin = anyio.Event()
+        self._begin_after_s = begin_after_s
+        self.done = anyio.Event()
+        """Set when every step has run (or failed)."""
+        self.began_at: float | None = None
+
+    def begin(self) -> None:
+        """Start now (called once the server has answered its first request). Idempotent."""
+        self._begin.set()
+
+    async def run(self) -> None:
+        """Wait for :meth:`begin` (or ``begin_after_s``), then run every step; returns when all have run."""
+        with anyio.move_on_after(self._begin_after_s):
+            await self._begin.wait()
+        self.began_at = time.perf_counter()
+        built = []
+        for what, build in self._steps:
+            try:
+                await build()
+                built.append(what)
+            except Exception as exc:  # noqa: BLE001 - the call that needs it reports the error; the rest warms
+                logger.warning("warm start: %s failed (%s: %s)", what, type(exc).__name__, exc)
+        logger.info("warm start: %s ready in %.0f ms", ", ".join(built) or "nothing to build",
+                    (time.perf_counter() - self.began_at) * 1000)
+        self.done.set()
+
+
+def provider_steps(providers: Sequence[object]) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
+    """One step per provider that has a ``prepare()`` (the SDK providers: import the SDK, build the client), in
+    the order given: the pool's, by priority, so the provider a first call most likely goes to comes first."""
+    steps = []
+    for provider in providers:
+        prepare = getattr(provider, "prepare", None)
+        if prepare is not None:
+            steps.append((f"provider {getattr(provider, 'name', '?')}", prepare))
+    return steps

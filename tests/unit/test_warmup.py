@@ -1,0 +1,103 @@
+"""The warm start (server.app.warmup): it waits to be begun, builds each step once, survives a failing step, and
+a call that arrives while it runs waits only for what it needs and reports that wait in ``overhead_ms``."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from server.app.assembly import build_server
+from server.app.warmup import WarmUp, provider_steps
+from server.config import Config
+from server.pool.providers import Completion, CompletionRequest, Usage
+from server.store.memory import MemoryStore
+
+pytestmark = pytest.mark.anyio
+SET_UP_S = 0.3
+"""How long a slow provider's one-time set-up works (a stand-in for importing an SDK)."""
+
+
+class SlowToSetUp:
+    """A provider whose ``prepare()`` does SET_UP_S of blocking work on a worker thread, once (as the SDK
+    providers import their SDK); concurrent callers wait for the same set-up."""
+
+    instances: list[SlowToSetUp] = []
+
+    def __init__(self, config: Any) -> None:
+        self.name, self.model = config.name, config.model
+        self.set_ups = 0
+        self.setting_up = anyio.Event()
+        self._lock = anyio.Lock()
+        self._ready = False
+        SlowToSetUp.instances.append(self)
+
+    async def prepare(self) -> None:
+        async with self._lock:
+            if not self._ready:
+                self.setting_up.set()
+                await anyio.to_thread.run_sync(time.sleep, SET_UP_S)
+                self.set_ups += 1
+                self._ready = True
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        return Completion(text="ok", model=self.model, usage=Usage(1, 1))
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_call_arriving_during_the_warm_start_reports_its_wait_as_overhead() -> None:
+    SlowToSetUp.instances.clear()
+    config = Config.model_validate({"providers": [
+        {"name": "slow", "kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}]})
+    mcp = build_server(config, store_factory=MemoryStore, provider_factory=SlowToSetUp)
+    async with Client(mcp) as client:
+        await client.list_tools()  # the first request: the warm start begins once it is answered
+        (provider,) = SlowToSetUp.instances
+        with anyio.fail_after(10):
+            await provider.setting_up.wait()  # the warm start is setting the provider up now
+        result = await client.call_tool("orchestrate", {"prompt": "hi"})
+    assert not result.is_error
+    out = result.structured_content
+    assert provider.set_ups == 1  # the call waited for the warm start's set-up instead of doing its own
+    assert out["attempts"][0]["latency_ms"] < SET_UP_S * 1000 / 2  # the wait is not the provider's time…
+    assert out["overhead_ms"] >= SET_UP_S * 1000 / 3  # …it is the server's: counted in overhead_ms
+
+
+async def test_the_warm_start_waits_to_be_begun_and_a_failing_step_does_not_stop_the_rest() -> None:
+    built: list[str] = []
+
+    async def build(name: str) -> None:
+        built.append(name)
+
+    async def broken() -> None:
+        raise RuntimeError("no SDK here")
+
+    warm = WarmUp([("a", lambda: build("a")), ("broken", broken), ("b", lambda: build("b"))],
+                  begin_after_s=math.inf)
+    async with anyio.create_task_group() as group:
+        group.start_soon(warm.run)
+        await anyio.wait_all_tasks_blocked()
+        assert built == [] and not warm.done.is_set()  # nothing before begin()
+        warm.begin()
+        with anyio.fail_after(10):
+            await warm.done.wait()
+    assert built == ["a", "b"]
+
+
+def test_provider_steps_prepare_each_provider_that_has_a_set_up() -> None:
+    class Plain:
+        name = "plain"
+
+    class Prepared:
+        name = "prepared"
+
+        async def prepare(self) -> None: ...
+
+    steps = provider_steps([Plain(), Prepared()])
+    assert [what for what, _ in steps] == ["provider prepared"]

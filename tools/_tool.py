@@ -1,0 +1,108 @@
+"""The tool object every tool of this server is: the SDK's ``Tool`` with strict arguments, plain-worded argument
+errors, compact schemas, a readable text rendering of its result, and a span per call.
+
+:class:`SurfaceTool` subclasses the SDK's public ``Tool`` and overrides its public ``run``; the schemas it
+publishes are the compact forms of :mod:`tools._schema` (``Tool.parameters`` and ``FuncMetadata.output_schema``
+are public fields the SDK reads live).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from contextvars import ContextVar
+from typing import Any
+
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, ValidationError
+
+from server.operations.telemetry import SPAN_TOOL, span
+from tools._arguments import unknown_arguments, validation_message
+from tools._errors import guarded
+from tools._schema import input_schema, output_schema
+
+_call_started: ContextVar[float | None] = ContextVar("tool_call_started", default=None)
+
+
+def call_started() -> float:
+    """``time.perf_counter()`` when the current tool call reached its tool (before its arguments were checked);
+    ``overhead_ms`` counts from here, so whatever the call waited for before its body ran is counted too."""
+    started = _call_started.get()
+    return time.perf_counter() if started is None else started
+
+
+class SurfaceTool(Tool):
+    """A tool of this server (build it with :func:`make_tool`)."""
+
+    render: Callable[[Any], str] | None = Field(default=None, exclude=True)
+    """The text content for a result (the structured content carries the whole result); default: its JSON."""
+
+    async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
+        """Run the tool, refusing arguments the input schema does not declare.
+
+        Raises:
+            ToolError: an unknown argument (named, with the closest valid one) or an argument that fails
+                validation (its path, what was given and what is allowed); or the tool's own ``ToolError``.
+        """
+        token = _call_started.set(time.perf_counter())
+        try:
+            problem = unknown_arguments(arguments, self.parameters)
+            if problem is not None:
+                raise ToolError(f"{self.name}: {problem}")
+            try:
+                result = await self._traced_run(arguments, context)
+            except ToolError as exc:
+                if isinstance(exc.__cause__, ValidationError):  # the arguments, not the tool, failed
+                    message = validation_message(exc.__cause__, arguments, self.parameters)
+                    raise ToolError(f"{self.name}: {message}") from exc.__cause__
+                raise
+        finally:
+            _call_started.reset(token)
+        return self.convert(result) if convert_result else result
+
+    async def _traced_run(self, arguments: dict[str, Any], context: Any) -> Any:
+        telemetry = _telemetry(context)
+        if telemetry is None:
+            return await super().run(arguments, context)
+        with span(telemetry, SPAN_TOOL.format(name=self.name), {"gen_ai.tool.name": self.name}):
+            return await super().run(arguments, context)
+
+    def convert(self, result: Any) -> Any:
+        """The ``CallToolResult`` for what the tool function returned: a model's fields once, as structured
+        content without its ``None`` fields (compact; the output schema leaves them out of ``required``), and
+        a short text (:attr:`render`, else the compact JSON)."""
+        if isinstance(result, CallToolResult) or not isinstance(result, BaseModel):
+            return self.fn_metadata.convert_result(result)
+        text = self.render(result) if self.render is not None else result.model_dump_json(by_alias=True,
+                                                                                            exclude_none=True)
+        return CallToolResult(content=[TextContent(type="text", text=text)],
+                              structured_content=result.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+def _telemetry(context: Any) -> Any:
+    try:
+        return getattr(context.request_context.lifespan_context, "telemetry", None)
+    except (AttributeError, ValueError):  # no request context (a call made outside a session)
+        return None
+
+
+def make_tool(fn: Callable[..., Any], *, name: str, description: str, annotations: ToolAnnotations,
+              render: Callable[[Any], str] | None = None, detail: Collection[str] = ()) -> SurfaceTool:
+    """A :class:`SurfaceTool` from ``fn`` (its signature gives the arguments, its return annotation the result),
+    with compact input and output schemas (:mod:`tools._schema`).
+
+    Args:
+        render: the text content for a result (see :attr:`SurfaceTool.render`).
+        detail: the result's fields whose nested records the output schema spells out field by field (the
+            others it types as objects; see :func:`tools._schema.output_schema`).
+    """
+    description = " ".join(description.split())  # one paragraph: line breaks are only source formatting
+    tool = SurfaceTool.from_function(fn, name=name, description=description, annotations=annotations)
+    tool.fn = guarded(tool.fn, tool.is_async)  # a domain error with its message, a bug as internal error (ref …)
+    tool.render = render
+    tool.parameters = input_schema(tool.parameters)
+    if tool.fn_metadata.output_schema is not None:
+        tool.fn_metadata.output_schema = output_schema(tool.fn_metadata.output_schema, detail)
+    return tool
