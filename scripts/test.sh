@@ -20,6 +20,8 @@ MCP_SERVER_EVERYTHING="$(bash scripts/install-everything.sh)"
 export MCP_SERVER_EVERYTHING
 MCP_CONFORMANCE="$(bash scripts/install-conformance.sh)"
 export MCP_CONFORMANCE
+MCP_CONFORMANCE_NEXT="$(bash scripts/install-conformance.sh "" next)"  # 0.2.0-alpha.12: tasks, stateless, logging
+export MCP_CONFORMANCE_NEXT
 bash scripts/install-chromium.sh  # Debian's chromium + chromium-driver, for the dashboard's browser tests
 # The lanes run as two processes: the integration lane leaves background threads behind (a session-wide DBOS, the
 # store's writer threads) that the unit lane's property tests must not share a process with.

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -13,6 +15,10 @@ from tools._errors import core_errors, internal_error
 from tools._tool import call_started, make_tool
 
 __all__ = ["call_started", "core_errors", "dependencies", "internal_error", "make_tool", "require_role"]
+
+AS_TASK: ContextVar[bool] = ContextVar("as_task", default=False)
+"""Set while a tool call becomes an MCP task (:mod:`server.app.tasks`): a tool that supports tasks starts its
+work and returns at once (``run_workflow`` returns the started run's status), and the task follows the work."""
 
 
 def dependencies(ctx: Context) -> Dependencies:

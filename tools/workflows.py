@@ -15,7 +15,7 @@ from server.security import caller
 from server.workflows.service import RUN_ID_PATTERN, SavedWorkflow, ToolStepsForbidden, WorkflowService
 from server.workflows.status import RunProgress, RunStatus, StepReport
 from tools._arguments import Guard
-from tools._context import core_errors, dependencies, make_tool, require_role
+from tools._context import AS_TASK, core_errors, dependencies, make_tool, require_role
 
 RUN_DESCRIPTION = """Run a durable workflow: a DAG of steps (orchestrate, consensus, pattern, tool, workflow,
 approval). `workflow`: a saved name or a definition like {"name": "b", "steps": [{"id": "a", "kind":
@@ -79,7 +79,7 @@ async def run_workflow(
         except ToolStepsForbidden:
             require_role(ctx, "admin", "run_workflow with tool steps")
             raise
-        if not wait:
+        if not wait or AS_TASK.get():  # as a task, the task follows the run
             return await service.status(started_id, principal)
 
         async def progress(done: float, total: float, message: str) -> None:

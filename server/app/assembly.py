@@ -29,6 +29,9 @@ from server.operations.incidents import IncidentService, WorkflowRunner
 from server.pool.policy import Policy
 from server.pool.pool import ProviderPool
 from server.pool.providers import Provider, build_provider
+from server.app.protocol_logging import ProtocolLog
+from server.app.run_tasks import RunTasks
+from server.app.tasks import TaskBackend, TasksExtension
 from server.security import INCIDENT_RESPONSE
 from server.security.hygiene import redact_tool_errors
 from server.dependencies import Dependencies
@@ -203,6 +206,8 @@ def build_server(
     refused_tools: Mapping[str, str] | None = None,
     simple: bool = False,
     request_state_keys: Sequence[bytes] | None = None,
+    task_backends: Sequence[TaskBackend] = (),
+    protocol_log: ProtocolLog | None = None,
 ) -> MCPServer:
     """The MCP server with every tool, resource and prompt registered.
 
@@ -218,6 +223,9 @@ def build_server(
         simple: passed to :func:`open_dependencies` (simple mode assembles through :mod:`server.app.simple`).
         request_state_keys: the key ring sealing the SDK's multi-round-trip ``requestState`` (replicas pass the
             keys they share, so state minted by one unseals on another); default: a key of this process.
+        task_backends: more MCP task backends, asked after the product's own (:class:`server.app.run_tasks.RunTasks`);
+            the conformance fixture server adds its fixture tools' here.
+        protocol_log: serves ``logging/setLevel`` and forwards notable events (default: a new one).
 
     Raises:
         ConfigError: a name in ``enabled_tools`` that is no tool's (the message lists the valid ones).
@@ -252,8 +260,17 @@ def build_server(
         for uri in URIS:
             await bus.publish(ResourceUpdated(uri=uri))
 
+    if protocol_log is None:
+        protocol_log = ProtocolLog(config.secrets)
+
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[Dependencies]:
+        async with protocol_log.forwarding():
+            async with _lifespan() as deps:
+                yield deps
+
+    @asynccontextmanager
+    async def _lifespan() -> AsyncIterator[Dependencies]:
         if shared is not None:
             # SSE runs a lifespan per connection over the same dependencies: follow their patterns once.
             if not following:
@@ -283,7 +300,9 @@ def build_server(
                     refuse_tools(refused), warm_after_first_request],
         request_state_security=None if request_state_keys is None else RequestStateSecurity(
             keys=list(request_state_keys)),
+        extensions=[TasksExtension([RunTasks(), *task_backends])],
     )
+    protocol_log.serve(mcp)
     surfaces = (resources.register(mcp, lambda: current[-1]), prompts.register(mcp, lambda: current[-1]))
     serve_resource_subscriptions(mcp, bus.on_subscribe, bus.on_unsubscribe)
 

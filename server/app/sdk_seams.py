@@ -63,3 +63,15 @@ def connection_of(session: Any) -> Any:
     (the session itself when it has none).
     """
     return getattr(session, "_connection", session)
+
+
+def serve_request(mcp: MCPServer, method: str, params_type: type[Any],
+                  handler: Callable[[Any, Any], Awaitable[Any]]) -> None:
+    """Serve a spec request method ``MCPServer`` registers no handler for (``logging/setLevel``).
+
+    Why: ``MCPServer`` has no public way to add a request handler, and an extension may not bind a spec method
+    (``MethodBinding`` refuses it; the SDK's docstring points to the low-level ``add_request_handler``). The
+    low-level server then also declares the matching capability (``logging`` for ``logging/setLevel``).
+    Private: ``MCPServer._lowlevel_server`` (its ``add_request_handler`` is public on the low-level server).
+    """
+    mcp._lowlevel_server.add_request_handler(method, params_type, handler)  # noqa: SLF001 - see the docstring

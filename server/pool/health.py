@@ -11,6 +11,7 @@ window, refusal) count for nothing.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from server.errors import ProviderError
 
 BREAKER_ERRORS = frozenset({"timeout", "server_error", "connection", "malformed_reply", "provider_error"})
 _MINUTE_S = 60.0
+
+logger = logging.getLogger(__name__)
 
 
 RECENT_CALLS = 10
@@ -177,6 +180,8 @@ class ProviderHealth:
         self.state, self.probe_in_flight = "open", False
         self.open_until = now + self.routing.breaker_cooldown_s
         self.outcomes.clear()
+        logger.warning("circuit breaker of provider %s opened for %.0f s", self.config.name,
+                       self.routing.breaker_cooldown_s)
 
     def status(self) -> str:
         """``untested`` (no call yet), ``failing`` (the circuit is open, or every one of the last calls failed,

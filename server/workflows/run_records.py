@@ -53,7 +53,10 @@ class RecordedRuns:
 
     async def _set(self, run_id: str, status: RunState, error: str | None = None) -> None:
         try:
-            await self._runs.set_run_status(run_id, status, self._clock(), error=error)
+            changed = await self._runs.set_run_status(run_id, status, self._clock(), error=error)
         except StorageError as exc:
             # The run goes on: its runtime keeps the outcome, and reading the run writes it back.
             logger.warning("run %s: its record could not be marked %s (%s)", run_id, status, exc.condition)
+            return
+        if changed:
+            logger.info("run %s %s", run_id, status)
