@@ -61,15 +61,15 @@ async def _session(config: Path, database: Path) -> int:
             return 1
         answer = result.structured_content
         print(f"\norchestrate answered: {answer['text']!r}", file=out)  # cli-output
-        print(f"  provider={answer['provider']} model={answer['model']} cost_usd={answer['cost_usd']}"  # cli-output
-              f" latency_ms={answer['latency_ms']} overhead_ms={answer['overhead_ms']}", file=out)
-        for attempt in answer["attempts"]:
+        print(f"  provider={answer['provider']} model={answer['model']} cost_usd={answer.get('cost_usd', 0)}"  # cli-output
+              f" latency_ms={answer.get('latency_ms')} overhead_ms={answer.get('overhead_ms')}", file=out)
+        for attempt in answer["attempts"]:  # compact results leave out empty fields (error_class on success)
             print(f"  attempt: {attempt['provider']:<14} {attempt['status']:<6} "  # cli-output
-                  f"{attempt['error_class'] or '':<13} {attempt['latency_ms']:.1f} ms", file=out)
+                  f"{attempt.get('error_class') or '':<13} {attempt.get('latency_ms', 0):.1f} ms", file=out)
         monitor = (await client.call_tool("monitor_operations", {"window": "15m"})).structured_content
         print("\nmonitor_operations (15m, by provider):", file=out)  # cli-output
         for group in monitor["groups"]:
-            print(f"  {group['key']:<14} calls={group['calls']} errors={group['errors']} "  # cli-output
-                  f"p50={group['latency_p50_ms']:.1f} ms cost_usd={group['cost_usd']}", file=out)
+            print(f"  {group['key']:<14} calls={group['calls']} errors={group.get('errors', 0)} "  # cli-output
+                  f"p50={group.get('latency_p50_ms') or 0:.1f} ms cost_usd={group.get('cost_usd', 0)}", file=out)
         print("\nfull orchestrate result:\n" + json.dumps(answer, indent=2), file=out)  # cli-output
     return 0 if answer["provider"] == "sim-claude" and len(answer["attempts"]) == 2 else 1
