@@ -61,8 +61,9 @@ async def _session(config: Path, database: Path) -> int:
             return 1
         answer = result.structured_content
         print(f"\norchestrate answered: {answer['text']!r}", file=out)  # cli-output
-        print(f"  provider={answer['provider']} model={answer['model']} cost_usd={answer.get('cost_usd', 0)}"  # cli-output
-              f" latency_ms={answer.get('latency_ms')} overhead_ms={answer.get('overhead_ms')}", file=out)
+        print(f"  provider={answer['provider']} model={answer['model']} "  # cli-output
+              f"cost_usd={answer.get('cost_usd', 0)} latency_ms={answer.get('latency_ms')} "
+              f"overhead_ms={answer.get('overhead_ms')}", file=out)
         for attempt in answer["attempts"]:  # compact results leave out empty fields (error_class on success)
             print(f"  attempt: {attempt['provider']:<14} {attempt['status']:<6} "  # cli-output
                   f"{attempt.get('error_class') or '':<13} {attempt.get('latency_ms', 0):.1f} ms", file=out)
