@@ -243,8 +243,9 @@ def _patterns(args: argparse.Namespace, db_path: os.PathLike | str, simple: bool
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
-    from server.app.process_settings import import_without, paused_for_start_up
+    from server.app.process_settings import import_without, paused_for_start_up, quiet_served_deprecations
 
+    quiet_served_deprecations()
     with paused_for_start_up() as serving:  # see server.app.process_settings for what this buys
         simple = _simple_mode(args)
         if not simple:

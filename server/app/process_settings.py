@@ -25,6 +25,7 @@ from __future__ import annotations
 import gc
 import importlib
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -78,3 +79,14 @@ def import_without(module: str, blocked: Sequence[str] = NOT_FOR_THE_STORE) -> N
         for name in hidden:
             if sys.modules.get(name) is None:
                 del sys.modules[name]
+
+
+def quiet_served_deprecations() -> None:
+    """Hide the SDK's ``MCPDeprecationWarning`` for the logging capability when our protocol logging sends a
+    notification: the capability is deprecated as of the 2026-07-28 revision (SEP-2577), but 2025-11-25 clients
+    that asked for it with ``logging/setLevel`` are served on purpose (README "Tasks, logging and the 2026-07-28
+    protocol"); left alone, every notification printed the warning on stderr."""
+    from mcp.shared.exceptions import MCPDeprecationWarning
+
+    warnings.filterwarnings("ignore", message="The logging capability is deprecated",
+                            category=MCPDeprecationWarning, module=r"server\.app\.protocol_logging")
