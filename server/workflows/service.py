@@ -37,7 +37,6 @@ from server.workflows.inputs import check_inputs
 from server.workflows.interpreter import APPROVALS_TOPIC, LAYOUT, RunFailed, approval_topic, parse_arguments
 from server.workflows.library import sub_workflows
 from server.workflows.model import Definition, InvalidWorkflow, WorkflowError, mermaid
-from server.workflows.outcome import StepOutcome
 from server.workflows.runtime import RunRecord, WorkflowRuntime
 from server.workflows.status import (
     FINISHED,
@@ -48,7 +47,7 @@ from server.workflows.status import (
     build_status,
     plan_steps,
 )
-from server.workflows.tracker import RunTracker, StepState
+from server.workflows.tracker import RunTracker
 from server.workflows.validation import parse_definition, validate
 
 __all__ = ["ApprovalRefused", "RunConflict", "RunNotFound", "RunProgress", "RunStatus", "SavedWorkflow",
@@ -62,7 +61,6 @@ _PLANS_KEPT = 256
 NOT_STARTED = ("recorded, not started yet: if this lasts, the server stopped before starting it; call run_workflow "
                "again with this run_id and the same workflow and inputs to start it")
 Progress = Callable[[float, float, str], Awaitable[None]]
-_DECIDED = StepState(status="decided")
 _UNDECIDED = ("pending", "running", "waiting")  # the step has not taken the decision in yet
 T = TypeVar("T")
 
@@ -449,23 +447,23 @@ class WorkflowService:
                    "at": self._clock()}
         legacy = record.arguments.get("layout", 1) < LAYOUT
         await self.runtime.send(record.run_id, approval_topic(step) if legacy else APPROVALS_TOPIC, message)
-        with anyio.move_on_after(WAIT_AFTER_ACTION_S):
-            await self._decision_shown(record.run_id, step)
-        return await self._report(stored, await self._runtime_record(stored), caller)
+        return await self._decision_shown(stored, record.run_id, step, caller)
 
-    async def _decision_shown(self, key: str, step: str) -> None:
-        """Return once ``step``'s decision shows: on the tracker's events for a run executing here; on another
-        replica, once its step record is written (DBOS notifies nobody of those: read again, 20 ms to 0.5 s)."""
+    async def _decision_shown(self, stored: WorkflowRun, key: str, step: str, caller: Principal) -> RunStatus:
+        """The run's report once ``step`` shows its decision taken in (or after :data:`WAIT_AFTER_ACTION_S`):
+        woken by the tracker's events for a run executing here; on another replica, read again (DBOS notifies
+        nobody of another executor's step records: 20 ms to 0.5 s)."""
         pause = 0.02
-        while True:
-            changed, state = self.tracker.changed(key), self.tracker.get(key)
-            if state is not None and state.steps.get(step, _DECIDED).status not in _UNDECIDED:
-                return
-            if state is None and StepOutcome.from_record((await self.runtime.recorded(key)).get(step)):
-                return
-            with anyio.move_on_after(None if state is not None else pause):  # or as the run changes here
-                await changed.wait()
-            pause = min(pause * 2, 0.5)
+        with anyio.move_on_after(WAIT_AFTER_ACTION_S):
+            while True:
+                changed = self.tracker.changed(key)  # before the read, so that no change slips between
+                report = await self._report(stored, await self._runtime_record(stored), caller)
+                if next((s.status for s in report.steps if s.id == step), None) not in _UNDECIDED:
+                    return report
+                with anyio.move_on_after(pause if self.tracker.get(key) is None else 0.25):
+                    await changed.wait()
+                pause = min(pause * 2, 0.5)
+        return await self._report(stored, await self._runtime_record(stored), caller)
 
     async def _decidable(self, run_id: str, caller: Principal) -> tuple[WorkflowRun, RunRecord, list[PlannedStep]]:
         """The run the caller may decide on: one it can see, or one whose approval steps name it."""
