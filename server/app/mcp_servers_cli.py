@@ -36,8 +36,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return 0
     unknown = sorted(set(args.server) - set(config.mcp_servers))
     if unknown:
-        print(f"no MCP server named {', '.join(unknown)}; configured: {', '.join(sorted(config.mcp_servers))}",
-              file=sys.stderr)  # cli-output (stderr)
+        configured = ", ".join(sorted(config.mcp_servers))
+        print(f"no MCP server named {', '.join(unknown)}; configured: {configured}", file=sys.stderr)  # cli-output
         return 2
     servers = DownstreamServers(config.mcp_servers, config.secrets(), policy=AddressPolicy.from_settings(config.network))
 

@@ -27,12 +27,13 @@ def run(args: argparse.Namespace, config: Config, location: DatabaseLocation) ->
     from server.workflows.replicas import is_held, recover_runs
 
     if not isinstance(location, PostgresDatabase):
-        print("workflows recover: needs a shared PostgreSQL database (--database postgresql://…); on SQLite the one "
-              "server recovers its own runs when it starts", file=sys.stderr)  # cli-output (stderr)
+        why = ("needs a shared PostgreSQL database (--database postgresql://…); on SQLite the one server recovers its "
+               "own runs when it starts")
+        print(f"workflows recover: {why}", file=sys.stderr)  # cli-output (stderr)
         return 1
     if is_held(location, args.from_replica):
-        print(f"workflows recover: replica {args.from_replica!r} is alive (it holds its id on {location}); "
-              "its runs are its own", file=sys.stderr)  # cli-output (stderr)
+        why = f"replica {args.from_replica!r} is alive (it holds its id on {location}); its runs are its own"
+        print(f"workflows recover: {why}", file=sys.stderr)  # cli-output (stderr)
         return 1
     from dbos import DBOSClient
 
