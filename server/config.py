@@ -8,6 +8,7 @@ frozen :class:`Config` that the entry point passes down.
 
 from __future__ import annotations
 
+import re
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -17,9 +18,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from server.errors import ConfigError
-from server.store.location import DatabaseLocation, PostgresDatabase, parse_database  # noqa: F401 (re-exported)
-
+from server.agents.settings import AGENT_NAME_PATTERN, AgentRoutingSettings, AgentSpec, PlannerSettings
 from server.security.settings import AuthSettings, GuardrailSettings, LimitSettings, NetworkSettings
+from server.store.location import DatabaseLocation, PostgresDatabase, parse_database  # noqa: F401 (re-exported)
 
 APP_NAME = "ai-orchestration-mcp"
 ProviderKind = Literal["openai", "anthropic"]
@@ -305,6 +306,9 @@ class Config(_Strict):
     guardrails: GuardrailSettings = GuardrailSettings()
     network: NetworkSettings = NetworkSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    agents: dict[str, AgentSpec] = Field(default_factory=dict, max_length=1_000)
+    agent_routing: AgentRoutingSettings = AgentRoutingSettings()
+    planner: PlannerSettings = PlannerSettings()
     source: str = Field(default="defaults", exclude=True)
     """Where the providers came from: a file path, ``environment`` or ``defaults``."""
 
@@ -321,6 +325,8 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         names = {p.name for p in self.providers}
+        if bad := [n for n in self.agents if not re.fullmatch(AGENT_NAME_PATTERN, n)]:
+            raise ValueError(f"agents.{bad[0]}: an agent name is 1-64 of a-z, 0-9, _ and - (starting a-z or 0-9)")
         for index, provider in enumerate(self.providers):
             if not provider.capabilities:
                 raise ValueError(f"providers[{index}].capabilities must not be empty")
@@ -466,18 +472,9 @@ def _discover_providers(environ: Mapping[str, str]) -> list[dict]:
         if not environ.get(key_env) and not base_url:
             continue
         model, input_cost, output_cost = _DISCOVERED[kind]
-        providers.append(
-            {
-                "name": kind,
-                "kind": kind,
-                "model": environ.get(f"{prefix}_MODEL") or model,
-                "api_key_env": key_env,
-                "base_url": base_url or None,
-                "priority": priority,
-                "input_cost_per_mtok": input_cost,
-                "output_cost_per_mtok": output_cost,
-            }
-        )
+        providers.append({"name": kind, "kind": kind, "model": environ.get(f"{prefix}_MODEL") or model,
+                          "api_key_env": key_env, "base_url": base_url or None, "priority": priority,
+                          "input_cost_per_mtok": input_cost, "output_cost_per_mtok": output_cost})
     return providers
 
 

@@ -89,6 +89,13 @@ CREATE INDEX runs_created ON runs (created_at);
 CREATE INDEX runs_owner ON runs (owner, created_at);
 CREATE INDEX runs_status ON runs (status, created_at);
 """),
+    # Agents (server.store.AgentRecord), as SQLite's 009_agents: the current version, and every version.
+    ("009_agents", """
+CREATE TABLE agents (name text PRIMARY KEY, version integer NOT NULL, spec text NOT NULL,
+    created_at double precision, updated_at double precision);
+CREATE TABLE agent_versions (name text NOT NULL, version integer NOT NULL, spec text NOT NULL,
+    created_at double precision, updated_at double precision, PRIMARY KEY (name, version));
+"""),
 ]
 
 

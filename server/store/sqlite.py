@@ -15,7 +15,7 @@ from server.store.sqlite_calls import SQLiteCalls, SQLiteGuardrails
 from server.store.sqlite_conversations import SQLiteCache, SQLiteConversations
 from server.store.sqlite_db import SQLiteDatabase
 from server.store.sqlite_patterns import SQLitePatterns
-from server.store.sqlite_state import SQLiteIncidents, SQLiteKeys, SQLiteRuns, SQLiteWorkflows
+from server.store.sqlite_state import SQLiteAgents, SQLiteIncidents, SQLiteKeys, SQLiteRuns, SQLiteWorkflows
 
 
 class SQLiteStore:
@@ -39,6 +39,7 @@ class SQLiteStore:
         self.runs = SQLiteRuns(self.database)
         self.incidents = SQLiteIncidents(self.database)
         self.keys = SQLiteKeys(self.database)
+        self.agents = SQLiteAgents(self.database)
 
     @property
     def path(self) -> str:
