@@ -8,24 +8,22 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations
-from pydantic import ConfigDict, Field, JsonValue
+from pydantic import Field, JsonValue
 
 from server.agents.planning import PlanResult
-from server.agents.settings import AGENT_NAME_PATTERN, StrategyName
+from server.agents.settings import AGENT_NAME_PATTERN
 from server.models import DeferredModel
 from server.security import caller
-from tools._arguments import Guard
 from tools._context import core_errors, dependencies, make_tool, require_role
 
 if TYPE_CHECKING:
     from server.agents import AgentService
 
-REGISTER_DESCRIPTION = """Save an agent: a named role with a system prompt, preferred providers, models and
-strategy, and the downstream tools (server.tool) it may use in workflows. Identical content keeps the version.
-orchestrate(agent=name) answers as it. Needs admin with auth on."""
+REGISTER_DESCRIPTION = """Save an agent, a role orchestrate(agent=name) answers as. `agent`: {description,
+system_prompt, capabilities, providers, models, strategy, tools (server.tool), metadata}. Needs admin with auth on."""
 
-PLAN_DESCRIPTION = """Draft a workflow for a goal with a planning model: a valid definition with its Mermaid
-diagram and rationale. save_as saves it (admin); run starts it (see workflow_run)."""
+PLAN_DESCRIPTION = """Draft a workflow for a goal with a planning model: a valid definition, Mermaid diagram and
+rationale. save_as saves it (admin); run starts it."""
 
 Names = Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=64)]
 
@@ -39,16 +37,6 @@ class AgentSaved(DeferredModel):
     uri: str
 
 
-class Constraints(DeferredModel):
-    model_config = ConfigDict(defer_build=True, extra="forbid")  # a misspelled constraint is refused, not dropped
-
-    max_steps: Annotated[int | None, Guard(ge=1, le=1_000)] = None
-    max_cost_usd: Annotated[float | None, Guard(ge=0)] = None
-    agents: Names | None = None
-    tools: Names | None = Field(default=None, description="server.tool")
-    deadline_s: Annotated[float | None, Guard(gt=0, le=3_600)] = None
-
-
 def _agents(ctx: Context) -> AgentService:
     service = dependencies(ctx).agents
     if service is None:
@@ -59,33 +47,24 @@ def _agents(ctx: Context) -> AgentService:
 async def register_agent(
     ctx: Context,
     name: Annotated[str, Field(pattern=AGENT_NAME_PATTERN)],
-    description: Annotated[str, Field(max_length=1_000)],
-    system_prompt: Annotated[str, Field(max_length=20_000)] = "",
-    capabilities: Names | None = None,
-    providers: Names | None = None,
-    models: Names | None = None,
-    strategy: StrategyName | None = None,
-    tools: Names | None = None,
-    metadata: Annotated[dict[str, JsonValue] | None, Field(max_length=32)] = None,
+    agent: Annotated[dict[str, JsonValue], Field(max_length=16)],
 ) -> AgentSaved:
     require_role(ctx, "admin", "register_agent")
-    spec = {key: value for key, value in (("description", description), ("system_prompt", system_prompt),
-            ("capabilities", capabilities), ("providers", providers), ("models", models), ("strategy", strategy),
-            ("tools", tools), ("metadata", metadata)) if value is not None}
     with core_errors():
-        agent, changed = await _agents(ctx).registry.register(name, spec)
+        saved, changed = await _agents(ctx).registry.register(name, agent)
     if changed:
         try:
             await ctx.notify_resources_changed()
         except Exception:  # noqa: BLE001 - notification is best effort
             pass
-    return AgentSaved(name=agent.name, version=agent.version, changed=changed, uri=agent.uri)
+    return AgentSaved(name=saved.name, version=saved.version, changed=changed, uri=saved.uri)
 
 
 async def plan_workflow(
     ctx: Context,
     goal: Annotated[str, Field(max_length=20_000)],
-    constraints: Constraints | None = None,
+    constraints: Annotated[dict[str, JsonValue] | None, Field(
+        description="max_steps, max_cost_usd, agents, tools, deadline_s", max_length=8)] = None,
     agents: Names | None = None,
     save_as: Annotated[str | None, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] = None,
     run: bool = False,
@@ -96,8 +75,7 @@ async def plan_workflow(
         require_role(ctx, "admin", "plan_workflow with save_as")
     deps = dependencies(ctx)
     with core_errors():
-        return await plan(_agents(ctx).planner, deps.workflows, goal, caller(ctx),
-                          constraints=constraints.model_dump(exclude_none=True) if constraints else None,
+        return await plan(_agents(ctx).planner, deps.workflows, goal, caller(ctx), constraints=constraints,
                           agents=agents, save_as=save_as, run=run)
 
 

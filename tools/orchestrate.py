@@ -59,7 +59,7 @@ async def orchestrate_tool(
     cache: Annotated[bool | None, Field(description="Reuse a cached temperature-0 answer.")] = None,
     pattern: PatternName | None = None,
     variables: Variables | None = None,
-    agent: Annotated[str | None, Field(description='An agent\'s name, or "auto".', max_length=64)] = None,
+    agent: Annotated[str | None, Field(description='Agent name or "auto".', max_length=64)] = None,
 ) -> OrchestrateResult:
     started = call_started()  # waits before the body ran (warm-up, argument checks) count as overhead
     deps = dependencies(ctx)

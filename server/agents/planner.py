@@ -21,6 +21,7 @@ downstream servers. Every planning call goes through the pool like any other (po
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from server.agents.registry import Agent, AgentError, AgentRegistry
 from server.agents.routing import json_object
@@ -235,9 +237,9 @@ class Planner:
         input_price, output_price = max(p[0] for p in prices), max(p[1] for p in prices)
         total = 0.0
         for step in plan.steps:
-            calls = {"orchestrate": 1, "agent": 1, "team": len(step.with_.get("agents") or ()),
-                     "consensus": int(step.with_.get("max_providers") or 3)}.get(step.kind, 0)
-            max_tokens = step.with_.get("max_tokens")
+            fan_out, team, max_tokens = (step.with_.get(k) for k in ("max_providers", "agents", "max_tokens"))
+            calls = {"orchestrate": 1, "agent": 1, "team": len(team) if isinstance(team, list) else 2,
+                     "consensus": fan_out if isinstance(fan_out, int) else 3}.get(step.kind, 0)
             output = max_tokens if isinstance(max_tokens, int) else DEFAULT_STEP_TOKENS
             prompt = estimate_tokens(json.dumps(step.with_.get("prompt", ""), ensure_ascii=False))
             total += calls * (prompt * input_price + output * output_price) / 1e6
@@ -282,13 +284,38 @@ class Planner:
                                  temperature=0.0, response_format="json", timeout_s=self.settings.timeout_s)
 
 
+class _Constraints(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_steps: int | None = Field(default=None, ge=1, le=1_000)
+    max_cost_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    agents: list[str] | None = Field(default=None, max_length=1_000)
+    tools: list[str] | None = Field(default=None, max_length=1_000)
+    deadline_s: float | None = Field(default=None, gt=0, le=3_600, allow_inf_nan=False)
+
+
 def constraints_from(data: Mapping[str, Any] | None, agents: Sequence[str] | None) -> PlanConstraints:
-    """:class:`PlanConstraints` from the tool's ``constraints`` object and ``agents`` list (both optional)."""
-    data = dict(data or {})
-    allowed = data.get("agents")
+    """:class:`PlanConstraints` from the tool's ``constraints`` object and ``agents`` list (both optional; a plan
+    may use the agents both allow).
+
+    Raises:
+        InvalidRequest: an unknown constraint (with the closest name) or a value out of range; every problem.
+    """
+    try:
+        given = _Constraints.model_validate(dict(data or {}))
+    except ValidationError as exc:
+        known = list(_Constraints.model_fields)
+        problems = [f"constraints.{'.'.join(map(str, e['loc']))}: " + (
+            f"unknown constraint{_closest(str(e['loc'][-1]), known)}; known: {', '.join(known)}"
+            if e["type"] == "extra_forbidden" else e["msg"]) for e in exc.errors(include_url=False)]
+        raise InvalidRequest("; ".join(problems[:10])) from None
+    allowed = given.agents
     if agents is not None:
         allowed = [a for a in agents if allowed is None or a in allowed]
-    return PlanConstraints(max_steps=data.get("max_steps"), max_cost_usd=data.get("max_cost_usd"),
-                           agents=allowed, tools=data.get("tools"), deadline_s=data.get("deadline_s"))
+    return PlanConstraints(max_steps=given.max_steps, max_cost_usd=given.max_cost_usd, agents=allowed,
+                           tools=given.tools, deadline_s=given.deadline_s)
 
 
+def _closest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""

@@ -21,11 +21,10 @@ class PlanResult(DeferredModel):
 
     definition: dict[str, JsonValue]
     mermaid: str
-    rationale: str
-    attempts: int = Field(description="drafts made; 1 means valid at once")
-    estimated_cost_usd: float
-    planning_cost_usd: float
-    latency_ms: float
+    rationale: str = ""
+    attempts: int = Field(default=1, description="drafts made; 1 means valid at once")
+    estimated_cost_usd: float = Field(default=0.0, description="the upper bound max_cost_usd is checked against")
+    cost_usd: float = Field(default=0.0, description="what the planning calls cost")
     saved_as: str | None = None
     version: int | None = None
     run_id: str | None = None
@@ -46,7 +45,7 @@ async def plan_workflow(planner: Planner, workflows: WorkflowService | None, goa
     plan = await planner.plan(goal, constraints_from(constraints, agents), principal, name=save_as)
     result = PlanResult(definition=plan.definition, mermaid=plan.mermaid, rationale=plan.rationale,
                         attempts=plan.attempts, estimated_cost_usd=plan.estimated_cost_usd,
-                        planning_cost_usd=plan.planning_cost_usd, latency_ms=plan.latency_ms)
+                        cost_usd=plan.planning_cost_usd)
     if (save_as or run) and workflows is None:
         from server.agents.registry import AgentError
 

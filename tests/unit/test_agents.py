@@ -104,7 +104,8 @@ def test_agent_and_team_steps_are_validated_with_the_definition() -> None:
     problems = "; ".join(raised.value.problems)
     assert "kind 'agent' needs `agent`" in problems and "agent: unknown parameter `tools`" in problems
     assert "a list of 2 to 16 agent names" in problems and "team `mode` is one of sequential" in problems
-    assert validate({"name": "w", "steps": [{"id": "a", "kind": "agent", "with": {"agent": "x", "prompt": "y"}}]})
+    assert validate({"name": "w", "steps": [{"id": "a", "kind": "agent", "with": {"agent": "x", "prompt": "y"}}]}
+                    ).steps[0].kind == "agent"
 
 
 async def test_the_planners_cost_estimate_bounds_a_plan() -> None:
@@ -117,3 +118,23 @@ async def test_the_planners_cost_estimate_bounds_a_plan() -> None:
         result = await client.call_tool("plan_workflow", {"goal": "g", "constraints": {"max_cost_usd": 1.0}})
     assert result.is_error
     assert "the estimated cost is $3.0" in result.content[0].text and "over the limit of $1" in result.content[0].text
+
+
+async def test_register_agent_stores_versions_that_the_agents_resources_list() -> None:
+    config = fake_config(fake_entry("p1"), agents={"ops": {"description": "Runs operations", "providers": ["p1"]}})
+    async with Client(build_server(config, store_factory=MemoryStore, provider_factory=fleet_for(config))) as client:
+        coder = {"description": "Writes code", "providers": ["nowhere"], "tools": ["github.*"]}
+        saved = await client.call_tool("register_agent", {"name": "coder", "agent": coder})
+        again = await client.call_tool("register_agent", {"name": "coder", "agent": dict(reversed(coder.items()))})
+        refused = await client.call_tool("register_agent", {"name": "ops", "agent": {"description": "Mine"}})
+        typo = await client.call_tool("register_agent", {"name": "x", "agent": {"descripton": "x"}})
+        index = json.loads((await client.read_resource("agents://registry")).contents[0].text)
+        one = json.loads((await client.read_resource("agents://registry/coder")).contents[0].text)
+    assert saved.structured_content == {"name": "coder", "version": 1, "changed": True,
+                                        "uri": "agents://registry/coder"}
+    assert (again.structured_content["version"], again.structured_content["changed"]) == (1, False)
+    assert refused.is_error and "defined in the configuration" in refused.content[0].text
+    assert typo.is_error and "descripton: unknown field" in typo.content[0].text
+    assert [(a["name"], a["source"], a["available"]) for a in index["agents"]] == [
+        ("coder", "registered", False), ("ops", "config", True)]  # coder's only provider is not configured
+    assert (one["version"], one["tools"], one["providers"]) == (1, ["github.*"], ["nowhere"])

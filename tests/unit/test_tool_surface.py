@@ -30,7 +30,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "list_providers": {}, "register_pattern": {"name": "p", "template": "t", "description": "d"},
     "search_patterns": {}, "acknowledge_incident": {"incident_id": "inc-0123456789ab"},
     "run_workflow": {"workflow": "w"}, "workflow_run": {}, "save_workflow": {"definition": "name: w"},
-    "register_agent": {"name": "a", "description": "d"}, "plan_workflow": {"goal": "g"},
+    "register_agent": {"name": "a", "agent": {"description": "d"}}, "plan_workflow": {"goal": "g"},
 }
 """The required arguments of a call to each tool (the samples add every published default)."""
 FREE_FORM = {("register_pattern", "inputSchema.properties.variables.items.properties.default")}
