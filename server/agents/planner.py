@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from server.agents.registry import Agent, AgentError, AgentRegistry
 from server.agents.routing import json_object
 from server.agents.settings import PlannerSettings
-from server.errors import InvalidRequest
+from server.errors import AllProvidersFailed, InvalidRequest
 from server.pool.pool import CallOptions, ProviderPool
 from server.pool.providers import CompletionRequest, Message
 from server.pool.text import estimate_tokens
@@ -56,6 +56,8 @@ Kinds and their `with`: agent {"agent": "<agent name>", "prompt": "..."}; team {
 A prompt may read an earlier step's answer as {{ steps.<id>.output.text }} only if that step is in its
 depends_on (directly or through another step). Use only the agents listed. Keep the plan as small as the goal
 allows."""
+NOT_JSON = ("the reply was not valid JSON (perhaps cut off at the token limit): reply with the plan as one JSON "
+            "object only, as short as the goal allows")
 TOOL_KIND = '; tool {"server": "<server>", "tool": "<tool>", "arguments": {...}} (only the tools listed)'
 
 
@@ -172,10 +174,19 @@ class Planner:
             with anyio.fail_after(deadline_s):
                 while attempts <= self.settings.max_repairs:
                     attempts += 1
-                    completion = await self.pool.complete(self._request(messages), principal=principal,
-                                                          tool="plan_workflow", options=CallOptions(
-                                                              providers=self.settings.providers or None,
-                                                              model=self.settings.model))
+                    try:
+                        completion = await self.pool.complete(self._request(messages), principal=principal,
+                                                              tool="plan_workflow", options=CallOptions(
+                                                                  providers=self.settings.providers or None,
+                                                                  model=self.settings.model))
+                    except AllProvidersFailed as exc:
+                        if not all(e.error_class == "malformed_reply" for e in exc.errors):
+                            raise
+                        # A JSON-mode reply that is not JSON (often cut off at max_tokens) is a draft to repair.
+                        problems = [NOT_JSON]
+                        last = messages.pop()  # the same request again, told why (the roles keep alternating)
+                        messages.append(Message("user", f"{last.content}\n\nYour last reply: {NOT_JSON}."))
+                        continue
                     cost += completion.cost_usd
                     data, rationale, parsed, problems = await self._check(completion.text, name, constraints,
                                                                           agents, tools)

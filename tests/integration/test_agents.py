@@ -179,6 +179,16 @@ async def test_an_invalid_plan_is_repaired_with_the_validators_problems(upstream
     assert [m["role"] for m in second.body["messages"] if m["role"] != "system"] == ["user", "assistant", "user"]
 
 
+async def test_a_reply_that_is_not_json_counts_as_a_draft_to_repair(upstream: Upstream) -> None:
+    upstream.script("planner-model", Behaviour(text='{"rationale": "cut off', finish_reason="length"),
+                    plan_reply(TWO_STEPS))
+    async with Client(server(agents_config(upstream, routing={"max_retries": 0}))) as client:
+        out = await call(client, "plan_workflow", goal="Write release notes")
+    assert out["attempts"] == 2
+    retry = user_text(to(upstream, "planner-model")[1])
+    assert retry.startswith("Goal: Write release notes") and "Your last reply: the reply was not valid JSON" in retry
+
+
 async def test_a_plan_never_valid_within_the_repairs_gives_a_clear_error(upstream: Upstream) -> None:
     unknown_agent = {**TWO_STEPS, "steps": [{**TWO_STEPS["steps"][0], "with": {"agent": "poet", "prompt": "x"}}],
                      "outputs": {}}

@@ -57,8 +57,8 @@ def config(url: str) -> Config:
         "routing": {"max_retries": 0},
         "agents": {"poet": {"description": "Writes poems and other short creative texts"},
                    "coder": {"description": "Writes and explains source code", "capabilities": ["code"]}},
-        "agent_routing": {"default": "poet", "max_tokens": 40, "timeout_s": 300},
-        "planner": {"max_repairs": 1, "max_tokens": 400, "timeout_s": 300}})
+        "agent_routing": {"default": "poet", "max_tokens": 120, "timeout_s": 300},
+        "planner": {"max_repairs": 1, "max_tokens": 450, "timeout_s": 300}})
 
 
 @pytest.mark.timeout(900)  # about 10 tokens a second on 2 loaded cores: a plan of ~300 tokens takes half a minute
