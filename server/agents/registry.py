@@ -23,6 +23,9 @@ from server.store import AgentRecord, AgentStore
 
 MAX_AGENTS = 1_000
 """Most agents a registry holds (routing prompts list them all; listings are bounded by it)."""
+LISTING_TTL_S = 1.0
+"""How long the current agents are served from memory (so routing on a cache hit reads nothing): a change made
+here shows at once, one made by another replica within this time."""
 
 
 class AgentError(OrchestrationError):
@@ -111,11 +114,13 @@ class AgentRegistry:
         self.configured = dict(configured)
         self._available = available_providers
         self._clock = clock
+        self._listing: tuple[float, list[Agent]] | None = None  # (read at, monotonic seconds; the agents)
 
     async def load(self) -> None:
         """Store the configured agents (a new version for each one that changed since the last start)."""
         for name in sorted(self.configured):
             await self.store.put_agent(name, self.configured[name].dump(), self._clock())
+        self._listing = None
 
     async def register(self, name: str, spec: Mapping[str, Any]) -> tuple[Agent, bool]:
         """Validate and store ``spec`` as agent ``name``'s next version. Returns the version now current and
@@ -136,6 +141,7 @@ class AgentRegistry:
         if current is None and len(await self.store.list_agents()) >= MAX_AGENTS:
             raise InvalidAgent(f"this server holds {MAX_AGENTS} agents, the most it keeps")
         record, stored = await self.store.put_agent(name, parsed.dump(), self._clock())
+        self._listing = None
         return self._agent(record), stored
 
     async def get(self, name: str, version: int | None = None) -> Agent:
@@ -144,6 +150,10 @@ class AgentRegistry:
         Raises:
             UnknownAgent: no such agent (or version); the message lists the agents there are.
         """
+        if version is None:
+            found = next((a for a in await self.list() if a.name == name), None)
+            if found is not None:
+                return found
         record = await self.store.get_agent(name, version)
         if record is None:
             names = [a.name for a in await self.list()]
@@ -153,8 +163,11 @@ class AgentRegistry:
         return self._agent(record)
 
     async def list(self) -> list[Agent]:
-        """The current version of every agent, by name."""
-        return [self._agent(r) for r in await self.store.list_agents()]
+        """The current version of every agent, by name (from memory for :data:`LISTING_TTL_S`)."""
+        now = time.monotonic()
+        if self._listing is None or now - self._listing[0] > LISTING_TTL_S:
+            self._listing = (now, [self._agent(r) for r in await self.store.list_agents()])
+        return list(self._listing[1])
 
     async def discover(self, capabilities: Sequence[str] = (), min_version: int | None = None, *,
                        available_only: bool = False) -> list[Agent]:
