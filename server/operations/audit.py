@@ -96,6 +96,8 @@ class AuditLog:
             await self.trail.append_audit([*pending, *entries])
         except StorageError as exc:
             logger.warning("%d audit entries could not be stored (%s)", len(pending) + len(entries), exc.condition)
+        except Exception:  # noqa: BLE001 - an audit failure never fails what it records
+            logger.warning("%d audit entries could not be stored", len(pending) + len(entries), exc_info=True)
 
     async def flush(self) -> None:
         if self._pending:

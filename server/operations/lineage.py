@@ -65,7 +65,7 @@ def lineage_mermaid(lineage: dict[str, Any]) -> str:
         lines.append(f'    {node}{{{{"{text}"}}}}' if step.get("kind") == "approval" else f'    {node}["{text}"]')
         deps = [d for d in step.get("depends_on", []) if d in ids]
         lines += [f"    {ids[d]} --> {node}" for d in deps] or [f"    start --> {node}"]
-        for j, decision in enumerate(step.get("guardrails", [])):
+        for j, decision in enumerate(d for d in step.get("guardrails", []) if d.get("action") != "allow"):
             note = _label(f"guardrail {decision.get('action')}: {decision.get('rule')}")
             lines.append(f'    {node}g{j}>"{note}"]')
             lines.append(f"    {node} -.- {node}g{j}")

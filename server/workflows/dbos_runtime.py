@@ -131,9 +131,9 @@ async def _tick(scheduled_at: datetime, context: dict[str, Any]) -> str:
     assert on_tick is not None
 
     async def fire() -> str:
-        # Outside this workflow's DBOS context (a fresh one): the run is a workflow of its own, not a child of
-        # the tick, and the service's DBOS calls are not recorded as the tick's steps. Its run id is the tick's,
-        # so a replay of this step attaches to the same run.
+        # In a task with a fresh context, outside this workflow's DBOS context (a ContextVar): the run is a
+        # workflow of its own, not a child of the tick, and the service's DBOS calls are not recorded as the
+        # tick's steps. Awaited at once. Its run id is the tick's, so a replay of this step attaches to the run.
         return await asyncio.get_running_loop().create_task(on_tick(context, scheduled_at),
                                                             context=contextvars.Context())
 

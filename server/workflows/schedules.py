@@ -78,8 +78,11 @@ async def start_tick(service: WorkflowService, context: Mapping[str, Any], sched
 async def apply(runtime: Any, definition: Definition) -> None:
     """Make the runtime's schedules of ``definition``'s workflow match its ``schedules`` (no-op on a runtime
     without schedules, when the definition has none)."""
-    if getattr(runtime, "schedules_supported", False):
-        await runtime.set_schedules(definition.name, [s.model_dump(mode="json") for s in definition.schedules])
+    if not getattr(runtime, "schedules_supported", False):
+        return
+    if not definition.schedules and not getattr(runtime, "is_open", True):
+        return  # nothing to add, and the runtime is not up yet: its reconciliation at the start removes old ones
+    await runtime.set_schedules(definition.name, [s.model_dump(mode="json") for s in definition.schedules])
 
 
 async def reconcile(runtime: Any, store: WorkflowStore) -> None:
