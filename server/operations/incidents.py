@@ -271,7 +271,8 @@ class IncidentService:
 
     # -- acknowledging --------------------------------------------------------------------------------------
 
-    async def acknowledge(self, incident_id: str, *, by: str | None = None, note: str | None = None) -> Incident:
+    async def acknowledge(self, incident_id: str, *, by: str | None = None, note: str | None = None,
+                          actor: str | None = None) -> Incident:
         """Mark an open incident as seen (idempotent; it still resolves itself after the cooldown).
 
         Raises:
@@ -297,7 +298,7 @@ class IncidentService:
             incident.acknowledged_by = by or incident.acknowledged_by
             incident.note = note if note is not None else incident.note
             await self._save(incident)
-        await self._audited("incident.acknowledged", by or "local", incident, {"note": note})
+        await self._audited("incident.acknowledged", actor or "local", incident, {"by": by, "note": note})
         await self._changed()
         return incident
 

@@ -245,7 +245,6 @@ class DbosRuntime:
         return {s["function_name"]: s["output"] for s in steps
                 if s.get("error") is None and isinstance(s.get("output"), dict)}
 
-
     # -- schedules (DBOS's dynamic schedules: stored in the system database, fired by every replica's scheduler,
     # each tick's workflow id deterministic so that it runs once) ---------------------------------------------
 

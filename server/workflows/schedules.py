@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from server.errors import OrchestrationError
 from server.security import SCHEDULER
 from server.workflows.inputs import check_inputs
 from server.workflows.model import Definition, InvalidWorkflow
@@ -61,15 +62,17 @@ def tick_run_id(workflow: str, index: int, scheduled_at: datetime) -> str:
 
 
 async def start_tick(service: WorkflowService, context: Mapping[str, Any], scheduled_at: datetime) -> str:
-    """Start the run of one tick (DBOS's scheduled workflow calls this once per tick). Returns its run id.
-
-    Raises:
-        WorkflowError: the workflow is gone, or governance or a ceiling refuses the run (the tick fails in DBOS,
-            logged; the next tick tries again).
-    """
+    """Start the run of one tick (DBOS's scheduled workflow calls this once per tick). Returns its run id, or
+    ``""`` when the run was refused (the workflow is gone, governance or a ceiling refuses it: logged at WARNING;
+    the next tick tries again)."""
     workflow, index = str(context["workflow"]), int(context["index"])
     run_id = tick_run_id(workflow, index, scheduled_at)
-    shown, started = await service.start(workflow, dict(context.get("inputs") or {}), run_id, caller=SCHEDULER)
+    try:
+        shown, started = await service.start(workflow, dict(context.get("inputs") or {}), run_id, caller=SCHEDULER)
+    except OrchestrationError as exc:
+        logger.warning("schedule %s.%d: the tick at %s started no run: %s", workflow, index,
+                       scheduled_at.isoformat(), exc)
+        return ""
     logger.info("schedule %s.%d: tick %s %s run %s", workflow, index, scheduled_at.isoformat(),
                 "started" if started else "had started", shown)
     return shown
