@@ -61,7 +61,7 @@ def lineage_mermaid(lineage: dict[str, Any]) -> str:
             facts.append(f"{step['provider']}/{step.get('model')}")
         if step.get("kind") == "approval" and step.get("by"):
             facts.append(f"{step.get('decision')} by {step['by']}")
-        text = _label(f"{step['step']}<br/>{' · '.join(f for f in facts if f)}")
+        text = f"{_label(step['step'])}<br/>{_label(' · '.join(f for f in facts if f))}"
         lines.append(f'    {node}{{{{"{text}"}}}}' if step.get("kind") == "approval" else f'    {node}["{text}"]')
         deps = [d for d in step.get("depends_on", []) if d in ids]
         lines += [f"    {ids[d]} --> {node}" for d in deps] or [f"    start --> {node}"]

@@ -131,7 +131,7 @@ async def test_the_trail_cannot_be_edited_even_in_the_database(tmp_path: Path) -
 
 
 def test_the_export_refuses_a_since_it_cannot_read(capsys: pytest.CaptureFixture[str]) -> None:
-    assert audit_cli.parse_since("2026-12-01T00:00:00Z", 0.0) == 1_764_547_200.0
+    assert audit_cli.parse_since("2026-12-01T00:00:00Z", 0.0) == 1_796_083_200.0
     assert audit_cli.parse_since("90m", 10_000.0) == 10_000.0 - 5400
     code = audit_cli.run(argparse.Namespace(since="yesterday-ish", format="jsonl"), fake_config(), "unused.db")
     assert code == 2 and "give a time" in capsys.readouterr().err

@@ -117,7 +117,7 @@ def test_the_cost_estimate_counts_attempts_consensus_answers_and_the_dearest_pro
         {**ask(max_tokens=1000, providers=["a"]), "retry": {"max_attempts": 3}}]})
     assert estimate_cost_usd(list(_steps(retried, {})), config.providers, None) == pytest.approx(3 * alone)
     dearest = Definition.model_validate({"name": "x", "steps": [ask(max_tokens=1000)]})  # any provider: b's prices
-    assert estimate_cost_usd(list(_steps(dearest, {})), config.providers, None) > 2 * alone
+    assert estimate_cost_usd(list(_steps(dearest, {})), config.providers, None) > 1.5 * alone
     fan = Definition.model_validate({"name": "x", "steps": [
         {"id": "c", "kind": "consensus", "with": {"prompt": "hi", "providers": ["a", "b"], "max_tokens": 1000}}]})
     assert estimate_cost_usd(list(_steps(fan, {})), config.providers, None) > 2 * alone
