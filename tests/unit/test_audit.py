@@ -86,7 +86,8 @@ async def test_a_run_shows_its_whole_lineage_and_the_export_names_every_step_and
     assert "ada@example.com" not in json.dumps(lineage)  # hashes only: [audit] content is off
 
     out = io.StringIO()
-    code = audit_cli.run(argparse.Namespace(since="1h", format="jsonl"), config, database, out=out)
+    code = await anyio.to_thread.run_sync(  # the command runs its own event loop
+        lambda: audit_cli.run(argparse.Namespace(since="1h", format="jsonl"), config, database, out=out))
     assert code == 0
     exported = [json.loads(line) for line in out.getvalue().splitlines()]
     of_run = [e for e in exported if e["subject"] == run_id]
