@@ -44,10 +44,14 @@ def tick_of(run_id: str) -> int:
     return int(match.group(1))
 
 
-async def tick_runs(client: Client, name: str) -> list[dict[str, Any]]:
-    listed = await call(client, "workflow_run", limit=100)
+def ticks_listed(listed: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The runs of ``name``'s first schedule in a ``workflow_run`` listing, oldest tick first."""
     return sorted((r for r in listed.get("runs") or [] if r["run_id"].startswith(f"tick-{name}-0-")),
                   key=lambda r: r["run_id"])
+
+
+async def tick_runs(client: Client, name: str) -> list[dict[str, Any]]:
+    return ticks_listed(await call(client, "workflow_run", limit=100), name)
 
 
 async def test_a_seconds_cron_starts_one_run_per_tick_and_pauses_on_a_save(dbos_launched: None) -> None:

@@ -4,7 +4,6 @@ and each tick starts one run that executes once (a downstream tool counts the ex
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import anyio
 import pytest
 from mcp import Client
 
+from tests.integration.test_schedules import tick_of, ticks_listed
 from tests.team import Replica, call, replica_config, work_log
 
 pytestmark = pytest.mark.anyio
@@ -25,18 +25,8 @@ def scheduled(name: str, marker: str, **schedule: Any) -> dict[str, Any]:
             "schedules": [{"cron": EVERY_2_S, **schedule}]}
 
 
-def tick_of(run_id: str) -> int:
-    """The tick's Unix seconds in a tick run's id (``tick-<workflow>-<index>-<seconds>``, shown to the local
-    admin with its owner's tag after a colon)."""
-    match = re.fullmatch(r"tick-.+-0-(\d+)(:[0-9a-f]+)?", run_id)
-    assert match, run_id
-    return int(match.group(1))
-
-
 async def tick_runs(url: str, name: str) -> list[dict[str, Any]]:
-    listed = await call(url, "workflow_run", limit=100)
-    return sorted((r for r in listed.get("runs") or [] if r["run_id"].startswith(f"tick-{name}-0-")),
-                  key=lambda r: r["run_id"])
+    return ticks_listed(await call(url, "workflow_run", limit=100), name)
 
 
 async def test_each_tick_runs_once_with_two_replicas_on_one_database(tmp_path: Path, postgres_url: str,
