@@ -9,7 +9,7 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp_types import Completion, CompletionArgument, CompletionContext
 
-from resources import agents, knowledge, operations, workflows
+from resources import agents, audit, knowledge, operations, workflows
 from resources.knowledge import PatternResources
 from server.dependencies import Dependencies
 
@@ -36,6 +36,7 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> Patter
     workflows.register(mcp, dependencies)
     agents.register(mcp, dependencies)
     operations.register(mcp, dependencies)
+    audit.register(mcp, dependencies)
     return knowledge.register(mcp, dependencies)
 
 

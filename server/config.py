@@ -8,7 +8,6 @@ frozen :class:`Config` that the entry point passes down.
 
 from __future__ import annotations
 
-import re
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -18,9 +17,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from server.errors import ConfigError
-from server.agents.settings import AGENT_NAME_PATTERN, AgentRoutingSettings, AgentSpec, PlannerSettings
+from server.agents.settings import AgentName, AgentRoutingSettings, AgentSpec, PlannerSettings
 from server.security.settings import AuthSettings, GuardrailSettings, LimitSettings, NetworkSettings
 from server.store.location import DatabaseLocation, PostgresDatabase, parse_database  # noqa: F401 (re-exported)
+from server.workflows.settings import (AuditSettings, GovernanceSettings, HookSettings, TriggerSettings,
+                                      resolve_hook_secrets)
 
 APP_NAME = "ai-orchestration-mcp"
 ProviderKind = Literal["openai", "anthropic"]
@@ -306,9 +307,13 @@ class Config(_Strict):
     guardrails: GuardrailSettings = GuardrailSettings()
     network: NetworkSettings = NetworkSettings()
     dashboard: DashboardSettings = DashboardSettings()
-    agents: dict[str, AgentSpec] = Field(default_factory=dict, max_length=1_000)
+    agents: dict[AgentName, AgentSpec] = Field(default_factory=dict, max_length=1_000)
     agent_routing: AgentRoutingSettings = AgentRoutingSettings()
     planner: PlannerSettings = PlannerSettings()
+    governance: GovernanceSettings = GovernanceSettings()
+    hooks: dict[str, HookSettings] = Field(default_factory=dict)
+    triggers: tuple[TriggerSettings, ...] = ()
+    audit: AuditSettings = AuditSettings()
     source: str = Field(default="defaults", exclude=True)
     """Where the providers came from: a file path, ``environment`` or ``defaults``."""
 
@@ -325,8 +330,6 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         names = {p.name for p in self.providers}
-        if bad := [n for n in self.agents if not re.fullmatch(AGENT_NAME_PATTERN, n)]:
-            raise ValueError(f"agents.{bad[0]}: an agent name is 1-64 of a-z, 0-9, _ and - (starting a-z or 0-9)")
         for index, provider in enumerate(self.providers):
             if not provider.capabilities:
                 raise ValueError(f"providers[{index}].capabilities must not be empty")
@@ -360,6 +363,7 @@ class Config(_Strict):
         keys = [p.api_key.get_secret_value() for p in self.providers if p.api_key is not None]
         if self.dashboard.session_secret is not None:
             keys.append(self.dashboard.session_secret.get_secret_value())
+        keys += [h.secret.get_secret_value() for h in self.hooks.values() if h.secret is not None]
         return keys + [v for s in self.mcp_servers.values() for v in (*s.env.values(), *s.headers.values())]
 
 
@@ -431,7 +435,8 @@ def load_config(path: str | Path | None, environ: Mapping[str, str]) -> Config:
         error = exc.errors()[0]
         raise ConfigError(_describe(error), key=_dotted(error["loc"])) from None
     keyed = tuple(p.model_copy(update={"api_key": resolve_api_key(p, environ)}) for p in config.providers)
-    return config.model_copy(update={"providers": keyed, "dashboard": _dashboard_secret(config.dashboard, environ)})
+    return config.model_copy(update={"providers": keyed, "dashboard": _dashboard_secret(config.dashboard, environ),
+                                     "hooks": resolve_hook_secrets(config.hooks, environ)})
 
 
 def _dashboard_secret(settings: DashboardSettings, environ: Mapping[str, str]) -> DashboardSettings:

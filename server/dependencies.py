@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from server.agents import AgentService
     from server.config import Config
     from server.consensus.service import ConsensusService
+    from server.operations.audit import AuditLog
     from server.operations.incidents import IncidentService
     from server.operations.telemetry import Telemetry
     from server.pool.pool import ProviderPool
@@ -47,6 +48,8 @@ class Dependencies:
     """The warm start (:mod:`server.app.warmup`): begins once the server has answered its first request."""
     agents: AgentService | None = None
     """The agents (:mod:`server.agents`): ``orchestrate(agent=…)``, ``register_agent``, ``plan_workflow``."""
+    audit: AuditLog | None = None
+    """The audit trail (:mod:`server.operations.audit`)."""
 
     @property
     def consensus(self) -> ConsensusService:

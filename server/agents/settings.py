@@ -17,11 +17,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 AGENT_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+AgentName = Annotated[str, Field(pattern=AGENT_NAME_PATTERN)]
+"""An agent's name: 1-64 of a-z, 0-9, ``_`` and ``-``, starting with a letter or digit."""
 TOOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\.(\*|[A-Za-z0-9][A-Za-z0-9_./-]{0,127})$"
 """A tool an agent may use: ``server.tool`` (a downstream MCP server of ``[mcp_servers]`` and one of its tools), or
 ``server.*`` for every tool of that server."""

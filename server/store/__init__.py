@@ -12,6 +12,7 @@ from __future__ import annotations
 from server.store.errors import StorageError, StoreUnavailable
 from server.store.protocols import (
     AgentStore,
+    AuditTrail,
     CallStore,
     ConversationStore,
     GuardrailLog,
@@ -31,6 +32,7 @@ from server.store.records import (
     Aggregate,
     AggregateRow,
     ApiKeyRecord,
+    AuditEntry,
     CallRecord,
     CallRow,
     GroupBy,
@@ -44,7 +46,8 @@ from server.store.records import (
 
 __all__ = [
     "FINISHED", "GROUP_COLUMNS", "RUN_STATES", "AgentRecord", "AgentStore", "Aggregate", "AggregateRow",
-    "ApiKeyRecord", "CallRecord", "CallRow", "CallStore", "ConversationStore", "GroupBy", "GroupTotals",
-    "GuardrailDecision", "GuardrailLog", "IncidentStore", "KeyStore", "PatternRecord", "PatternStore", "ResponseCache",
-    "RunState", "RunStore", "StorageError", "Store", "StoreUnavailable", "WorkflowRecord", "WorkflowRun", "WorkflowStore",
+    "ApiKeyRecord", "AuditEntry", "AuditTrail", "CallRecord", "CallRow", "CallStore", "ConversationStore", "GroupBy",
+    "GroupTotals", "GuardrailDecision", "GuardrailLog", "IncidentStore", "KeyStore", "PatternRecord", "PatternStore",
+    "ResponseCache", "RunState", "RunStore", "StorageError", "Store", "StoreUnavailable", "WorkflowRecord",
+    "WorkflowRun", "WorkflowStore",
 ]

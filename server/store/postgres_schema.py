@@ -89,8 +89,19 @@ CREATE INDEX runs_created ON runs (created_at);
 CREATE INDEX runs_owner ON runs (owner, created_at);
 CREATE INDEX runs_status ON runs (status, created_at);
 """),
-    # Agents (server.store.AgentRecord), as SQLite's 009_agents: the current version, and every version.
-    ("009_agents", """
+    # The append-only audit trail, as SQLite's 009_audit: an UPDATE is refused by the database itself.
+    ("009_audit", """
+CREATE TABLE audit (seq bigserial PRIMARY KEY, id text NOT NULL UNIQUE, ts double precision NOT NULL,
+    actor text NOT NULL, action text NOT NULL, subject text NOT NULL, step text, input_sha256 text,
+    output_sha256 text, detail jsonb NOT NULL, content jsonb);
+CREATE INDEX audit_subject ON audit (subject, seq);
+CREATE INDEX audit_ts ON audit (ts);
+CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$;
+CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+"""),
+    # Agents (server.store.AgentRecord), as SQLite's 010_agents: the current version, and every version.
+    ("010_agents", """
 CREATE TABLE agents (name text PRIMARY KEY, version integer NOT NULL, spec text NOT NULL,
     created_at double precision, updated_at double precision);
 CREATE TABLE agent_versions (name text NOT NULL, version integer NOT NULL, spec text NOT NULL,
