@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -15,6 +13,7 @@ import pytest
 
 from server.simulator import Upstream
 from tests.conftest import provider_entry
+from tests.pinger import pinging
 from tests.secure_serving import MCP_HEADERS, initialize_body, make_key, mcp_client, running_server, write_toml
 
 pytestmark = pytest.mark.anyio
@@ -28,32 +27,6 @@ async def open_session(http: httpx2.AsyncClient, url: str, key: str) -> tuple[ht
                             headers={**MCP_HEADERS, "Authorization": f"Bearer {key}"})
     await reply.aread()
     return reply, time.perf_counter() - started
-
-
-@asynccontextmanager
-async def pinging(url: str, key: str) -> AsyncIterator[list[float]]:
-    """A concurrent client on its own session sending JSON-RPC ``ping`` in a loop while the block runs; yields
-    the round trips (s) seen so far."""
-    latencies: list[float] = []
-    async with httpx2.AsyncClient(timeout=30) as http, anyio.create_task_group() as group:
-        opened, _ = await open_session(http, url, key)
-        headers = {**MCP_HEADERS, "Authorization": f"Bearer {key}", "Mcp-Protocol-Version": "2025-11-25",
-                   "Mcp-Session-Id": opened.headers["mcp-session-id"]}
-        await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
-
-        async def loop() -> None:
-            for number in range(2, 1_000_000):
-                started = time.perf_counter()
-                reply = await http.post(url, json={"jsonrpc": "2.0", "id": number, "method": "ping"}, headers=headers)
-                assert reply.status_code == 200 and '"result"' in reply.text, reply.text
-                latencies.append(time.perf_counter() - started)
-                await anyio.sleep(0.02)
-
-        group.start_soon(loop)
-        try:
-            yield latencies
-        finally:
-            group.cancel_scope.cancel()
 
 
 async def test_one_key_flooding_sessions_exhausts_only_its_own_allowance(tmp_path: Path, upstream: Upstream) -> None:
@@ -72,11 +45,8 @@ async def test_one_key_flooding_sessions_exhausts_only_its_own_allowance(tmp_pat
             async with mcp_client(server.url, watcher) as client:  # warm: the first call's imports are done
                 assert not (await client.call_tool("orchestrate", {"prompt": "warm up"})).is_error
             async with pinging(server.url, watcher) as pings, httpx2.AsyncClient(timeout=30) as http:
-                # The same pings with no flood first: the machine's own noise (a shared 2-core machine under
-                # other load delays any request by a scheduler slice or two), measured in this run.
-                while len(pings) < QUIET_PINGS:  # bounded by fail_after
-                    await anyio.sleep(0.05)
-                quiet, flood_from = max(pings), len(pings)
+                await pings.wait_for(QUIET_PINGS)  # bounded by fail_after
+                quiet, flood_from = max(pings.latencies), len(pings.latencies)
                 outcomes: list[tuple[httpx2.Response, float]] = []
 
                 async def burst(count: int) -> None:
@@ -108,10 +78,10 @@ async def test_one_key_flooding_sessions_exhausts_only_its_own_allowance(tmp_pat
                 assert again.status_code == 200
                 still, _ = await open_session(http, server.url, flooder)
                 assert still.status_code == 429
-            flooded = pings[flood_from:]
-            # Under 250 ms on a quiet machine (the quiet pings take a few ms); a flood that blocked the event loop
-            # or made each opening request slow (200 of them) would hold pings for seconds.
-            assert flooded and max(flooded) < 0.25 + quiet, \
+            flooded = pings.latencies[flood_from:]
+            # Under 250 ms (the quiet pings before the flood take a few ms); a flood that blocked the event loop or
+            # made each opening request slow (200 of them) would hold pings for seconds.
+            assert flooded and max(flooded) < 0.25, \
                 f"slowest ping {max(flooded) * 1000:.0f} ms of {len(flooded)} (quiet: {quiet * 1000:.0f} ms)"
 
 

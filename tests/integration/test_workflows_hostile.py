@@ -11,8 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import string
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,12 @@ import anyio
 import pytest
 from mcp import Client
 
+from tests.pinger import pinging
 from tests.secure_serving import ServerProcess, make_key, mcp_client, running_server, write_toml
 
-# Pings are the handshake era's (the clients here use it: mode="legacy"); the SDK marks them deprecated for 2026-07-28.
-pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore:ping is removed as of 2026-07-28")]
+pytestmark = pytest.mark.anyio
 REFUSAL_S = 1.0
-PING_S = 0.25
+PING_S = 0.25  # another principal's pings, from a process of their own (tests/pinger.py)
 
 
 @dataclass
@@ -73,41 +72,19 @@ def roomy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                      workflow_max_active_runs=3)
 
 
-@asynccontextmanager
-async def pinging(served: Served) -> AsyncIterator[list[float]]:
-    """Another principal's client pinging the server throughout the block; yields the latencies (seconds)."""
-    latencies: list[float] = []
-    async with mcp_client(served.server.url, served.pinger) as client:
-        await client.send_ping()
-        async with anyio.create_task_group() as tg:
-            async def ping_forever() -> None:
-                while True:
-                    started = anyio.current_time()
-                    await client.send_ping()
-                    latencies.append(anyio.current_time() - started)
-                    await anyio.sleep(0.01)  # pacing: a client checking in a hundred times a second
-
-            tg.start_soon(ping_forever)
-            try:
-                yield latencies
-            finally:
-                tg.cancel_scope.cancel()
-
-
 async def refused_quickly(served: Served, token: str, tool: str, **arguments: Any) -> str:
     """Call ``tool`` while another client pings; the call must be refused within 1 s and no ping take 250 ms."""
-    async with mcp_client(served.server.url, token) as client, pinging(served) as latencies:
+    async with mcp_client(served.server.url, token) as client, pinging(served.server.url, served.pinger) as pings:
         started = anyio.current_time()
         with anyio.fail_after(30):
             result = await client.call_tool(tool, arguments)
         elapsed = anyio.current_time() - started
-        with anyio.fail_after(5):  # at least a few pings after the call, to see the server is not still busy
-            while len(latencies) < 3:
-                await client.send_ping()
+        with anyio.fail_after(5):  # a few pings after the call too, to see the server is not still busy
+            await pings.wait_for(len(pings.latencies) + 3)
     assert result.is_error, result.structured_content
     text = result.content[0].text
     assert elapsed < REFUSAL_S, (elapsed, text)
-    assert max(latencies) < PING_S, (max(latencies), len(latencies))
+    assert max(pings.latencies) < PING_S, (max(pings.latencies), len(pings.latencies))
     return text
 
 
@@ -207,12 +184,13 @@ async def test_unfinished_runs_per_principal_stop_at_the_ceiling(roomy: Served) 
 
 async def test_a_waiting_run_of_a_thousand_approvals_holds_no_thread_each_and_slows_nobody(roomy: Served) -> None:
     before = threads_of(roomy.server)
-    async with mcp_client(roomy.server.url, roomy.user) as client, pinging(roomy) as latencies:
+    async with mcp_client(roomy.server.url, roomy.user) as client, pinging(roomy.server.url, roomy.pinger) as pings:
         with anyio.fail_after(90):
             run = (await client.call_tool("run_workflow", {"workflow": approvals(1_000), "wait_s": 5})).structured_content
             while run["status"] != "waiting" or sum(s["status"] == "waiting" for s in run["steps"]) < 1_000:
                 run = (await client.call_tool("workflow_run", {"run_id": run["run_id"]})).structured_content
         threads = threads_of(roomy.server)
+        latencies = pings.latencies
         print(f"threads before {before}, with 1,000 approvals waiting {threads}; {len(latencies)} pings, "
               f"slowest {max(latencies) * 1000:.0f} ms")
         # Before: DBOS's unbounded executor held ~1,800 threads for a run like this one.
