@@ -51,7 +51,7 @@ from server.workflows.status import (
     run_uri,
 )
 from server.workflows.tracker import RunTracker
-from server.workflows.validation import parse_definition, validate
+from server.workflows.validation import parse_definition, validate, warm
 
 __all__ = ["ApprovalRefused", "RunConflict", "RunNotFound", "RunProgress", "RunStatus", "SavedWorkflow",
            "StepReport", "ToolStepsForbidden", "WorkflowNotFound", "WorkflowService", "definition_uri", "run_uri"]
@@ -113,20 +113,22 @@ class WorkflowService:
 
     def __init__(self, runtime: WorkflowRuntime, store: WorkflowStore, tracker: RunTracker, *, runs: RunStore,
                  clock: Callable[[], float] = time.time, limits: Any = None) -> None:
-        self.runtime = runtime
-        self.store = store
-        self.runs = runs
-        self.tracker = tracker
-        self.limits = limits
-        self._clock = clock
+        self.runtime, self.store, self.runs, self.tracker = runtime, store, runs, tracker
+        self.limits, self._clock = limits, clock
         self._plans: OrderedDict[str, list[PlannedStep]] = OrderedDict()
         self._validation: anyio.CapacityLimiter | None = None
+        self._warmed: anyio.Event | None = None
         self._starting: anyio.Lock | None = None
 
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on a worker thread under the validation deadline (CPU-heavy work stays off the loop)."""
-        if self._validation is None:
-            self._validation = anyio.CapacityLimiter(VALIDATION_THREADS)
+        if self._validation is None or self._warmed is None:  # the first check imports, off the deadline
+            self._validation, self._warmed = anyio.CapacityLimiter(VALIDATION_THREADS), anyio.Event()
+            try:
+                await anyio.to_thread.run_sync(warm, limiter=self._validation)
+            finally:
+                self._warmed.set()
+        await self._warmed.wait()
         try:
             with anyio.fail_after(VALIDATION_DEADLINE_S):
                 return await anyio.to_thread.run_sync(fn, *args, limiter=self._validation, abandon_on_cancel=True)
