@@ -34,7 +34,7 @@ from server.security.limits import CeilingExceeded, check_workflow_ceilings
 from server.store import RunStore, StorageError, WorkflowRecord, WorkflowRun, WorkflowStore
 from server.workflows.access import keys_for, named, own_id, refusal, shown_id, visible
 from server.workflows.inputs import check_inputs
-from server.workflows.interpreter import APPROVALS_TOPIC, LAYOUT, approval_topic
+from server.workflows.interpreter import APPROVALS_TOPIC, LAYOUT, RunFailed, approval_topic
 from server.workflows.library import sub_workflows
 from server.workflows.model import (ApprovalRefused, Definition, InvalidWorkflow, RunConflict, RunNotFound,
                                     ToolStepsForbidden, WorkflowNotFound, mermaid)
