@@ -12,13 +12,15 @@ from server.dependencies import Dependencies
 from server.security import Forbidden, Principal, Role, caller
 from server.security import require_role as check_role
 from tools._errors import core_errors, internal_error
-from tools._tool import call_started, make_tool
+from tools._tool import TaskStarted, call_started, make_tool
 
-__all__ = ["call_started", "core_errors", "dependencies", "internal_error", "make_tool", "require_role"]
+__all__ = ["AS_TASK", "TaskStarted", "call_started", "core_errors", "dependencies", "internal_error", "make_tool",
+           "require_role"]
 
 AS_TASK: ContextVar[bool] = ContextVar("as_task", default=False)
 """Set while a tool call becomes an MCP task (:mod:`server.app.tasks`): a tool that supports tasks starts its
-work and returns at once (``run_workflow`` returns the started run's status), and the task follows the work."""
+work and returns at once (``run_workflow`` returns the started run's status, ``consensus`` a
+:class:`TaskStarted`), and the task follows the work."""
 
 
 def dependencies(ctx: Context) -> Dependencies:

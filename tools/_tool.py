@@ -15,7 +15,7 @@ from typing import Any
 
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from server.operations.telemetry import SPAN_TOOL, span
@@ -31,6 +31,13 @@ def call_started() -> float:
     ``overhead_ms`` counts from here, so whatever the call waited for before its body ran is counted too."""
     started = _call_started.get()
     return time.perf_counter() if started is None else started
+
+
+class TaskStarted(BaseModel):
+    """What a tool returns instead of its result when it started its work as an MCP task
+    (:data:`tools._context.AS_TASK`): the durable run the task follows."""
+
+    run_id: str
 
 
 class SurfaceTool(Tool):
@@ -77,10 +84,12 @@ class SurfaceTool(Tool):
     def convert(self, result: Any) -> Any:
         """The ``CallToolResult`` for what the tool function returned: a model's fields once, as structured
         content without its ``None`` fields (compact; the output schema leaves them out of ``required``), and
-        a short text (:attr:`render`, else the compact JSON)."""
-        if isinstance(result, CallToolResult) or not isinstance(result, BaseModel):
+        a short text (:attr:`render`, else the compact JSON). An input-required round (a resolver asking the
+        client, 2026-07-28) goes out as it is."""
+        if isinstance(result, CallToolResult | InputRequiredResult) or not isinstance(result, BaseModel):
             return self.fn_metadata.convert_result(result)
-        text = self.render(result) if self.render is not None else result.model_dump_json(by_alias=True,
+        rendered = self.render is not None and not isinstance(result, TaskStarted)
+        text = self.render(result) if rendered else result.model_dump_json(by_alias=True,
                                                                                             exclude_none=True)
         return CallToolResult(content=[TextContent(type="text", text=text)],
                               structured_content=result.model_dump(mode="json", by_alias=True, exclude_none=True))

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from mcp.server.mcpserver import Context
+from mcp.server.mcpserver import Context, Resolve, Sample
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp_types import ToolAnnotations
+from mcp_types import CreateMessageResult, ToolAnnotations
 from pydantic import Field
 
+from server.consensus.host import HostAnswer
 from server.consensus.service import ConsensusRequest, ConsensusResult, Method
 from server.security import caller
+from server.workflows.consensus_runs import start_consensus_run
 from tools._arguments import Guard
-from tools._context import core_errors, dependencies, make_tool
+from tools._context import AS_TASK, TaskStarted, core_errors, dependencies, make_tool
+from tools._sampling import ask_host, host_answer
 from tools.orchestrate import MAX_PROMPT_CHARS, Name, PatternName, Variables, check_variables_size
 
 DESCRIPTION = """Ask several LLMs at once and aggregate: method vote or weighted_vote (short answers: give
@@ -21,8 +25,31 @@ with choices, else similarity. Give `prompt`, or `pattern` and `variables`. Retu
 0-1, each answer, dissent, cost."""
 
 
+async def _host(ctx: Context, host: bool, prompt: str | None, system: str | None, method: Method | None,
+                threshold: float, choices: list[str] | None, answer_path: str | None, samples_per_provider: int,
+                deadline_s: float | None, hard_deadline_s: float | None, max_tokens: int,
+                temperature: float | None, pattern: str | None,
+                variables: dict | None) -> Sample | HostAnswer | None:
+    """The client's model's answer, asked before the body runs when the caller set ``host``
+    (:mod:`tools._sampling`), with the request the answerers get, screened under the caller."""
+    if not host:
+        return None
+    if AS_TASK.get():
+        raise ToolError("host: the host's model can join a direct consensus call only, not a task")
+    check_variables_size(variables)  # before the pattern is rendered for the question
+    ask = ConsensusRequest(prompt=prompt, system=system, method=method, threshold=threshold,
+                           choices=tuple(choices or ()), answer_path=answer_path,
+                           samples_per_provider=samples_per_provider, deadline_s=deadline_s,
+                           hard_deadline_s=hard_deadline_s, max_tokens=max_tokens, temperature=temperature,
+                           pattern=pattern, variables=variables)
+    with core_errors():
+        request = await dependencies(ctx).consensus.host_request(ask, caller(ctx))
+    return await ask_host(ctx, request)
+
+
 async def consensus_tool(
     ctx: Context,
+    host_reply: Annotated[CreateMessageResult | HostAnswer | None, Resolve(_host)],
     prompt: Annotated[str | None, Field(max_length=MAX_PROMPT_CHARS)] = None,
     system: Annotated[str | None, Field(max_length=MAX_PROMPT_CHARS)] = None,
     providers: Annotated[list[Name] | None, Field(description="Default: the best max_providers.",
@@ -44,6 +71,7 @@ async def consensus_tool(
     temperature: Annotated[float | None, Field(ge=0, le=2, allow_inf_nan=False)] = None,
     pattern: PatternName | None = None,
     variables: Variables | None = None,
+    host: Annotated[bool, Field(description="Your model answers too (sampling).")] = False,
 ) -> ConsensusResult:
     deps = dependencies(ctx)
     check_variables_size(variables)
@@ -52,7 +80,13 @@ async def consensus_tool(
         threshold=threshold, choices=tuple(choices or ()), answer_path=answer_path, judge=judge, rounds=rounds,
         samples_per_provider=samples_per_provider, deadline_s=deadline_s, hard_deadline_s=hard_deadline_s,
         max_tokens=max_tokens, temperature=temperature, pattern=pattern, variables=variables,
+        host=None if host_reply is None else host_answer(host_reply),
     )
+    if AS_TASK.get():  # a durable run; the task follows it
+        if deps.workflows is None:
+            raise ToolError("consensus runs as a task only where workflows run")
+        with core_errors():
+            return TaskStarted(run_id=await start_consensus_run(deps.workflows, deps.consensus, ask, caller(ctx)))
     with core_errors():
         return await deps.consensus.run(ask, ctx.report_progress, principal=caller(ctx))
 

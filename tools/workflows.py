@@ -12,10 +12,12 @@ from pydantic import Field, JsonValue
 
 from server.models import DeferredModel
 from server.security import caller
+from server.workflows.approval_prompts import wait_asking
 from server.workflows.service import RUN_ID_PATTERN, SavedWorkflow, ToolStepsForbidden, WorkflowService
 from server.workflows.status import RunProgress, RunStatus, StepReport
 from tools._arguments import Guard
 from tools._context import AS_TASK, core_errors, dependencies, make_tool, require_role
+from tools._elicitation import approver_asker
 
 RUN_DESCRIPTION = """Run a durable workflow: a DAG of steps (orchestrate, consensus, pattern, tool, workflow,
 approval, agent, team). `workflow`: a saved name or a definition like {"name": "b", "steps": [{"id": "a", "kind":
@@ -85,6 +87,9 @@ async def run_workflow(
         async def progress(done: float, total: float, message: str) -> None:
             await ctx.report_progress(done, total, message)
 
+        ask = approver_asker(ctx)  # approvals the caller may decide are put to the person behind the client
+        if ask is not None:
+            return await wait_asking(service, started_id, wait_s, progress, principal, ask)
         return await service.wait(started_id, wait_s, progress, principal)
 
 

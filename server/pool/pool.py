@@ -250,6 +250,12 @@ class ProviderPool:
         member = self.candidates([name])[0]
         return call.policy.wrap(self._recorded(member, call), [member.config])
 
+    def outside(self, provider: Provider, call: Call) -> ScreenedProvider:
+        """A provider outside the pool (the client's own model, asked through sampling) for one answer of
+        ``call``: recording and the policy as for a member, but no health, no admission and no fallback."""
+        return call.policy.wrap(RecordingProvider(provider, self._store, call, clock=self._clock,
+                                                  timer=self._timer), [])
+
     async def complete(self, request: CompletionRequest, *, options: CallOptions | None = None,
                        providers: Sequence[str] | None = None, timeout_s: float | None = None,
                        principal: Principal = LOCAL, tool: str = "orchestrate") -> Completion:

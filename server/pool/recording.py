@@ -18,21 +18,22 @@ import anyio
 from server.errors import DeadlineExceeded, ProviderError, ProviderUnavailable
 from server.pool.call import Call
 from server.pool.member import PoolMember
-from server.pool.providers import Completion, CompletionRequest
+from server.pool.providers import Completion, CompletionRequest, Provider
 from server.store import CallRecord, CallStore
 
 
 class RecordingProvider:
-    """A :class:`~server.pool.member.PoolMember` whose attempts are recorded for ``call``.
+    """A :class:`~server.pool.member.PoolMember` (or a provider outside the pool: the client's own model) whose
+    attempts are recorded for ``call``.
 
     Args:
-        member: the member to call.
+        member: the member (or provider) to call; recorded under its ``name`` and ``model``.
         store: where records go.
         call: the call's labels (id, tool, A/B bucket, workflow) and attempt counter.
         clock: wall clock in Unix seconds (record times); timer: monotonic seconds (latencies).
     """
 
-    def __init__(self, member: PoolMember, store: CallStore, call: Call, *, clock: Callable[[], float] = time.time,
+    def __init__(self, member: PoolMember | Provider, store: CallStore, call: Call, *, clock: Callable[[], float] = time.time,
                  timer: Callable[[], float] = time.perf_counter) -> None:
         self.member = member
         self.name = member.name
@@ -65,10 +66,10 @@ class RecordingProvider:
 
     def _record(self, ts: float, latency_ms: float, status: Literal["ok", "error", "cancelled"],
                 error_class: str | None, completion: Completion | None = None) -> None:
-        call, config = self._call, self.member.config
+        call = self._call
         usage = completion.usage if completion is not None else None
         self._store.record_call(CallRecord(
-            ts=ts, call_id=call.call_id, tool=call.tool, provider=config.name, model=config.model, status=status,
+            ts=ts, call_id=call.call_id, tool=call.tool, provider=self.name, model=self.model, status=status,
             latency_ms=latency_ms, error_class=error_class,
             input_tokens=usage.input_tokens if usage else 0, output_tokens=usage.output_tokens if usage else 0,
             cost_usd=completion.cost_usd if completion is not None else 0.0, attempt=call.next_attempt(),

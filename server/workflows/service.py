@@ -34,7 +34,7 @@ from server.security.limits import CeilingExceeded, check_workflow_ceilings
 from server.store import RunStore, StorageError, WorkflowRecord, WorkflowRun, WorkflowStore
 from server.workflows.access import keys_for, named, own_id, refusal, shown_id, visible
 from server.workflows.inputs import check_inputs
-from server.workflows.interpreter import APPROVALS_TOPIC, LAYOUT, RunFailed, approval_topic, parse_arguments
+from server.workflows.interpreter import APPROVALS_TOPIC, LAYOUT, RunFailed, approval_topic
 from server.workflows.library import sub_workflows
 from server.workflows.model import (ApprovalRefused, Definition, InvalidWorkflow, RunConflict, RunNotFound,
                                     ToolStepsForbidden, WorkflowNotFound, mermaid)
@@ -47,10 +47,13 @@ from server.workflows.status import (
     RunStatus,
     StepReport,
     build_status,
+    definition_uri,
     plan_steps,
+    run_diagram,
+    run_uri,
 )
 from server.workflows.tracker import RunTracker
-from server.workflows.validation import parse_definition, validate
+from server.workflows.validation import parse_definition, validate, warm
 
 __all__ = ["ApprovalRefused", "RunConflict", "RunNotFound", "RunProgress", "RunStatus", "SavedWorkflow",
            "StepReport", "ToolStepsForbidden", "WorkflowNotFound", "WorkflowService", "definition_uri", "run_uri"]
@@ -95,20 +98,22 @@ class WorkflowService:
                  clock: Callable[[], float] = time.time, limits: Any = None,
                  oversight: Oversight | None = None) -> None:
         self.oversight = oversight or Oversight()
-        self.runtime = runtime
-        self.store = store
-        self.runs = runs
-        self.tracker = tracker
-        self.limits = limits
-        self._clock = clock
+        self.runtime, self.store, self.runs, self.tracker = runtime, store, runs, tracker
+        self.limits, self._clock = limits, clock
         self._plans: OrderedDict[str, list[PlannedStep]] = OrderedDict()
         self._validation: anyio.CapacityLimiter | None = None
+        self._warmed: anyio.Event | None = None
         self._starting: anyio.Lock | None = None
 
     async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on a worker thread under the validation deadline (CPU-heavy work stays off the loop)."""
-        if self._validation is None:
-            self._validation = anyio.CapacityLimiter(VALIDATION_THREADS)
+        if self._validation is None or self._warmed is None:  # the first check imports, off the deadline
+            self._validation, self._warmed = anyio.CapacityLimiter(VALIDATION_THREADS), anyio.Event()
+            try:
+                await anyio.to_thread.run_sync(warm, limiter=self._validation)
+            finally:
+                self._warmed.set()
+        await self._warmed.wait()
         try:
             with anyio.fail_after(VALIDATION_DEADLINE_S):
                 return await anyio.to_thread.run_sync(fn, *args, limiter=self._validation, abandon_on_cancel=True)
@@ -332,7 +337,7 @@ class WorkflowService:
             RunNotFound: no such run (or another principal's).
         """
         _, record = await self._get(run_id, caller or LOCAL)
-        return await self._off_loop(_diagram, record.arguments)
+        return await self._off_loop(run_diagram, record.arguments)
 
     async def wait(self, run_id: str, wait_s: float, progress: Progress | None = None,
                    caller: Principal | None = None) -> RunStatus:
@@ -446,6 +451,19 @@ class WorkflowService:
         await self.oversight.decided(record.run_id, step, decision, comment, caller)
         return await self._decision_shown(stored, record.run_id, step, caller)
 
+    async def approvals_for(self, run_id: str, caller: Principal) -> tuple[str, list[str]]:
+        """The run's key (what :attr:`tracker` knows it by) and its waiting approval steps that ``caller`` may
+        decide (:meth:`decide` would not refuse them).
+
+        Raises:
+            RunNotFound: unknown run (or another principal's that the caller may not decide).
+        """
+        stored, record, planned = await self._decidable(run_id, caller)
+        rules = {p.name: p for p in planned}
+        steps = (await self._report(stored, record, caller)).steps
+        return stored.run_id, [s.id for s in steps if s.status == "waiting" and s.id in rules
+                               and refusal(rules[s.id], caller, stored.owner) is None]
+
     async def _decision_shown(self, stored: WorkflowRun, key: str, step: str, caller: Principal) -> RunStatus:
         """The run's report once ``step`` shows its decision taken in (or after :data:`WAIT_AFTER_ACTION_S`):
         woken by the tracker's events for a run executing here; on another replica, read again (DBOS notifies
@@ -477,19 +495,3 @@ class WorkflowService:
                 if any(p.kind == "approval" and named(p.approvers, caller) for p in planned):
                     return stored, record, planned
             raise
-
-
-def _diagram(arguments: Mapping[str, Any]) -> str:
-    try:
-        definition, _ = parse_arguments(arguments)
-    except RunFailed:
-        return "flowchart TD"
-    return mermaid(definition)
-
-
-def definition_uri(name: str) -> str:
-    return f"workflows://definitions/{name}"
-
-
-def run_uri(run_id: str) -> str:
-    return f"workflows://runs/{run_id}"

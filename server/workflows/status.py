@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 from pydantic import Field
 
 from server.models import DeferredModel
-from server.workflows.interpreter import parse_arguments, step_name
-from server.workflows.model import topological_order
+from server.workflows.interpreter import RunFailed, parse_arguments, step_name
+from server.workflows.model import mermaid, topological_order
 from server.workflows.outcome import ApprovalOpened, StepOutcome
 from server.workflows.runtime import RunRecord
 from server.workflows.tracker import RunTracker
@@ -130,3 +130,20 @@ def build_status(record: RunRecord, recorded: Mapping[str, Any], tracker: RunTra
                      error=record.error, steps=[] if brief else steps,
                      progress=RunProgress(done=done, total=len(steps), message=message),
                      created_at=record.created_at, updated_at=record.updated_at, runtime=runtime)
+
+
+def run_diagram(arguments: Mapping[str, Any]) -> str:
+    """A run's DAG as a Mermaid flowchart (an empty one when its arguments no longer parse)."""
+    try:
+        definition, _ = parse_arguments(arguments)
+    except RunFailed:
+        return "flowchart TD"
+    return mermaid(definition)
+
+
+def definition_uri(name: str) -> str:
+    return f"workflows://definitions/{name}"
+
+
+def run_uri(run_id: str) -> str:
+    return f"workflows://runs/{run_id}"

@@ -55,6 +55,14 @@ _ROOTS = ("inputs", "steps")
 _LISTED_NON_FINITE = 20
 
 
+def warm() -> None:
+    """Build, once, what checking any definition uses (the definition models, jsonschema for its ``inputs``), so
+    that a first check's deadline bounds the check and not those imports (seconds on a loaded machine). YAML and
+    re2 load when a definition needs them (simple mode has neither)."""
+    parse_definition({"name": "warm", "inputs": {"type": "object", "properties": {"s": {"type": "string"}}},
+                      "steps": [{"id": "a", "kind": "pattern", "with": {"pattern": "p"}}]})
+
+
 def parse_definition(source: str | Mapping[str, Any]) -> Definition:
     """A validated definition from a mapping, JSON text, or YAML text (YAML needs PyYAML, imported now).
 

@@ -1,5 +1,6 @@
-"""MCP tasks through a real client over Streamable HTTP (2026-07-28): a ``run_workflow`` task is started, polled,
-cancelled, and read again after the server restarts (the task is the durable workflow run, on DBOS)."""
+"""MCP tasks through a real client over Streamable HTTP (2026-07-28): ``run_workflow`` and ``consensus`` tasks are
+started, polled, cancelled, and read again after the server restarts (each task is a durable workflow run, on
+DBOS)."""
 
 from __future__ import annotations
 
@@ -40,13 +41,29 @@ async def poll(client: Client, task_id: str, until: tuple[str, ...], message: st
 
 async def test_a_workflow_task_is_polled_cancelled_and_read_again_after_a_restart(tmp_path: Path,
                                                                                  upstream: Upstream) -> None:
-    config = write_toml(tmp_path / "c.toml", [provider_entry(upstream, "primary", model="gpt-sim")])
+    config = write_toml(tmp_path / "c.toml", [provider_entry(upstream, "primary", model="gpt-sim"),
+                                              provider_entry(upstream, "second", model="gpt-sim-2"),
+                                              *(provider_entry(upstream, f"stuck-{n}", model="slow-60000",
+                                                               priority=9) for n in (1, 2))])
     database = tmp_path / "state.db"
     with running_server(config, database, tmp_path / "server.log") as server:
         async with Client(server.url, extensions=[TasksClient()]) as client:
             gate = await start_task(client, "run_workflow", {"workflow": GATE})
             brief = await start_task(client, "run_workflow", {"workflow": BRIEF})
             assert isinstance(gate, CreatedTask) and isinstance(brief, CreatedTask), (gate, brief)
+            vote = await start_task(client, "consensus", {"prompt": "Say hi", "providers": ["primary", "second"]})
+            stuck = await start_task(client, "consensus", {"prompt": "Say hi", "providers": ["stuck-1", "stuck-2"]})
+            assert isinstance(vote, CreatedTask) and isinstance(stuck, CreatedTask), (vote, stuck)
+
+            # A consensus task: polled while its answerers are out, cancelled; another one completes.
+            assert (await poll(client, stuck.task_id, ("working",), message="steps done"))["status"] == "working"
+            await tasks_request(client, "tasks/cancel", stuck.task_id)
+            assert (await poll(client, stuck.task_id, ("cancelled", "completed", "failed")))["status"] == "cancelled"
+            agreed = await poll(client, vote.task_id, ("completed", "failed", "cancelled"))
+            assert agreed["status"] == "completed" and agreed["result"]["isError"] is False, agreed
+            consensus = agreed["result"]["structuredContent"]
+            assert {r["provider"] for r in consensus["responses"]} == {"primary", "second"}
+            assert consensus["status"] in ("consensus", "no_consensus")
             assert gate.task_id.startswith("run-") and gate.status == "working"
 
             # The approval step opens: the status message (the run's progress) says what the task waits for.
@@ -81,6 +98,9 @@ async def test_a_workflow_task_is_polled_cancelled_and_read_again_after_a_restar
             result = await tasks_request(client, "tasks/get", brief.task_id)
             assert result["status"] == "completed"
             assert result["result"]["structuredContent"]["outputs"]["text"] == text
+            assert (await tasks_request(client, "tasks/get", stuck.task_id))["status"] == "cancelled"
+            kept = await tasks_request(client, "tasks/get", vote.task_id)
+            assert kept["status"] == "completed" and kept["result"]["structuredContent"] == consensus
 
 
 @asynccontextmanager

@@ -83,3 +83,78 @@ async def test_a_refused_start_is_the_tools_error_and_no_task() -> None:
     async with Client(mcp, extensions=[TasksClient()]) as client:
         result = await start_task(client, "run_workflow", {"workflow": "no-such-workflow"})
         assert not isinstance(result, CreatedTask) and result.is_error
+
+
+def two_providers() -> tuple[Any, Any]:
+    config = fake_config(fake_entry("alpha", model="a"), fake_entry("beta", model="b"))
+    fleet = fleet_for(config)
+    return build_server(config, store_factory=MemoryStore, provider_factory=fleet), fleet
+
+
+async def test_a_consensus_as_a_task_is_a_durable_run_with_the_consensus_as_its_result() -> None:
+    mcp, fleet = two_providers()
+    fleet["alpha"].script(Reply("Paris"))
+    fleet["beta"].script(Reply("paris"))
+    async with Client(mcp, extensions=[TasksClient()]) as client:
+        task = await start_task(client, "consensus", {"prompt": "Capital of {{France}}?", "choices": ["Paris"],
+                                                      "max_providers": 2})
+        assert isinstance(task, CreatedTask), task
+        done = await settled(client, task.task_id)
+        assert done["status"] == "completed" and done["result"]["isError"] is False
+        result = done["result"]["structuredContent"]
+        assert (result["status"], result["answer"], result["method"]) == ("consensus", "Paris", "vote")
+        assert sorted(r["provider"] for r in result["responses"]) == ["alpha", "beta"]
+        run = await client.call_tool("workflow_run", {"run_id": task.task_id})  # the task is the run
+        assert run.structured_content["workflow"] == "consensus-task"
+    # The prompt reached the providers as written: the caller's text is never rendered as a template.
+    assert fleet["alpha"].requests[0].messages[0].content == "Capital of {{France}}?"
+
+
+async def test_a_consensus_task_is_cancelled_and_bad_arguments_start_none() -> None:
+    mcp, fleet = two_providers()
+    fleet["alpha"].script(Reply("slow", latency_s=30))
+    fleet["beta"].script(Reply("slow", latency_s=30))
+    async with Client(mcp, extensions=[TasksClient()]) as client:
+        task = await start_task(client, "consensus", {"prompt": "q", "max_providers": 2})
+        assert isinstance(task, CreatedTask)
+        await tasks_request(client, "tasks/cancel", task.task_id)
+        assert (await settled(client, task.task_id))["status"] == "cancelled"
+        refused = await start_task(client, "consensus", {"prompt": "q", "providers": ["alpha", "nobody"]})
+        assert not isinstance(refused, CreatedTask) and refused.is_error and "nobody" in refused.content[0].text
+        runs = await client.call_tool("workflow_run", {})
+        assert [r["run_id"] for r in runs.structured_content["runs"]] == [task.task_id]  # the refused one: no run
+
+
+async def no_form(context: Any, params: Any) -> Any:
+    raise AssertionError("a task's approvals are asked through inputRequests, never mid-call")
+
+
+async def test_a_waiting_approval_is_an_input_request_answered_through_tasks_update() -> None:
+    mcp, _ = server()
+    strict = {"name": "strict", "steps": [{"id": "review", "kind": "approval", "with": {"not_starter": True}}]}
+    async with Client(mcp, extensions=[TasksClient()], elicitation_callback=no_form) as client:
+        gate = await start_task(client, "run_workflow", {"workflow": GATE})
+        kept = await start_task(client, "run_workflow", {"workflow": strict})
+        assert isinstance(gate, CreatedTask) and isinstance(kept, CreatedTask)
+        with anyio.fail_after(10):
+            while (task := await tasks_request(client, "tasks/get", gate.task_id))["status"] == "working":
+                await anyio.sleep(0.02)
+        assert task["status"] == "input_required" and list(task["inputRequests"]) == ["approve:review"]
+        form = task["inputRequests"]["approve:review"]
+        assert form["method"] == "elicitation/create"
+        assert set(form["params"]["requestedSchema"]["properties"]) == {"decision", "comment"}
+        with pytest.raises(MCPError) as stray:
+            await tasks_request(client, "tasks/update", gate.task_id, input_responses={"approve:other": {}})
+        assert stray.value.error.code == -32602
+        await tasks_request(client, "tasks/update", gate.task_id, input_responses={"approve:review": {
+            "action": "accept", "content": {"decision": "approve", "comment": "fine"}}})
+        done = await settled(client, gate.task_id)
+        assert done["status"] == "completed", done
+        decision = done["result"]["structuredContent"]["steps"][0]["output"]
+        assert (decision["decision"], decision["by"], decision["comment"]) == ("approved", "local", "fine")
+        # The starter may not decide a not_starter step: no input is asked of it, the task keeps working.
+        with anyio.fail_after(10):
+            while "approve or reject" not in ((task := await tasks_request(client, "tasks/get", kept.task_id))
+                                              .get("statusMessage") or ""):
+                await anyio.sleep(0.02)
+        assert task["status"] == "working" and "inputRequests" not in task
