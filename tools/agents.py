@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from server.agents import AgentService
 
 REGISTER_DESCRIPTION = """Save an agent, a role orchestrate(agent=name) answers as. `agent`: {description,
-system_prompt, capabilities, providers, models, strategy, tools (server.tool), metadata}. Needs admin with auth on."""
+system_prompt, capabilities, providers, models, strategy, tools (server.tool), metadata}. Needs admin."""
 
 PLAN_DESCRIPTION = """Draft a workflow for a goal with a planning model: a valid definition, Mermaid diagram and
 rationale. save_as saves it (admin); run starts it."""

@@ -19,7 +19,7 @@ from tools._context import AS_TASK, TaskStarted, core_errors, dependencies, make
 from tools._sampling import ask_host, host_answer
 from tools.orchestrate import MAX_PROMPT_CHARS, Name, PatternName, Variables, check_variables_size
 
-DESCRIPTION = """Ask several LLMs at once and aggregate: method vote or weighted_vote (short answers: give
+DESCRIPTION = """Ask several LLMs and aggregate: method vote or weighted_vote (short answers: give
 `choices` or `answer_path`), similarity (free text), bayesian, synthesize (a `judge` merges them); default vote
 with choices, else similarity. Give `prompt`, or `pattern` and `variables`. Returns status, answer, agreement
 0-1, each answer, dissent, cost."""

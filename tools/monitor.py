@@ -22,7 +22,7 @@ latency p50/p95/p99 ms, tokens, cost; alerts, incidents, provider health. `metri
 or previous (the window before)."""
 
 ACK_DESCRIPTION = """Mark an incident as being handled (it resolves itself once its metric is normal). Needs
-admin with auth on."""
+admin."""
 
 
 DEFAULT_METRICS: tuple[Metric, ...] = ("calls", "errors", "latency", "tokens", "cost")

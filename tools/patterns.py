@@ -25,7 +25,7 @@ INDEX_URI = "knowledge://patterns"
 
 REGISTER_DESCRIPTION = """Save a prompt pattern (a new version if the name exists). Placeholders: {{ variable }},
 {{ a.b }} for a JSON key; no logic. It becomes an MCP prompt and the resource knowledge://patterns/{name}.
-Needs admin with auth on."""
+Needs admin."""
 
 SEARCH_DESCRIPTION = """Find saved prompt patterns by words and tags, best first; run one with
 orchestrate(pattern=name, variables={...})."""

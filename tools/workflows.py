@@ -20,16 +20,16 @@ from tools._context import AS_TASK, core_errors, dependencies, make_tool, requir
 from tools._elicitation import approver_asker
 
 RUN_DESCRIPTION = """Run a durable workflow: a DAG of steps (orchestrate, consensus, pattern, tool, workflow,
-approval, agent, team). `workflow`: a saved name or a definition like {"name": "b", "steps": [{"id": "a", "kind":
-"orchestrate", "with": {"prompt": "Sum up {{ inputs.text }}"}}, {"id": "c", "kind": "pattern", "depends_on":
-["a"], "with": {...}}], "outputs": {"s": "{{ steps.a.output.text }}"}}; steps may add when, retry, timeout_s,
-on_error. Returns after `wait_s` at most; the run goes on (see workflow_run)."""
+approval, agent, team). `workflow`: a saved name or a definition like {"name":"b","steps":[{"id":"a","kind":
+"orchestrate","with":{"prompt":"Sum up {{ inputs.text }}"}},{"id":"c","kind":"pattern","depends_on":["a"],
+"with":{...}}],"outputs":{"s":"{{ steps.a.output.text }}"}}; steps may add when, retry, timeout_s, on_error.
+Returns after `wait_s` at most; the run goes on (see workflow_run)."""
 
 RUN_ACTION_DESCRIPTION = """A workflow run's status, or cancel / approve / reject it (`step`: which approval;
 you are the approver). Without `run_id`: recent runs, newest first, by `status`, paged."""
 
 SAVE_DESCRIPTION = """Validate a workflow definition (an object or JSON/YAML text; every problem is listed) and
-save it as its name's next version. Needs admin with auth on."""
+save it as its name's next version. Needs admin."""
 
 
 DEFAULT_WAIT_S = 45.0
@@ -67,7 +67,7 @@ def _service(ctx: Context) -> WorkflowService:
 
 async def run_workflow(
     ctx: Context,
-    workflow: Annotated[str | dict[str, JsonValue], Field(description="A saved name or a definition.")],
+    workflow: str | dict[str, JsonValue],
     inputs: Annotated[dict[str, JsonValue] | None, Field(description="Free-form JSON.")] = None,
     wait: bool = True,
     wait_s: Annotated[float, Guard(gt=0, le=3600)] = DEFAULT_WAIT_S,
