@@ -86,6 +86,7 @@ class SQLiteDatabase:
         self.path = str(path)
         self.dropped = 0
         """Queued writes that could not be stored (each logged)."""
+        self._read_only_said = False
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         opened: Future[None] = Future()
@@ -203,12 +204,36 @@ class SQLiteDatabase:
     def _fail(self, item: _Batched, exc: BaseException) -> None:
         what = "a call record" if isinstance(item, CallRecord) else item.what
         future = None if isinstance(item, CallRecord) else item.future
+        exc = self._named(exc)
         if future is None:
             self.dropped += 1
             logger.warning("database %s: %s was not stored (%s); dropped", self.path, what, condition_of(exc))
         else:
             logger.error("database %s: %s was not stored (%s)", self.path, what, condition_of(exc))
             future.set_exception(_translated(exc, what, write=True, failures=self.failures))
+
+    def _named(self, exc: BaseException) -> BaseException:
+        """``exc``, or the read-only file system behind an I/O error on a write.
+
+        SQLite reports a write that the file system refuses with ``EROFS`` as ``SQLITE_IOERR_WRITE`` (it keeps no
+        errno), and a file system that turned read-only while serving (ext4's ``errors=remount-ro`` after a disk
+        error) shows no read-only flag in ``statvfs``: so the database file's times are set to what they are,
+        which such a file system refuses with ``EROFS`` and any other accepts, changing nothing."""
+        if self.path == ":memory:" or condition_of(exc) != "I/O error":
+            return exc
+        try:
+            stat = os.stat(self.path)
+            os.utime(self.path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        except OSError as probe:
+            if probe.errno == errno.EROFS:
+                if not self._read_only_said:
+                    self._read_only_said = True
+                    logger.error("database %s: the file system turned read-only while the server runs; writes "
+                                 "fail, reads go on. A file system the kernel made read-only after an error is "
+                                 "repaired only unmounted: stop the server, repair it, start the server again",
+                                 self.path)
+                return OSError(errno.EROFS, "the file system is read-only")
+        return exc
 
     def _call(self, db: sqlite_utils.Database, call: _Call) -> None:
         if not call.future.set_running_or_notify_cancel():
@@ -218,7 +243,8 @@ class SQLiteDatabase:
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             if db.conn.in_transaction:
                 db.rollback()  # a call must never leave a transaction open for the next batch
-            call.future.set_exception(_translated(exc, call.what, write=call.write, failures=self.failures))
+            call.future.set_exception(_translated(self._named(exc), call.what, write=call.write,
+                                                  failures=self.failures))
 
     # -- the async side ---------------------------------------------------------------------------------
 
