@@ -422,12 +422,20 @@ def refuse_tools(messages: Mapping[str, str]) -> Callable[..., Any]:
     return middleware
 
 
+HANDSHAKE_METHODS = ("initialize", "server/discover")
+"""The handshake era's opening request, and the 2026-07-28 revision's discovery: the warm start waits past them."""
+
+
 async def warm_after_first_request(ctx: Any, call_next: Callable[[Any], Any]) -> Any:
-    """A server middleware: once the first request after ``initialize`` is answered, the warm start begins
-    (:mod:`server.app.warmup`), so nothing competes with the handshake and the first ``tools/list``."""
-    result = await call_next(ctx)
+    """A server middleware: once the first request after the handshake is answered, the warm start begins
+    (:mod:`server.app.warmup`), so nothing competes with the handshake and the first ``tools/list``; a tool
+    call in flight holds its next step back (:meth:`~server.app.warmup.WarmUp.call`)."""
     warm_up = getattr(getattr(ctx, "lifespan_context", None), "warm_up", None)
-    if warm_up is not None and ctx.method != "initialize" and ctx.request_id is not None:
+    if warm_up is None:
+        return await call_next(ctx)
+    with warm_up.call() if ctx.method == "tools/call" else contextlib.nullcontext():
+        result = await call_next(ctx)
+    if ctx.method not in HANDSHAKE_METHODS and ctx.request_id is not None:
         warm_up.begin()
     return result
 

@@ -14,20 +14,26 @@ an HTTP server nobody has called yet), to build, one after another:
 The store is opened before serving (resources and prompts list the stored patterns). A call that arrives while
 this runs waits only for what it needs: its provider's ``prepare()`` waits for the same client build (the
 provider's own lock), and a workflow call for the runtime it needs; the call's ``overhead_ms`` counts that
-wait (it is time the server spent, not time a provider took).
+wait (it is time the server spent, not time a provider took). While a call runs, the warm start begins no new
+step (for at most :data:`YIELD_AT_MOST_S`): the builds are CPU-bound under one interpreter lock, so another
+provider's SDK imported beside the call's own would only slow the call down (a call written together with the
+handshake, through the second provider, waited for both imports).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import anyio
 
 logger = logging.getLogger(__name__)
 BEGIN_AFTER_S = 1.0
 """When no request has come by then, warm up anyway."""
+YIELD_AT_MOST_S = 2.0
+"""How long a step waits for the calls in flight to end before it builds beside them (a busy HTTP server)."""
 
 
 class WarmUp:
@@ -40,10 +46,14 @@ class WarmUp:
     """
 
     def __init__(self, steps: Sequence[tuple[str, Callable[[], Awaitable[object]]]], *,
-                 begin_after_s: float = BEGIN_AFTER_S) -> None:
+                 begin_after_s: float = BEGIN_AFTER_S, yield_at_most_s: float = YIELD_AT_MOST_S) -> None:
         self._steps = list(steps)
         self._begin = anyio.Event()
         self._begin_after_s = begin_after_s
+        self._yield_at_most_s = yield_at_most_s
+        self._calls = 0
+        self._no_calls = anyio.Event()
+        self._no_calls.set()
         self.done = anyio.Event()
         """Set when every step has run (or failed)."""
         self.began_at: float | None = None
@@ -52,6 +62,19 @@ class WarmUp:
         """Start now (called once the server has answered its first request). Idempotent."""
         self._begin.set()
 
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        """Around a tool call: no step begins while one runs (see the module docstring)."""
+        self._calls += 1
+        if self._calls == 1:
+            self._no_calls = anyio.Event()
+        try:
+            yield
+        finally:
+            self._calls -= 1
+            if self._calls == 0:
+                self._no_calls.set()
+
     async def run(self) -> None:
         """Wait for :meth:`begin` (or ``begin_after_s``), then run every step; returns when all have run."""
         with anyio.move_on_after(self._begin_after_s):
@@ -59,6 +82,8 @@ class WarmUp:
         self.began_at = time.perf_counter()
         built = []
         for what, build in self._steps:
+            with anyio.move_on_after(self._yield_at_most_s):
+                await self._no_calls.wait()
             try:
                 await build()
                 built.append(what)

@@ -101,3 +101,63 @@ def test_provider_steps_prepare_each_provider_that_has_a_set_up() -> None:
 
     steps = provider_steps([Plain(), Prepared()])
     assert [what for what, _ in steps] == ["provider prepared"]
+
+
+async def test_no_step_begins_while_a_call_is_in_flight_for_at_most_the_bound() -> None:
+    built: list[str] = []
+
+    async def build(name: str) -> None:
+        built.append(name)
+
+    held = WarmUp([("a", lambda: build("a"))], begin_after_s=0, yield_at_most_s=math.inf)
+    bounded = WarmUp([("b", lambda: build("b"))], begin_after_s=0, yield_at_most_s=0.05)
+    async with anyio.create_task_group() as group:
+        with held.call(), bounded.call():
+            group.start_soon(held.run)
+            group.start_soon(bounded.run)
+            with anyio.fail_after(10):
+                await bounded.done.wait()  # built beside the call once its bound passed
+            await anyio.wait_all_tasks_blocked()
+            assert built == ["b"] and not held.done.is_set()  # held back while the call runs
+        with anyio.fail_after(10):
+            await held.done.wait()  # the call ended: the step runs
+    assert built == ["b", "a"]
+
+
+class GatedOrSlow(SlowToSetUp):
+    """``gate`` answers only once :attr:`release` is set; any other name sets up slowly (SlowToSetUp)."""
+
+    release = anyio.Event()
+
+    async def prepare(self) -> None:
+        if self.name != "gate":
+            await super().prepare()
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        if self.name == "gate":
+            await GatedOrSlow.release.wait()
+        return await super().complete(request)
+
+
+async def test_a_tool_call_in_flight_holds_the_warm_start_back_until_it_ends() -> None:
+    SlowToSetUp.instances.clear()
+    GatedOrSlow.release = anyio.Event()
+    entry = {"kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
+    config = Config.model_validate({"providers": [{"name": "slow", **entry}, {"name": "gate", **entry}]})
+    mcp = build_server(config, store_factory=MemoryStore, provider_factory=GatedOrSlow)
+    async with Client(mcp) as client, anyio.create_task_group() as group:
+        slow = next(p for p in SlowToSetUp.instances if p.name == "slow")
+        answers: list[Any] = []
+
+        async def ask() -> None:
+            answers.append(await client.call_tool("orchestrate", {"prompt": "hi", "providers": ["gate"]}))
+
+        group.start_soon(ask)
+        await anyio.wait_all_tasks_blocked()  # the call waits in the gated provider
+        await client.list_tools()  # answered: the warm start begins, and must wait for the call
+        await anyio.wait_all_tasks_blocked()
+        assert not slow.setting_up.is_set()
+        GatedOrSlow.release.set()
+        with anyio.fail_after(10):
+            await slow.setting_up.wait()  # the call ended: the warm start sets the other provider up
+    assert not answers[0].is_error
