@@ -9,7 +9,7 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp_types import Completion, CompletionArgument, CompletionContext
 
-from resources import knowledge, operations, workflows
+from resources import audit, knowledge, operations, workflows
 from resources.knowledge import PatternResources
 from server.dependencies import Dependencies
 
@@ -35,6 +35,7 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> Patter
 
     workflows.register(mcp, dependencies)
     operations.register(mcp, dependencies)
+    audit.register(mcp, dependencies)
     return knowledge.register(mcp, dependencies)
 
 

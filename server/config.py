@@ -20,6 +20,8 @@ from server.errors import ConfigError
 from server.store.location import DatabaseLocation, PostgresDatabase, parse_database  # noqa: F401 (re-exported)
 
 from server.security.settings import AuthSettings, GuardrailSettings, LimitSettings, NetworkSettings
+from server.workflows.settings import (AuditSettings, GovernanceSettings, HookSettings, TriggerSettings,
+                                      resolve_hook_secrets)
 
 APP_NAME = "ai-orchestration-mcp"
 ProviderKind = Literal["openai", "anthropic"]
@@ -305,6 +307,10 @@ class Config(_Strict):
     guardrails: GuardrailSettings = GuardrailSettings()
     network: NetworkSettings = NetworkSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    governance: GovernanceSettings = GovernanceSettings()
+    hooks: dict[str, HookSettings] = Field(default_factory=dict)
+    triggers: tuple[TriggerSettings, ...] = ()
+    audit: AuditSettings = AuditSettings()
     source: str = Field(default="defaults", exclude=True)
     """Where the providers came from: a file path, ``environment`` or ``defaults``."""
 
@@ -354,6 +360,7 @@ class Config(_Strict):
         keys = [p.api_key.get_secret_value() for p in self.providers if p.api_key is not None]
         if self.dashboard.session_secret is not None:
             keys.append(self.dashboard.session_secret.get_secret_value())
+        keys += [h.secret.get_secret_value() for h in self.hooks.values() if h.secret is not None]
         return keys + [v for s in self.mcp_servers.values() for v in (*s.env.values(), *s.headers.values())]
 
 
@@ -425,7 +432,8 @@ def load_config(path: str | Path | None, environ: Mapping[str, str]) -> Config:
         error = exc.errors()[0]
         raise ConfigError(_describe(error), key=_dotted(error["loc"])) from None
     keyed = tuple(p.model_copy(update={"api_key": resolve_api_key(p, environ)}) for p in config.providers)
-    return config.model_copy(update={"providers": keyed, "dashboard": _dashboard_secret(config.dashboard, environ)})
+    return config.model_copy(update={"providers": keyed, "dashboard": _dashboard_secret(config.dashboard, environ),
+                                     "hooks": resolve_hook_secrets(config.hooks, environ)})
 
 
 def _dashboard_secret(settings: DashboardSettings, environ: Mapping[str, str]) -> DashboardSettings:
@@ -466,18 +474,9 @@ def _discover_providers(environ: Mapping[str, str]) -> list[dict]:
         if not environ.get(key_env) and not base_url:
             continue
         model, input_cost, output_cost = _DISCOVERED[kind]
-        providers.append(
-            {
-                "name": kind,
-                "kind": kind,
-                "model": environ.get(f"{prefix}_MODEL") or model,
-                "api_key_env": key_env,
-                "base_url": base_url or None,
-                "priority": priority,
-                "input_cost_per_mtok": input_cost,
-                "output_cost_per_mtok": output_cost,
-            }
-        )
+        providers.append({"name": kind, "kind": kind, "model": environ.get(f"{prefix}_MODEL") or model,
+                          "api_key_env": key_env, "base_url": base_url or None, "priority": priority,
+                          "input_cost_per_mtok": input_cost, "output_cost_per_mtok": output_cost})
     return providers
 
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from knowledge import PatternRegistry
     from server.config import Config
     from server.consensus.service import ConsensusService
+    from server.operations.audit import AuditLog
     from server.operations.incidents import IncidentService
     from server.operations.telemetry import Telemetry
     from server.pool.pool import ProviderPool
@@ -44,6 +45,8 @@ class Dependencies:
     Code that would import a full-mode dependency checks this and raises :class:`server.app.simple.FullModeRequired`."""
     warm_up: WarmUp | None = None
     """The warm start (:mod:`server.app.warmup`): begins once the server has answered its first request."""
+    audit: AuditLog | None = None
+    """The audit trail (:mod:`server.operations.audit`)."""
 
     @property
     def consensus(self) -> ConsensusService:

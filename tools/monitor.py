@@ -14,6 +14,7 @@ from pydantic import Field
 from server.models import DeferredModel
 from server.operations.incident_types import Incident
 from server.operations.summary import Metric, OperationsSummary
+from server.security import caller
 from tools._context import core_errors, dependencies, make_tool, require_role
 
 DESCRIPTION = """Call metrics over a window, by provider, model, tool, ab_bucket or workflow: calls, errors,
@@ -129,7 +130,7 @@ async def acknowledge_incident(
     if deps.incidents is None:
         raise ToolError("incidents are not available in this server")
     with core_errors():
-        return await deps.incidents.acknowledge(incident_id, by=acknowledged_by, note=note)
+        return await deps.incidents.acknowledge(incident_id, by=acknowledged_by, note=note, actor=caller(ctx).id)
 
 
 def tool() -> Tool:

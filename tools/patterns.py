@@ -16,6 +16,7 @@ from knowledge.copilot import copilot_path
 from knowledge.model import MAX_DESCRIPTION_CHARS, NAME_PATTERN
 from knowledge.template import MAX_TEMPLATE_CHARS
 from server.models import DeferredModel
+from server.security import caller
 from tools._arguments import Guard
 from tools._context import core_errors, dependencies, make_tool, require_role
 
@@ -101,6 +102,12 @@ async def register_pattern(
         })
         outcome = await deps.patterns.register(spec)
     if outcome.changed:
+        if deps.audit is not None:
+            pattern = outcome.pattern
+            await deps.audit.record("pattern.registered", actor=caller(ctx).id, subject=f"pattern:{pattern.name}",
+                                    id=f"pattern:{pattern.name}:v{pattern.version}",
+                                    outputs={"template": template, "description": description},
+                                    detail={"version": pattern.version})
         await announce_change(ctx, outcome.pattern)
     return _registered(outcome.pattern, outcome.changed)
 

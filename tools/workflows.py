@@ -123,7 +123,7 @@ async def save_workflow(
     require_role(ctx, "admin", "save_workflow")
     service = _service(ctx)
     with core_errors():
-        saved = await service.save(definition)
+        saved = await service.save(definition, caller=caller(ctx))
     if saved.changed:
         try:
             await ctx.notify_resources_changed()

@@ -25,6 +25,7 @@ from server.app.sdk_seams import advertise_list_changed, connection_of, serve_re
 from server.app.warmup import WarmUp, provider_steps
 from server.config import Config, PostgresDatabase
 from server.errors import ConfigError
+from server.operations.audit import AuditedGuardrails, AuditLog
 from server.operations.incidents import IncidentService, WorkflowRunner
 from server.pool.policy import Policy
 from server.pool.pool import ProviderPool
@@ -32,7 +33,7 @@ from server.pool.providers import Provider, build_provider
 from server.app.protocol_logging import ProtocolLog
 from server.app.run_tasks import RunTasks
 from server.app.tasks import TaskBackend, TasksExtension
-from server.security import INCIDENT_RESPONSE
+from server.security import INCIDENT_RESPONSE, METRIC_TRIGGERS
 from server.security.hygiene import redact_tool_errors
 from server.dependencies import Dependencies
 from server.store import Store
@@ -40,6 +41,7 @@ from server.store import Store
 if TYPE_CHECKING:
     from server.consensus.service import ConsensusService
     from server.operations.telemetry import Telemetry
+    from server.operations.triggers import MetricTriggers
     from server.workflows import RuntimeFactory, StepServices
     from server.workflows.downstream import DownstreamServers
     from server.workflows.lazy import LazyWorkflows
@@ -103,7 +105,10 @@ async def open_dependencies(
     store = store_factory()
     try:
         # The policy layer wraps every path to a provider ([guardrails], the per-call ceilings of [limits]).
-        policy = Policy.from_config(config, store.guardrails, clock=clock, phones="pattern" if simple else "library")
+        audit = AuditLog(store.audit, content=config.audit.content, retention_s=config.audit.retention_days * 86_400,
+                         secrets=config.secrets, clock=clock)
+        policy = Policy.from_config(config, AuditedGuardrails(store.guardrails, audit), clock=clock,
+                                    phones="pattern" if simple else "library")
         shared = getattr(store, "shared", False)  # replicas share this store (PostgreSQL)
         # Providers that [guardrails].allowed_models does not permit leave the pool there (naming one is refused).
         pool = ProviderPool([(p, provider_factory(p)) for p in config.providers], store.calls, config=config,
@@ -125,7 +130,7 @@ async def open_dependencies(
     try:
         downstream = _downstream_servers(config)
         workflows = _lazy_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime, telemetry,
-                                    downstream)
+                                    downstream, audit)
         if run_workflow is None:
             async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
                 # Under a named system principal: its steps' model calls are screened and recorded as its.
@@ -133,18 +138,21 @@ async def open_dependencies(
                 return run_id
 
         incidents = IncidentService(store.incidents, store.calls, pool, config, clock=clock, run_workflow=run_workflow,
-                                    claim=store.claim_interval if shared else None)  # once per interval, all replicas
+                                    claim=store.claim_interval if shared else None,  # once per interval, all replicas
+                                    audit=audit, triggers=_triggers(config, workflows))
         steps = provider_steps([member.provider for member in pool.members])
         if workflow_runtime is not None:  # a durable runtime: launched (recovering runs) once the SDKs are in
             steps.append(("workflow runtime", workflows.warm))
         warm_up = WarmUp(steps)
         async with _running(workflows.serve), _running(incidents.run), _running(warm_up.run), \
+                _running(audit.upkeep), \
                 (_running(downstream.serve) if downstream else contextlib.nullcontext()):  # sessions closed on exit
             yield Dependencies(config=config, store=store, pool=pool, lazy_consensus=consensus, patterns=patterns,
                                clock=clock, lazy_workflows=workflows, incidents=incidents, telemetry=telemetry,
-                               simple=simple, warm_up=warm_up)
+                               simple=simple, warm_up=warm_up, audit=audit)
     finally:
         with anyio.CancelScope(shield=True):
+            await audit.flush()
             await pool.aclose()
             await store.aclose()
 
@@ -161,7 +169,8 @@ def _downstream_servers(config: Config) -> DownstreamServers | None:
 
 def _lazy_workflows(config: Config, store: Store, pool: ProviderPool, consensus: Callable[[], ConsensusService],
                     patterns: PatternRegistry, clock: Callable[[], float], runtime: RuntimeFactory | None,
-                    telemetry: Telemetry | None, downstream: DownstreamServers | None = None) -> LazyWorkflows:
+                    telemetry: Telemetry | None, downstream: DownstreamServers | None = None,
+                    audit: AuditLog | None = None) -> LazyWorkflows:
     """The workflow service, built at first use; a given (durable) runtime is opened by the warm start
     (:mod:`server.app.warmup`), to recover interrupted runs without waiting for a call."""
     from server.workflows.lazy import LazyWorkflows
@@ -172,7 +181,20 @@ def _lazy_workflows(config: Config, store: Store, pool: ProviderPool, consensus:
         return StepServices(pool=pool, store=store, config=config, consensus=consensus(), patterns=patterns,
                             tool_caller=downstream.call if downstream else None, clock=clock, telemetry=telemetry)
 
-    return LazyWorkflows(services, store, runtime_factory=runtime, clock=clock, delay_s=math.inf)
+    return LazyWorkflows(services, store, runtime_factory=runtime, clock=clock, delay_s=math.inf, audit=audit)
+
+
+def _triggers(config: Config, workflows: LazyWorkflows) -> MetricTriggers | None:
+    """The ``[[triggers]]`` (metric conditions starting saved workflows), or ``None`` without any."""
+    if not config.triggers:
+        return None
+    from server.operations.triggers import MetricTriggers
+
+    async def start(name: str, inputs: Mapping[str, Any], run_id: str) -> str:
+        shown, _ = await workflows.service().start(name, inputs, run_id, caller=METRIC_TRIGGERS)
+        return shown
+
+    return MetricTriggers(config.triggers, start)
 
 
 @asynccontextmanager

@@ -22,7 +22,8 @@ from server.store.errors import StorageError
 logger = logging.getLogger("server")
 _QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "anthropic", "mcp", "uvicorn.access")
 _OWN_LOGGERS = ("server", "tools", "resources", "prompts", "knowledge")  # the packages of this distribution
-SUBCOMMANDS = ("check", "simulate-upstream", "demo", "patterns", "metrics", "keys", "workflows", "mcp-servers")
+SUBCOMMANDS = ("check", "simulate-upstream", "demo", "patterns", "metrics", "keys", "workflows", "mcp-servers",
+               "audit")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             _configure_logging("WARNING")
             return run_workflows_command(args, config, database_path(config, os.environ, args.database))
+        if args.command == "audit":
+            from server.app import audit_cli
+
+            _configure_logging("WARNING")
+            return audit_cli.run(args, config, database_path(config, os.environ, args.database))
         if args.command == "mcp-servers":
             from server.app import mcp_servers_cli
 
@@ -122,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tools", default=None, metavar="NAME,...", help="offer only these tools, e.g. "
                         "orchestrate,consensus (default: $AI_ORCHESTRATION_TOOLS, [server] tools, else all)")
     sub = parser.add_subparsers(dest="command",
-                                metavar="{check,simulate-upstream,demo,patterns,metrics,keys,workflows,mcp-servers}")
+                                metavar="{check,simulate-upstream,demo,patterns,metrics,keys,workflows,mcp-servers,audit}")
     check = sub.add_parser("check", parents=[common], help="validate the configuration and list providers")
     check.add_argument("--probe", action="store_true", help="also send each provider one request of one token "
                        "and report reachability, authentication and whether the model exists")
@@ -148,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     metrics.add_argument("--window", default="1h", help="how far back: 15m, 1h, 24h, 7d … (default 1h)")
     metrics.add_argument("--group-by", default="provider",
                          choices=["provider", "model", "tool", "ab_bucket", "workflow"])
+    from server.app.audit_cli import add_parser as add_audit_parser
     from server.app.keys_cli import add_parser as add_keys_parser
     from server.app.mcp_servers_cli import add_parser as add_mcp_servers_parser
     from server.app.workflows_cli import add_parser as add_workflows_parser
@@ -155,6 +162,7 @@ def _parser() -> argparse.ArgumentParser:
     add_keys_parser(sub, common)
     add_workflows_parser(sub, common)
     add_mcp_servers_parser(sub, common)
+    add_audit_parser(sub, common)
     return parser
 
 
@@ -325,6 +333,10 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
                 from server.app.dashboard import dashboard_mounter
 
                 dashboard = dashboard_mounter(deps, verifier)
+                if config.hooks and args.transport == "http":
+                    from server.app.webhooks import hooks_mounter
+
+                    dashboard = hooks_mounter(deps, verifier, dashboard)
             async with anyio.create_task_group() as group:
                 group.start_soon(_freeze_once_warm, deps.warm_up)
                 await serve(mcp, args.transport, host=args.host, port=args.port, allowed_hosts=allowed,

@@ -27,6 +27,7 @@ def run(args: argparse.Namespace, db_path: Path | str) -> int:
     import anyio
 
     from server.app.assembly import open_store
+    from server.operations.audit import AuditLog
     from server.security.keys import create_key, key_state
     from server.store import StorageError
 
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace, db_path: Path | str) -> int:
                 days = args.expires_in_days
                 created = await create_key(store.keys, args.name, args.role,
                                            expires_in_s=None if days is None else days * 86_400)
+                await AuditLog(store.audit).record("key.created", actor="local", subject=f"key:{created.record.id}",
+                                                   detail={"name": args.name, "role": args.role})
                 print(created.key, file=sys.stdout)  # cli-output
                 notice = f"key {created.record.id} ({args.role}) created; store it now, it is not shown again"
                 print(notice, file=sys.stderr)  # cli-output (stderr)
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace, db_path: Path | str) -> int:
                           f"{record.prefix}…  {record.name}", file=sys.stdout)
                 return 0
             if await store.keys.revoke_api_key(args.key_id, time.time()):
+                await AuditLog(store.audit).record("key.revoked", actor="local", subject=f"key:{args.key_id}")
                 print(f"key {args.key_id} revoked", file=sys.stdout)  # cli-output
                 return 0
             print(f"no active key with id {args.key_id}", file=sys.stderr)  # cli-output (stderr)

@@ -30,6 +30,8 @@ from server.security.redact import redact
 from server.store import CallStore, IncidentStore
 
 if TYPE_CHECKING:
+    from server.operations.audit import AuditLog
+    from server.operations.triggers import MetricTriggers
     from server.pool.member import PoolMember
 
 logger = logging.getLogger(__name__)
@@ -66,13 +68,18 @@ class IncidentService:
             in the current interval. Replicas sharing a PostgreSQL database pass the store's
             ``claim_interval`` (an advisory lock and the last claimed slot), so each interval's evaluation runs on
             one replica and a threshold crossing opens one incident; default: always this process.
+        audit: the trail incident actions (responses, acknowledgements) are recorded in.
+        triggers: ``[[triggers]]``, handed each evaluation's summary (:mod:`server.operations.triggers`).
     """
 
     def __init__(self, incidents: IncidentStore, calls: CallStore, pool: ProviderPool, config: Config, *,
                  clock: Callable[[], float] = time.time,
                  run_workflow: WorkflowRunner | None = None,
                  sleep: Callable[[float], Awaitable[Any]] = anyio.sleep,
-                 claim: Callable[[str, float, float], Awaitable[bool]] | None = None) -> None:
+                 claim: Callable[[str, float, float], Awaitable[bool]] | None = None,
+                 audit: AuditLog | None = None, triggers: MetricTriggers | None = None) -> None:
+        self.audit = audit
+        self.triggers = triggers
         self.incidents = incidents
         self.calls = calls
         self.pool = pool
@@ -160,13 +167,15 @@ class IncidentService:
         self._restore_demotions(now)
         alerts = self.config.alerts
         active = {(i.metric, i.provider): i for i in await self.active()}
-        if not active and not _any_threshold(self.config):
+        if not active and not _any_threshold(self.config) and self.triggers is None:
             return []
         from server.operations.summary import operations_summary  # not at start-up: the first evaluation is interval_s later
 
         summary = await operations_summary(self.calls, alerts, window=alerts.window, group_by="provider",
                                            metrics=["errors", "latency", "cost"], settings=self.config.operations,
                                            clock=self.clock)
+        if self.triggers is not None:
+            await self.triggers.evaluate(summary.groups, now, alerts.min_calls)
         changed: list[Incident] = []
         breached: set[tuple[str, str | None]] = set()
         for group in summary.groups:
@@ -202,6 +211,8 @@ class IncidentService:
         for action in self.config.alerts.responses.get(metric, ()):  # type: ignore[call-overload]
             incident.actions.append(await self._respond(action, incident, now))
             await self._save(incident)
+            await self._audited(f"incident.{action.action}", "system:incidents", incident,
+                                incident.actions[-1].model_dump(mode="json"))
         return incident
 
     async def _save(self, incident: Incident) -> None:
@@ -260,7 +271,8 @@ class IncidentService:
 
     # -- acknowledging --------------------------------------------------------------------------------------
 
-    async def acknowledge(self, incident_id: str, *, by: str | None = None, note: str | None = None) -> Incident:
+    async def acknowledge(self, incident_id: str, *, by: str | None = None, note: str | None = None,
+                          actor: str | None = None) -> Incident:
         """Mark an open incident as seen (idempotent; it still resolves itself after the cooldown).
 
         Raises:
@@ -286,8 +298,13 @@ class IncidentService:
             incident.acknowledged_by = by or incident.acknowledged_by
             incident.note = note if note is not None else incident.note
             await self._save(incident)
+        await self._audited("incident.acknowledged", actor or "local", incident, {"by": by, "note": note})
         await self._changed()
         return incident
+
+    async def _audited(self, action: str, actor: str, incident: Incident, detail: dict[str, Any]) -> None:
+        if self.audit is not None:
+            await self.audit.record(action, actor=actor, subject=f"incident:{incident.id}", detail=detail)
 
 
 async def active_incidents(incidents: IncidentStore) -> list[Incident]:

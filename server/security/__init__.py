@@ -51,6 +51,15 @@ LOCAL = Principal("local", "admin", authenticated=False)
 INCIDENT_RESPONSE = Principal("system:incidents", "admin")
 """The principal an incident's ``run_workflow`` response starts its run under (its model calls are screened and
 recorded as this principal's)."""
+SCHEDULER = Principal("system:scheduler", "admin")
+"""The principal a schedule's tick starts its run under (:mod:`server.workflows.schedules`)."""
+METRIC_TRIGGERS = Principal("system:triggers", "admin")
+"""The principal a metric trigger starts its run under (:mod:`server.operations.triggers`)."""
+
+
+def hook_principal(name: str) -> Principal:
+    """The principal a webhook's runs start under: ``system:hook:<name>`` (:mod:`server.workflows.hooks`)."""
+    return Principal(f"system:hook:{name}", "admin")
 
 
 def run_principal(owner: str | None) -> Principal:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from server.store.errors import StorageError, StoreUnavailable
 from server.store.protocols import (
+    AuditTrail,
     CallStore,
     ConversationStore,
     GuardrailLog,
@@ -29,6 +30,7 @@ from server.store.records import (
     Aggregate,
     AggregateRow,
     ApiKeyRecord,
+    AuditEntry,
     CallRecord,
     CallRow,
     GroupBy,
@@ -41,7 +43,8 @@ from server.store.records import (
 )
 
 __all__ = [
-    "FINISHED", "GROUP_COLUMNS", "RUN_STATES", "Aggregate", "AggregateRow", "ApiKeyRecord", "CallRecord", "CallRow",
+    "FINISHED", "GROUP_COLUMNS", "RUN_STATES", "Aggregate", "AggregateRow", "ApiKeyRecord", "AuditEntry", "AuditTrail",
+    "CallRecord", "CallRow",
     "CallStore", "ConversationStore", "GroupBy", "GroupTotals", "GuardrailDecision", "GuardrailLog", "IncidentStore",
     "KeyStore", "PatternRecord", "PatternStore", "ResponseCache", "RunState", "RunStore", "StorageError", "Store",
     "StoreUnavailable", "WorkflowRecord", "WorkflowRun", "WorkflowStore",

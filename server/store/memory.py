@@ -15,11 +15,12 @@ from typing import Any
 from server.store.errors import StorageError
 from server.store.memory_calls import MAX_RAW_CALLS, MemoryCalls, MemoryGuardrails
 from server.store.memory_patterns import MemoryPatterns
-from server.store.records import ApiKeyRecord, RunState, WorkflowRecord, WorkflowRun
+from server.store.records import ApiKeyRecord, AuditEntry, RunState, WorkflowRecord, WorkflowRun
 
 MAX_CONVERSATIONS = 10_000  # kept in memory (simple mode); the SQLite store keeps every one
 MAX_CACHE_ENTRIES = 10_000
 MAX_RUNS = 10_000
+MAX_AUDIT_ENTRIES = 100_000
 
 
 class MemoryConversations:
@@ -177,6 +178,40 @@ class MemoryKeys:
         return True
 
 
+class MemoryAudit:
+    """The audit trail in a list (append order), at most ``max_entries`` (the oldest go first: simple mode keeps
+    no trail beyond its process anyway)."""
+
+    def __init__(self, *, max_entries: int = MAX_AUDIT_ENTRIES) -> None:
+        self.entries: OrderedDict[str, AuditEntry] = OrderedDict()
+        self.max_entries = max_entries
+        self._seq = 0
+
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> int:
+        added = 0
+        for entry in entries:
+            if entry.id in self.entries:
+                continue
+            self._seq += 1
+            self.entries[entry.id] = dataclasses.replace(entry, seq=self._seq)
+            added += 1
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+        return added
+
+    async def audit_of(self, subject: str, *, limit: int = 10_000) -> list[AuditEntry]:
+        return [e for e in self.entries.values() if e.subject == subject][:limit]
+
+    async def audit_since(self, since_ts: float, *, after_seq: int = 0, limit: int = 1000) -> list[AuditEntry]:
+        return [e for e in self.entries.values() if e.ts >= since_ts and e.seq > after_seq][:limit]
+
+    async def purge_audit(self, before_ts: float) -> int:
+        old = [key for key, e in self.entries.items() if e.ts < before_ts]
+        for key in old:
+            del self.entries[key]
+        return len(old)
+
+
 class MemoryStore:
     """:class:`~server.store.Store` in memory; each part is reachable for tests (``store.calls.records`` …)."""
 
@@ -191,6 +226,7 @@ class MemoryStore:
         self.runs = MemoryRuns(max_runs=max_runs)
         self.incidents = MemoryIncidents()
         self.keys = MemoryKeys()
+        self.audit = MemoryAudit()
 
     async def aclose(self) -> None:
         """Nothing to release."""

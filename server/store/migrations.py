@@ -126,6 +126,18 @@ def _m008_runs(db: sqlite_utils.Database) -> None:
     db["runs"].create_index(["status", "created_at"])
 
 
+def _m009_audit(db: sqlite_utils.Database) -> None:
+    # The append-only audit trail (server.store.AuditEntry): `seq` is the append order; an UPDATE is refused by
+    # the database itself, and only retention deletes.
+    db.execute("CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, ts REAL NOT NULL, "
+               "actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, step TEXT, input_sha256 TEXT, "
+               "output_sha256 TEXT, detail TEXT NOT NULL, content TEXT)")
+    db.execute("CREATE INDEX audit_subject ON audit (subject, seq)")
+    db.execute("CREATE INDEX audit_ts ON audit (ts)")
+    db.execute("CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit "
+               "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_calls", _m001_calls),
     ("002_ab_bucket_and_cache_flag", _m002_ab_bucket_and_cache_flag),
@@ -135,6 +147,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("006_operations", _m006_operations),
     ("007_security", _m007_security),
     ("008_runs", _m008_runs),
+    ("009_audit", _m009_audit),
 ]
 
 

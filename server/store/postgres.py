@@ -19,6 +19,7 @@ from typing import Any
 from server.store import postgres_ops as ops_sql
 from server.store import postgres_patterns as patterns_sql
 from server.store.location import PostgresDatabase
+from server.store.postgres_audit import PostgresAudit
 from server.store.postgres_db import PostgresWorker
 from server.store.postgres_locks import Listener, claim_interval, notify
 from server.store.records import (
@@ -308,6 +309,7 @@ class PostgresStore:
         self.runs = PostgresRuns(self.database)
         self.incidents = PostgresIncidents(self.database)
         self.keys = PostgresKeys(self.database)
+        self.audit = PostgresAudit(self.database)
 
     # -- coordination across replicas (server.store.postgres_locks) -------------------------------------
 

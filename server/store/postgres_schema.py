@@ -89,6 +89,17 @@ CREATE INDEX runs_created ON runs (created_at);
 CREATE INDEX runs_owner ON runs (owner, created_at);
 CREATE INDEX runs_status ON runs (status, created_at);
 """),
+    # The append-only audit trail, as SQLite's 009_audit: an UPDATE is refused by the database itself.
+    ("009_audit", """
+CREATE TABLE audit (seq bigserial PRIMARY KEY, id text NOT NULL UNIQUE, ts double precision NOT NULL,
+    actor text NOT NULL, action text NOT NULL, subject text NOT NULL, step text, input_sha256 text,
+    output_sha256 text, detail jsonb NOT NULL, content jsonb);
+CREATE INDEX audit_subject ON audit (subject, seq);
+CREATE INDEX audit_ts ON audit (ts);
+CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$;
+CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+"""),
 ]
 
 

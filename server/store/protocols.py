@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from server.store.records import (
     AggregateRow,
     ApiKeyRecord,
+    AuditEntry,
     CallRecord,
     CallRow,
     GroupBy,
@@ -275,6 +276,28 @@ class KeyStore(Protocol):
         ...
 
 
+class AuditTrail(Protocol):
+    """The append-only audit trail: entries are added and read, never changed; only retention deletes them."""
+
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> int:
+        """Append entries in one transaction, committed on return; an entry whose ``id`` is stored already is
+        skipped (the first one stays as it was). Returns how many were added."""
+        ...
+
+    async def audit_of(self, subject: str, *, limit: int = 10_000) -> list[AuditEntry]:
+        """The entries about ``subject`` (a run id …), in the order they were appended."""
+        ...
+
+    async def audit_since(self, since_ts: float, *, after_seq: int = 0, limit: int = 1000) -> list[AuditEntry]:
+        """Entries with ``ts >= since_ts`` and ``seq > after_seq``, in append order (page on with the last
+        ``seq``)."""
+        ...
+
+    async def purge_audit(self, before_ts: float) -> int:
+        """Delete entries older than ``before_ts`` (retention); returns how many went."""
+        ...
+
+
 class Store(Protocol):
     """One implementation of every protocol over one backend, for the app assembly (which hands each core
     service the parts it needs) and the CLI."""
@@ -305,6 +328,9 @@ class Store(Protocol):
 
     @property
     def keys(self) -> KeyStore: ...
+
+    @property
+    def audit(self) -> AuditTrail: ...
 
     async def aclose(self) -> None:
         """Store everything queued, then release the backend. Idempotent; shielded from cancellation."""

@@ -258,3 +258,36 @@ class WorkflowRun:
     def finished(self) -> bool:
         """Whether the run has ended (completed, failed or cancelled)."""
         return self.status in FINISHED
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One entry of the append-only audit trail (:mod:`server.operations.audit` writes and reads them).
+
+    Attributes:
+        id: unique and deterministic for the fact it records (``run:<run id>:step:<step>`` …): appending the
+            same fact again (a run replayed after a crash) keeps the first entry.
+        ts: when, Unix seconds.
+        actor: who: a principal id (``key:…``, ``jwt:…``, ``local``, ``system:scheduler`` …).
+        action: what: ``run.started``, ``step.finished``, ``approval.decided``, ``guardrail.redact``,
+            ``workflow.saved``, ``schedule.changed``, ``incident.action`` …
+        subject: what it is about: a run id (entries of one run share it), ``workflow:<name>``,
+            ``pattern:<name>``, ``key:<id>``, ``incident:<id>``.
+        step: the step's record name, for step entries.
+        input_sha256 / output_sha256: SHA-256 hex of the canonical JSON of what went in and came out.
+        detail: small facts (provider, model, decision, comment, rule …), JSON data.
+        content: the inputs and outputs themselves, only when ``[audit] content`` is on.
+        seq: the store's order of appending (0 until stored).
+    """
+
+    id: str
+    ts: float
+    actor: str
+    action: str
+    subject: str
+    step: str | None = None
+    input_sha256: str | None = None
+    output_sha256: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    content: dict[str, Any] | None = None
+    seq: int = 0

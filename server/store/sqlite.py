@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from server.store.sqlite_audit import SQLiteAudit
 from server.store.sqlite_calls import SQLiteCalls, SQLiteGuardrails
 from server.store.sqlite_conversations import SQLiteCache, SQLiteConversations
 from server.store.sqlite_db import SQLiteDatabase
@@ -39,6 +40,7 @@ class SQLiteStore:
         self.runs = SQLiteRuns(self.database)
         self.incidents = SQLiteIncidents(self.database)
         self.keys = SQLiteKeys(self.database)
+        self.audit = SQLiteAudit(self.database)
 
     @property
     def path(self) -> str:

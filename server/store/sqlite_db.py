@@ -77,6 +77,8 @@ class SQLiteDatabase:
 
     Args:
         path: the database file, created with its folder if missing.
+        linger_s: how long a batch of queued call records only waits for more before it is committed (seconds);
+            a write someone awaits, or a read, ends the wait at once.
 
     Raises:
         StoreUnavailable: the database cannot be opened or migrated (names the path and the reason).
@@ -85,8 +87,9 @@ class SQLiteDatabase:
     failures: tuple[type[BaseException], ...] = _FAILURES
     """What counts as the storage failing (a :class:`StorageError` for the caller); anything else is a bug."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, linger_s: float = _LINGER_S) -> None:
         self.path = str(path)
+        self._linger_s = linger_s
         self.dropped = 0
         """Queued writes that could not be stored (each logged)."""
         self._read_only_said = False
@@ -136,7 +139,8 @@ class SQLiteDatabase:
         while True:
             item = self._queue.get()
             batch: list[_Batched] = []
-            awaited = lingered = False
+            awaited = False
+            linger_until: float | None = None
             while True:
                 if isinstance(item, (CallRecord, _Write)):
                     batch.append(item)
@@ -149,17 +153,21 @@ class SQLiteDatabase:
                     self._call(db, item)
                 try:
                     item = self._queue.get_nowait()
+                    continue
                 except queue.Empty:
-                    if lingered or awaited or not batch or len(batch) >= _LINGER_BELOW:
-                        break
-                    # Only queued records in: wait a moment (GIL released) so a burst lands in one transaction
-                    # instead of one commit per record. Someone awaiting a write never waits for this.
-                    lingered = True
-                    time.sleep(_LINGER_S)
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
+                    pass
+                if awaited or not batch or len(batch) >= _LINGER_BELOW:
+                    break
+                # Only queued records in: wait a moment for more (GIL released), so a burst lands in one
+                # transaction instead of one commit per record. Whatever arrives meanwhile joins the batch at
+                # once, and a write someone awaits (an orchestrate call's conversation turns, queued right after
+                # its call record) or a read ends the wait: nobody waiting on the store waits for this.
+                if linger_until is None:
+                    linger_until = time.monotonic() + self._linger_s
+                try:
+                    item = self._queue.get(timeout=max(0.0, linger_until - time.monotonic()))
+                except queue.Empty:
+                    break
             self._commit(db, batch)
 
     def _commit(self, db: sqlite_utils.Database, batch: list[_Batched]) -> None:

@@ -70,16 +70,28 @@ def memory_runtime(clock: Callable[[], float] = time.time) -> RuntimeFactory:
 
 @asynccontextmanager
 async def open_workflows(services: StepServices, store: Store, *, runtime_factory: RuntimeFactory | None = None,
-                         clock: Callable[[], float] = time.time) -> AsyncIterator[WorkflowService]:
-    """The workflow service over a running runtime (in-memory unless ``runtime_factory`` says otherwise)."""
+                         clock: Callable[[], float] = time.time, audit: Any = None) -> AsyncIterator[WorkflowService]:
+    """The workflow service over a running runtime (in-memory unless ``runtime_factory`` says otherwise), with
+    the configuration's governance rules, ``audit`` (a :class:`server.operations.audit.AuditLog`, or ``None``)
+    and, on a runtime that keeps schedules, ticks starting their runs here."""
+    import functools
+
+    from server.workflows import schedules
     from server.workflows.interpreter import Interpreter
+    from server.workflows.oversight import RunAudit, oversight_for
     from server.workflows.run_records import RecordedRuns
     from server.workflows.service import WorkflowService
     from server.workflows.tracker import RunTracker
 
     tracker = RunTracker()
-    interpreter = RecordedRuns(Interpreter(services, tracker), store.runs, clock=clock)
+    interpreter = RecordedRuns(Interpreter(services, tracker, RunAudit(audit) if audit is not None else None),
+                               store.runs, clock=clock)
     factory = runtime_factory or memory_runtime(clock)
     async with factory(interpreter) as runtime:
-        yield WorkflowService(runtime, store.workflows, tracker, runs=store.runs, clock=clock,
-                              limits=getattr(services.config, "limits", None))
+        service = WorkflowService(runtime, store.workflows, tracker, runs=store.runs, clock=clock,
+                                  limits=getattr(services.config, "limits", None),
+                                  oversight=oversight_for(services.config, audit))
+        if getattr(runtime, "schedules_supported", False):
+            runtime.bind_schedules(functools.partial(schedules.start_tick, service))  # type: ignore[attr-defined]
+            await schedules.reconcile(runtime, store.workflows)
+        yield service

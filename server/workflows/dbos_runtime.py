@@ -40,10 +40,12 @@ current interpreter to the workflow function below.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +63,11 @@ logger = logging.getLogger(__name__)
 APPLICATION_VERSION = "ai-orchestration-workflows-1"
 """Bump only when a change makes old runs' step records unreplayable (the plan order or the slot names)."""
 WORKFLOW_NAME = "ai_orchestration_run"
+TICK_NAME = "ai_orchestration_schedule_tick"
+TICK_BIND_WAIT_S = 120.0
+"""How long a tick recovered at launch waits for the workflow service to bind the schedules."""
+SCHEDULER_POLLING_S = 1.0
+"""How soon DBOS's scheduler on each replica sees a schedule added, changed or paused."""
 RUN_QUEUE = "ai_orchestration_runs"
 """The DBOS queue runs go on when replicas share a PostgreSQL database."""
 QUEUE_POLLING_S = 0.2
@@ -80,6 +87,8 @@ class _Binding:
     """The interpreter the workflow function runs, and the runs executing here (each on its asyncio task)."""
 
     interpreter: Interpreter
+    on_tick: Callable[[dict[str, Any], datetime], Awaitable[str]] | None = None
+    ticks_bound: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
     started: dict[str, Any] = field(default_factory=dict)  # handles of runs started here, until they execute
 
@@ -107,6 +116,28 @@ async def _run(workflow: str, arguments: dict[str, Any], fingerprint: str) -> di
     # This task ends after DBOS has recorded the run's result: waiters here await it (DbosRuntime.finished).
     binding.executing(run_id, asyncio.current_task())
     return await binding.interpreter.execute(_Execution(run_id), arguments)
+
+
+@DBOS.workflow(name=TICK_NAME)
+async def _tick(scheduled_at: datetime, context: dict[str, Any]) -> str:
+    """One tick of a saved workflow's schedule (DBOS's scheduler starts it once per tick, across replicas, under
+    the id ``sched-<schedule>-<tick time>``): starts the run, in one step whose record makes it happen once."""
+    if not _bound:
+        raise RuntimeError("no interpreter bound to the DBOS runtime")
+    binding = _bound[-1]
+    with anyio.fail_after(TICK_BIND_WAIT_S):  # a tick recovered at launch waits for the service to bind
+        await binding.ticks_bound.wait()
+    on_tick = binding.on_tick
+    assert on_tick is not None
+
+    async def fire() -> str:
+        # In a task with a fresh context, outside this workflow's DBOS context (a ContextVar): the run is a
+        # workflow of its own, not a child of the tick, and the service's DBOS calls are not recorded as the
+        # tick's steps. Awaited at once. Its run id is the tick's, so a replay of this step attaches to the run.
+        return await asyncio.get_running_loop().create_task(on_tick(context, scheduled_at),
+                                                            context=contextvars.Context())
+
+    return await DBOS.run_step_async({"name": "start_run", "retries_allowed": False}, fire)
 
 
 class _Slot:
@@ -214,6 +245,42 @@ class DbosRuntime:
         return {s["function_name"]: s["output"] for s in steps
                 if s.get("error") is None and isinstance(s.get("output"), dict)}
 
+    # -- schedules (DBOS's dynamic schedules: stored in the system database, fired by every replica's scheduler,
+    # each tick's workflow id deterministic so that it runs once) ---------------------------------------------
+
+    schedules_supported = True
+
+    def bind_schedules(self, on_tick: Callable[[dict[str, Any], datetime], Awaitable[str]]) -> None:
+        """``on_tick(context, scheduled_at)`` starts a tick's run (the workflow service's)."""
+        self._binding.on_tick = on_tick
+        self._binding.ticks_bound.set()
+
+    async def set_schedules(self, workflow: str, schedules: Sequence[Mapping[str, Any]]) -> None:
+        """Make DBOS's schedules of ``workflow`` these (``{"cron", "inputs", "paused"}`` each; named
+        ``<workflow>.<index>``): new and changed ones applied, paused ones paused, removed ones deleted."""
+        prefix = f"{workflow}."
+        existing = {s["schedule_name"]: s for s in await DBOS.list_schedules_async(schedule_name_prefix=prefix)}
+        for index, schedule in enumerate(schedules):
+            name, context = f"{prefix}{index}", {"workflow": workflow, "index": index, "inputs": schedule["inputs"]}
+            old = existing.pop(name, None)
+            active = old is None or old["status"] == "ACTIVE"
+            if old is None or old["schedule"] != schedule["cron"] or old["context"] != context:
+                # automatic_backfill off: ticks missed while no replica ran are skipped (README, "Schedules").
+                await DBOS.apply_schedules_async([{"schedule_name": name, "workflow_fn": _tick,
+                                                   "schedule": schedule["cron"], "context": context}])
+                active = True
+            if schedule["paused"] and active:
+                await anyio.to_thread.run_sync(DBOS.pause_schedule, name)
+            elif not schedule["paused"] and not active:
+                await anyio.to_thread.run_sync(DBOS.resume_schedule, name)
+        for name in existing:
+            await anyio.to_thread.run_sync(DBOS.delete_schedule, name)
+
+    async def scheduled_workflows(self) -> list[str]:
+        """The workflows DBOS holds schedules of."""
+        found = await DBOS.list_schedules_async(workflow_name=TICK_NAME)
+        return sorted({s["schedule_name"].rsplit(".", 1)[0] for s in found})
+
 
 class _ExpectedFailures(logging.Filter):
     """Drops DBOS's ERROR record (with traceback) for a run that failed with :class:`RunFailed`: that is an
@@ -253,6 +320,7 @@ def dbos_config(system_database: str | Path, *, application_version: str = APPLI
         "log_level": "WARNING",
         "notification_listener_polling_interval_sec": 0.05,
         "max_executor_threads": MAX_EXECUTOR_THREADS,
+        "scheduler_polling_interval_sec": SCHEDULER_POLLING_S,
     }
     if executor_id:
         config["executor_id"] = executor_id

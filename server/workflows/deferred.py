@@ -94,6 +94,20 @@ class DeferredRuntime:
     async def recorded(self, run_id: str) -> dict[str, Any]:
         return await (await self._real()).recorded(run_id)
 
+    @property
+    def schedules_supported(self) -> bool:
+        """Whether the real runtime keeps schedules (a durable one; known before it is open)."""
+        return self._name != "memory" and getattr(self._runtime, "schedules_supported", True)
+
+    async def set_schedules(self, workflow: str, schedules: Any) -> None:
+        await (await self._real()).set_schedules(workflow, schedules)  # type: ignore[attr-defined]
+
+    async def scheduled_workflows(self) -> list[str]:
+        return await (await self._real()).scheduled_workflows()  # type: ignore[attr-defined]
+
+    async def bind_schedules(self, on_tick: Any) -> None:
+        (await self._real()).bind_schedules(on_tick)  # type: ignore[attr-defined]
+
     async def serve(self, open_runtime: Callable[[], AbstractAsyncContextManager[WorkflowRuntime]]) -> None:
         """Open the real runtime now and keep it open until cancelled; after a failure, open it again when a call
         asks for it (see the class docstring)."""

@@ -31,12 +31,13 @@ import math
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
 from pydantic import ValidationError
 
+from server.operations.audit import current_step
 from server.operations.telemetry import SPAN_WORKFLOW_RUN, SPAN_WORKFLOW_STEP, span
 from server.pool.call import current_workflow
 from server.security import LOCAL, Principal, run_principal
@@ -47,6 +48,9 @@ from server.workflows.outcome import ApprovalOpened, StepOutcome
 from server.workflows.runtime import Execution, MessageSlot, StepSlot
 from server.workflows.steps import EXECUTORS, StepFailed, StepServices, error_class, run_tool
 from server.workflows.tracker import RunTracker
+
+if TYPE_CHECKING:
+    from server.workflows.oversight import RunAudit
 
 logger = logging.getLogger(__name__)
 APPROVAL_DEFAULT_TIMEOUT_S = 86_400.0
@@ -132,9 +136,11 @@ class Interpreter:
         tracker: live state for status and progress.
     """
 
-    def __init__(self, services: StepServices, tracker: RunTracker | None = None) -> None:
+    def __init__(self, services: StepServices, tracker: RunTracker | None = None, audit: RunAudit | None = None
+                 ) -> None:
         self.services = services
         self.tracker = tracker or RunTracker()
+        self.audit = audit
 
     async def execute(self, execution: Execution, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """Run a run to its end.
@@ -272,6 +278,9 @@ class Interpreter:
             outcomes[step_id] = outcome
             context["steps"][step_id] = outcome.view()
             self.tracker.settle(run_id, name, outcome)
+            if self.audit is not None:
+                await self.audit.step(run_id, name, step.kind, outcome, self.tracker.seen(run_id, name),
+                                      plan.principal.id, [step_name(plan.prefix, d) for d in step.depends_on])
             if outcome.status == "failed" and step.on_error == "fail":
                 failure.append(f"step {name} failed ({outcome.error_class}): {outcome.error}")
                 tg.cancel_scope.cancel()
@@ -297,13 +306,19 @@ class Interpreter:
                 self.tracker.update(run_id, name, status="running", attempts=attempt, started_at=started)
                 try:
                     params = render_value(step.with_, context)
+                    self.tracker.update(run_id, name, seen=params)
                     # A tool step bounds its tool call itself: opening the downstream session is not counted.
                     timed = step.timeout_s and step.kind != "tool"
                     scope = anyio.fail_after(step.timeout_s) if timed else nullcontext()
-                    with scope, span(self.services.telemetry, SPAN_WORKFLOW_STEP,
-                                     {"ai_orchestration.workflow.step": name, "ai_orchestration.workflow.kind": step.kind,
-                                      "ai_orchestration.workflow.attempt": attempt}):
-                        output = await self._execute_kind(step.kind, params, step.timeout_s, plan.principal)
+                    step_token = current_step.set((run_id, name))  # the policy's decisions name the step
+                    try:
+                        with scope, span(self.services.telemetry, SPAN_WORKFLOW_STEP,
+                                         {"ai_orchestration.workflow.step": name,
+                                          "ai_orchestration.workflow.kind": step.kind,
+                                          "ai_orchestration.workflow.attempt": attempt}):
+                            output = await self._execute_kind(step.kind, params, step.timeout_s, plan.principal)
+                    finally:
+                        current_step.reset(step_token)
                     return StepOutcome.completed(output, attempts=attempt, started_at=started, ended_at=clock())
                 except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
                     cls = error_class(exc)

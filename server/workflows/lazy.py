@@ -14,13 +14,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 DEFAULT_DELAY_S = 1.0  # after start-up, a durable runtime opens unasked (recovering interrupted runs)
 
 if TYPE_CHECKING:
+    from server.operations.audit import AuditLog
     from server.store import Store
     from server.workflows import RuntimeFactory
     from server.workflows.deferred import DeferredRuntime
@@ -38,11 +39,13 @@ class LazyWorkflows:
         runtime_factory: the runtime (default: the in-memory one).
         delay_s: build the service this long after :meth:`serve` starts, if nothing asked for it before
             (default: only when asked).
+        audit: the audit trail runs, steps, saves and decisions are recorded in (``None``: none).
     """
 
     def __init__(self, services: Callable[[], StepServices], store: Store, *,
                  runtime_factory: RuntimeFactory | None = None, clock: Callable[[], float] = time.time,
-                 delay_s: float = math.inf) -> None:
+                 delay_s: float = math.inf, audit: AuditLog | None = None) -> None:
+        self._audit = audit
         self._services = services
         self._store = store
         self._runtime_factory = runtime_factory
@@ -65,16 +68,19 @@ class LazyWorkflows:
         if self._service is None:
             from server.workflows.deferred import DeferredRuntime
             from server.workflows.interpreter import Interpreter
+            from server.workflows.oversight import RunAudit, oversight_for
             from server.workflows.run_records import RecordedRuns
             from server.workflows.service import WorkflowService
             from server.workflows.tracker import RunTracker
 
             services = self._services()
             tracker = RunTracker()
-            self._interpreter = RecordedRuns(Interpreter(services, tracker), self._store.runs, clock=self._clock)
+            interpreter = Interpreter(services, tracker, RunAudit(self._audit) if self._audit is not None else None)
+            self._interpreter = RecordedRuns(interpreter, self._store.runs, clock=self._clock)
             self._runtime = DeferredRuntime("memory" if self._runtime_factory is None else "workflow")
             self._service = WorkflowService(self._runtime, self._store.workflows, tracker, runs=self._store.runs,
-                                            clock=self._clock, limits=getattr(services.config, "limits", None))
+                                            clock=self._clock, limits=getattr(services.config, "limits", None),
+                                            oversight=oversight_for(services.config, self._audit))
             self._built.set()
         return self._service
 
@@ -97,4 +103,24 @@ class LazyWorkflows:
         self.service()
         assert self._runtime is not None and self._interpreter is not None
         factory, interpreter = self._runtime_factory or memory_runtime(self._clock), self._interpreter
-        await self._runtime.serve(lambda: factory(interpreter))
+        async with anyio.create_task_group() as group:
+            group.start_soon(bind_schedules, self._runtime, self._service, self._store.workflows)
+            await self._runtime.serve(lambda: factory(interpreter))
+
+
+async def bind_schedules(runtime: DeferredRuntime, service: WorkflowService | None, store: Any) -> None:
+    """Once ``runtime`` is open: schedule ticks start runs on ``service``, and the saved definitions' schedules
+    are reconciled with the runtime's (:mod:`server.workflows.schedules`); a failure is logged."""
+    import functools
+    import logging
+
+    from server.workflows import schedules
+
+    await runtime.opened()
+    if service is None or not runtime.is_open or not runtime.schedules_supported:
+        return
+    try:
+        await runtime.bind_schedules(functools.partial(schedules.start_tick, service))
+        await schedules.reconcile(runtime, store)
+    except Exception:  # noqa: BLE001 - the server goes on; saving a workflow applies its schedules again
+        logging.getLogger(__name__).exception("the workflow schedules could not be reconciled")

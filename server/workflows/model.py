@@ -24,6 +24,7 @@ checked on the raw data before any of it runs (:func:`server.workflows.validatio
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any, Literal
@@ -46,6 +47,8 @@ MAX_APPROVAL_TIMEOUT_S = 30 * 86_400.0
 STEP_KINDS: tuple[str, ...] = ("orchestrate", "consensus", "pattern", "tool", "workflow", "approval")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 STEP_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+MAX_SCHEDULES = 16
 TRANSIENT_ERRORS: tuple[str, ...] = ("timeout", "rate_limited", "server_error", "connection", "malformed_reply",
                                      "step_timeout", "all_providers_failed", "no_provider_available")
 """The error classes retried when a step's ``retry.retry_on`` is not given."""
@@ -67,6 +70,26 @@ class InvalidWorkflow(WorkflowError):
         listed = "; ".join(self.problems[:50])
         more = f"; and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
         super().__init__(f"invalid {what} ({len(self.problems)} problem(s)): {listed}{more}")
+
+
+class WorkflowNotFound(WorkflowError):
+    """No saved workflow of that name."""
+
+
+class RunNotFound(WorkflowError):
+    """No run with that id (or another principal's)."""
+
+
+class RunConflict(WorkflowError):
+    """The run id exists with other arguments, or the action does not fit the run's state."""
+
+
+class ToolStepsForbidden(WorkflowError):
+    """An inline definition with ``tool`` steps, started by a caller who may not run them."""
+
+
+class ApprovalRefused(WorkflowError):
+    """The caller may not decide this approval step (its ``approvers`` or ``not_starter`` say so)."""
 
 
 class _Strict(BaseModel):
@@ -157,16 +180,37 @@ class Step(_Strict):
     description: str = Field(default="", max_length=2_000)
 
 
+class Schedule(_Strict):
+    """A cron schedule of a saved workflow: each tick of ``cron`` starts a run with ``inputs``
+    (:mod:`server.workflows.schedules`). ``cron`` has five fields (minute first) or six (seconds first), the
+    syntax of croniter (which DBOS's scheduler uses), evaluated in UTC; ``paused`` keeps it without firing."""
+
+    cron: str = Field(min_length=9, max_length=120)
+    inputs: dict[str, JsonValue] = Field(default_factory=dict)
+    paused: bool = False
+
+
 class Definition(_Strict):
-    """A workflow definition (see the module docstring)."""
+    """A workflow definition (see the module docstring). ``tags`` are what governance rules select workflows by
+    (:mod:`server.workflows.governance`); ``schedules`` need a saved workflow and full mode."""
 
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(default="", max_length=5_000)
+    tags: tuple[str, ...] = Field(default=(), max_length=32)
+    schedules: list[Schedule] = Field(default_factory=list, max_length=MAX_SCHEDULES)
     inputs: dict[str, JsonValue] = Field(default_factory=lambda: {"type": "object"},
                                          description="JSON Schema of the inputs")
     steps: list[Step] = Field(min_length=1)
     outputs: dict[str, JsonValue] = Field(default_factory=dict)
     max_parallel: int = Field(default=8, ge=1, le=256)
+
+    @field_validator("tags")
+    @classmethod
+    def _tag_names(cls, tags: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [t for t in tags if not re.fullmatch(TAG_PATTERN, t)]
+        if bad:
+            raise ValueError(f"tags must match {TAG_PATTERN}: {', '.join(map(repr, bad[:5]))}")
+        return tags
 
     @cached_property
     def steps_by_id(self) -> dict[str, Step]:

@@ -41,15 +41,28 @@ class RecordedRuns:
         self._clock = clock
 
     async def execute(self, execution: Execution, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        """:meth:`Interpreter.execute`, between the record's ``running`` and its outcome."""
+        """:meth:`Interpreter.execute`, between the record's ``running`` and its outcome (audited as
+        ``run.finished`` when the interpreter has an audit)."""
         await self._set(execution.run_id, "running")
         try:
             result = await self.interpreter.execute(execution, arguments)
         except Exception as exc:  # the run failed (or was cancelled: the service wrote that first, and it stays)
             await self._set(execution.run_id, "failed", str(exc)[:ERROR_CHARS])
+            await self._audited(execution.run_id, "failed", error=str(exc)[:ERROR_CHARS])
             raise
         await self._set(execution.run_id, "completed")
+        await self._audited(execution.run_id, "completed", result=result)
         return result
+
+    async def _audited(self, run_id: str, status: str, **fields: Any) -> None:
+        audit = self.interpreter.audit
+        if audit is None:
+            return
+        try:
+            record = await self._runs.get_run(run_id)
+        except StorageError:
+            record = None
+        await audit.finished(run_id, status, (record.owner if record is not None else None) or "local", **fields)
 
     async def _set(self, run_id: str, status: RunState, error: str | None = None) -> None:
         try:

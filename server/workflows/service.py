@@ -36,7 +36,9 @@ from server.workflows.access import keys_for, named, own_id, refusal, shown_id, 
 from server.workflows.inputs import check_inputs
 from server.workflows.interpreter import APPROVALS_TOPIC, LAYOUT, RunFailed, approval_topic, parse_arguments
 from server.workflows.library import sub_workflows
-from server.workflows.model import Definition, InvalidWorkflow, WorkflowError, mermaid
+from server.workflows.model import (ApprovalRefused, Definition, InvalidWorkflow, RunConflict, RunNotFound,
+                                    ToolStepsForbidden, WorkflowNotFound, mermaid)
+from server.workflows.oversight import Oversight
 from server.workflows.runtime import RunRecord, WorkflowRuntime
 from server.workflows.status import (
     FINISHED,
@@ -65,26 +67,6 @@ _UNDECIDED = ("pending", "running", "waiting")  # the step has not taken the dec
 T = TypeVar("T")
 
 
-class WorkflowNotFound(WorkflowError):
-    """No saved workflow of that name."""
-
-
-class RunNotFound(WorkflowError):
-    """No run with that id (or another principal's)."""
-
-
-class RunConflict(WorkflowError):
-    """The run id exists with other arguments, or the action does not fit the run's state."""
-
-
-class ToolStepsForbidden(WorkflowError):
-    """An inline definition with ``tool`` steps, started by a caller who may not run them."""
-
-
-class ApprovalRefused(WorkflowError):
-    """The caller may not decide this approval step (its ``approvers`` or ``not_starter`` say so)."""
-
-
 class SavedWorkflow(DeferredModel):
     name: str
     version: int
@@ -106,10 +88,13 @@ class WorkflowService:
         limits: ``[limits]`` (:class:`server.security.settings.LimitSettings`): the step-count and duration
             ceilings every run is checked against, and each principal's ceilings on unfinished runs and
             approval steps; ``None``: no ceilings.
+        oversight: governance rules, schedules' checks and the audit trail (:mod:`server.workflows.oversight`).
     """
 
     def __init__(self, runtime: WorkflowRuntime, store: WorkflowStore, tracker: RunTracker, *, runs: RunStore,
-                 clock: Callable[[], float] = time.time, limits: Any = None) -> None:
+                 clock: Callable[[], float] = time.time, limits: Any = None,
+                 oversight: Oversight | None = None) -> None:
+        self.oversight = oversight or Oversight()
         self.runtime = runtime
         self.store = store
         self.runs = runs
@@ -133,16 +118,19 @@ class WorkflowService:
 
     # -- definitions ------------------------------------------------------------------------------------
 
-    async def save(self, source: str | Mapping[str, Any]) -> SavedWorkflow:
-        """Validate and save a definition (sub-workflows it names must be saved already).
+    async def save(self, source: str | Mapping[str, Any], *, caller: Principal | None = None) -> SavedWorkflow:
+        """Validate, govern and save a definition (sub-workflows it names must be saved already); its schedules
+        then replace the workflow's (:mod:`server.workflows.schedules`).
 
         Raises:
-            InvalidWorkflow: every problem found; nothing is saved.
+            InvalidWorkflow: every problem found (schedules in simple mode too); nothing is saved.
+            PolicyViolation: governance rules refuse it (each violation listed); nothing is saved.
             CeilingExceeded: more steps than ``[limits] workflow_max_steps`` (sub-workflows included).
         """
         definition = await self._off_loop(parse_definition, source)
-        await self._library(definition)
+        await self._off_loop(self.oversight.before_save, definition, await self._library(definition), self.runtime)
         record, changed = await self.store.put_workflow(definition.name, definition.dump(), self._clock())
+        await self.oversight.after_save(record, definition, changed, self.runtime, caller or LOCAL)
         return SavedWorkflow(name=record.name, version=record.version, changed=changed,
                              steps=len(definition.steps), uri=definition_uri(record.name), mermaid=mermaid(definition))
 
@@ -174,6 +162,7 @@ class WorkflowService:
 
         Raises:
             InvalidWorkflow / WorkflowNotFound: bad definition or inputs; nothing started.
+            PolicyViolation: governance rules refuse the run; nothing started.
             CeilingExceeded: the step ceiling, or the caller's ceilings on unfinished runs and approval steps;
                 nothing started.
             ToolStepsForbidden: see above; nothing started.
@@ -191,6 +180,7 @@ class WorkflowService:
             inline = True
         library = await self._library(definition)
         values = await self._off_loop(check_inputs, definition, inputs or {})
+        await self._off_loop(self.oversight.before_start, definition, library, values, caller)
         arguments: dict[str, Any] = {"definition": definition.dump(), "library": library, "inputs": values}
         planned = await self._off_loop(plan_steps, arguments)
         if inline and caller.role != "admin" and any(p.kind == "tool" for p in planned):
@@ -212,6 +202,8 @@ class WorkflowService:
                     run_id=key, workflow=definition.name, fingerprint=fingerprint, created_at=now,
                     owner=caller.owner_id, workflow_version=version, steps=len(planned),
                     deadline_at=None if deadline_s is None else now + deadline_s))
+                if created:
+                    await self.oversight.started(key, definition, version, values, caller)
             if stored.fingerprint != fingerprint or not visible(stored.owner, caller.owner_filter):
                 raise RunConflict(f"run {shown} exists with a different workflow or inputs; use a new run_id")
             if not created and (stored.finished or await self.runtime.get(key) is not None):
@@ -287,6 +279,10 @@ class WorkflowService:
             if stored is not None and visible(stored.owner, caller.owner_filter):
                 return stored
         raise RunNotFound(f"no run {run_id!r}")
+
+    async def record_of(self, run_id: str, caller: Principal | None = None) -> WorkflowRun:
+        """The run record ``run_id`` names for the caller (:class:`RunNotFound` as for a status)."""
+        return await self._find(run_id, caller or LOCAL)
 
     async def _get(self, run_id: str, caller: Principal) -> tuple[WorkflowRun, RunRecord]:
         stored = await self._find(run_id, caller)
@@ -447,6 +443,7 @@ class WorkflowService:
                    "at": self._clock()}
         legacy = record.arguments.get("layout", 1) < LAYOUT
         await self.runtime.send(record.run_id, approval_topic(step) if legacy else APPROVALS_TOPIC, message)
+        await self.oversight.decided(record.run_id, step, decision, comment, caller)
         return await self._decision_shown(stored, record.run_id, step, caller)
 
     async def _decision_shown(self, stored: WorkflowRun, key: str, step: str, caller: Principal) -> RunStatus:

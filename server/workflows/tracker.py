@@ -23,6 +23,8 @@ class StepState:
     error_class: str | None = None
     output: Any = None
     reason: str | None = None
+    seen: Any = None
+    """The parameters the step ran with (rendered), for the audit trail; not part of a recorded outcome."""
 
     def apply(self, outcome: StepOutcome) -> None:
         """Take a recorded outcome as the live state."""
@@ -89,6 +91,12 @@ class RunTracker:
         state = self.run(run_id)
         state.steps.setdefault(step, StepState()).apply(outcome)
         state.touch()
+
+    def seen(self, run_id: str, step: str) -> Any:
+        """The parameters the step ran with here (``None``: not run in this process, e.g. replayed)."""
+        state = self._runs.get(run_id)
+        found = state.steps.get(step) if state is not None else None
+        return None if found is None else found.seen
 
     def forget(self, run_id: str) -> None:
         state = self._runs.pop(run_id, None)

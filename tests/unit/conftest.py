@@ -47,3 +47,14 @@ def matplotlib_font_list() -> None:
         import matplotlib.font_manager  # noqa: F401
     except ImportError:  # simple installs have no matplotlib, and no charts
         pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def croniter_architecture() -> None:
+    """croniter (DBOS's cron library, which schedule checks use) asks ``platform.architecture()`` at import, which
+    runs ``file`` on the interpreter: a subprocess. Imported once here, before any guarded test (in full mode DBOS
+    has imported it long before a schedule is checked)."""
+    try:
+        import croniter  # noqa: F401
+    except ImportError:  # simple installs have no DBOS, and no schedules
+        pass

@@ -261,3 +261,43 @@ async def test_handshake_era_clients_subscribe_and_hear_incident_updates() -> No
             assert received == ["operations://incidents"]
             with pytest.warns(MCPDeprecationWarning):
                 await client.unsubscribe_resource("operations://incidents")
+
+
+async def test_a_metric_trigger_starts_its_workflow_from_the_alert_evaluation_without_any_threshold() -> None:
+    from server.operations.triggers import MetricTriggers
+
+    clock, store = Clock(), MemoryStore()
+    cfg = config().model_copy(update={"triggers": Config.model_validate({"triggers": [
+        {"name": "slow-a", "metric": "latency_p95_ms", "threshold": 500, "provider": "a", "workflow": "page",
+         "debounce_s": 30, "cooldown_s": 600}]}).triggers})
+    started: list[tuple[str, str]] = []
+
+    async def start(workflow: str, inputs: Mapping[str, Any], run_id: str) -> str:
+        started.append((workflow, run_id))
+        return run_id
+
+    incidents = service(cfg, clock, store, triggers=MetricTriggers(cfg.triggers, start))
+    calls(store, clock, "a", 5, latency_ms=900)
+    calls(store, clock, "b", 5, latency_ms=900)
+    assert await incidents.evaluate() == []  # no [alerts] threshold: no incident, but the trigger watches
+    assert started == []  # breached, not yet for debounce_s
+    clock.now += 30
+    calls(store, clock, "a", 5, latency_ms=900)
+    await incidents.evaluate()
+    assert started == [("page", f"trigger-slow-a-{int(clock.now // 600)}")]
+
+
+async def test_incident_actions_are_audited_under_who_took_them() -> None:
+    from server.operations.audit import AuditLog
+
+    clock, store = Clock(), MemoryStore()
+    audit = AuditLog(store.audit, clock=clock)
+    incidents = service(config(error_rate=0.2, responses={"error_rate": [{"action": "open_circuit"}]}), clock, store,
+                        audit=audit)
+    calls(store, clock, "a", 4, status="error")
+    (opened,) = await incidents.evaluate()
+    await incidents.acknowledge(opened.id, by="the on-call", note="looking", actor="key:ops")
+    trail = await store.audit.audit_of(f"incident:{opened.id}")
+    assert [(e.action, e.actor) for e in trail] == [("incident.open_circuit", "system:incidents"),
+                                                   ("incident.acknowledged", "key:ops")]
+    assert trail[0].detail["ok"] is True and trail[1].detail == {"by": "the on-call", "note": "looking"}

@@ -15,6 +15,7 @@ import pytest
 
 from server.store import (
     ApiKeyRecord,
+    AuditEntry,
     CallRecord,
     GuardrailDecision,
     PatternRecord,
@@ -319,6 +320,40 @@ async def test_keys_are_found_by_hash_listed_and_revoked_once(store: Store) -> N
 # -- durability ------------------------------------------------------------------------------------------------
 
 
+def entry(id: str, ts: float, subject: str = "run-1", **fields: object) -> AuditEntry:
+    return AuditEntry(id=id, ts=ts, actor="key:a", action="step.finished", subject=subject, **fields)  # type: ignore[arg-type]
+
+
+async def test_the_audit_trail_appends_each_fact_once_in_order(store: Store) -> None:
+    first = entry("run:1:step:a", 10.0, step="a", input_sha256="1" * 64, output_sha256="2" * 64,
+                  detail={"provider": "p", "model": "m", "n": [1, 2]}, content={"inputs": {"x": "é"}})
+    assert await store.audit.append_audit([first, entry("run:1:finished", 12.0), entry("other", 11.0, "run-2")]) == 3
+    replayed = dataclasses.replace(first, ts=99.0, actor="someone else", detail={})
+    assert await store.audit.append_audit([replayed, entry("run:1:later", 13.0)]) == 1  # the first entry stays
+    assert await store.audit.append_audit([]) == 0
+    of_run = await store.audit.audit_of("run-1")
+    assert [e.id for e in of_run] == ["run:1:step:a", "run:1:finished", "run:1:later"]
+    kept = of_run[0]
+    assert (kept.ts, kept.actor, kept.step, kept.detail, kept.content) == (
+        10.0, "key:a", "a", {"provider": "p", "model": "m", "n": [1, 2]}, {"inputs": {"x": "é"}})
+    assert (kept.input_sha256, kept.output_sha256) == ("1" * 64, "2" * 64)
+    assert of_run[1].content is None and of_run[1].detail == {}
+    seqs = [e.seq for e in await store.audit.audit_since(0.0)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4 and seqs[0] > 0  # the append order
+    assert [e.id for e in await store.audit.audit_since(11.5)] == ["run:1:finished", "run:1:later"]
+    page = await store.audit.audit_since(0.0, limit=2)
+    rest = await store.audit.audit_since(0.0, after_seq=page[-1].seq, limit=10)
+    assert [e.id for e in page + rest] == ["run:1:step:a", "run:1:finished", "other", "run:1:later"]
+    assert await store.audit.audit_of("run-1", limit=1) == of_run[:1]
+
+
+async def test_retention_is_the_only_deletion_of_the_audit_trail(store: Store) -> None:
+    await store.audit.append_audit([entry("old", 5.0), entry("new", 50.0)])
+    assert await store.audit.purge_audit(10.0) == 1
+    assert [e.id for e in await store.audit.audit_since(0.0)] == ["new"]
+    assert not hasattr(store.audit, "update_audit") and not hasattr(store.audit, "delete_audit")
+
+
 async def test_what_a_backend_keeps_survives_a_reopen_and_nothing_else(backend: Backend,
                                                                          request: pytest.FixtureRequest,
                                                                          tmp_path: Path) -> None:
@@ -335,6 +370,7 @@ async def test_what_a_backend_keeps_survives_a_reopen_and_nothing_else(backend: 
     await store.incidents.put_incident({"id": "i", "opened_at": 1.0, "status": "open"})
     await store.keys.put_api_key(ApiKeyRecord(id="k", name="n", role="user", key_hash="h", prefix="p",
                                               created_at=1.0))
+    await store.audit.append_audit([entry("e", 1.0)])
     await store.aclose()  # queued writes are flushed here
     reopened = await backend.open(request, tmp_path)
     try:
@@ -348,6 +384,7 @@ async def test_what_a_backend_keeps_survives_a_reopen_and_nothing_else(backend: 
             "runs": await reopened.runs.get_run("r") is not None,
             "incidents": await reopened.incidents.get_incident("i") is not None,
             "keys": await reopened.keys.api_key_by_hash("h") is not None,
+            "audit": [e.id for e in await reopened.audit.audit_of("run-1")] == ["e"],
         }
     finally:
         await reopened.aclose()

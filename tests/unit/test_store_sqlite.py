@@ -137,3 +137,23 @@ async def test_an_awaited_write_that_fails_in_a_savepoint_leaves_the_batch_commi
         assert await store.database.call(lambda db: db.execute("SELECT count(*) FROM t").fetchone()[0], "t") == 1
     finally:
         await store.aclose()
+
+
+async def test_a_write_awaited_behind_queued_records_does_not_wait_for_their_linger(tmp_path: Path) -> None:
+    # An orchestrate call queues its call record, then awaits its conversation turns. The records' batch waits
+    # for more records (here a minute, to make the difference plain); the awaited write must end that wait.
+    from server.store.sqlite_db import SQLiteDatabase
+
+    database = SQLiteDatabase(tmp_path / "linger.db", linger_s=60)
+    try:
+        database.record(record(1))
+        with anyio.fail_after(10):
+            while not database._queue.empty():  # the store thread took the record: it waits for more now
+                await anyio.sleep(0.001)
+            assert await database.write(lambda db: db.execute("SELECT count(*) FROM calls").fetchone()[0],
+                                        "a count") == 1  # the record went in the same transaction
+            database.record(record(2))
+            assert await database.call(lambda db: db.execute("SELECT count(*) FROM calls").fetchone()[0],
+                                       "a count") == 2  # a read ends the wait too, after the queued record
+    finally:
+        await anyio.to_thread.run_sync(database.close)

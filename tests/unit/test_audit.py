@@ -1,0 +1,138 @@
+"""The audit trail: a run with an approval and a guardrail redaction shows its whole lineage through
+``audit://runs/{id}`` (who started it, what each step saw and produced, which model answered, the redaction, who
+approved and why), and ``audit export --format jsonl`` has every step of it with the actor named; changes to
+workflows and patterns are audited; the trail cannot be edited, not even in the database."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+
+from server.app import audit_cli
+from server.app.assembly import build_server, open_store
+from server.operations.audit import digest
+from server.store import StorageError
+from server.store.sqlite import SQLiteStore
+from tests.fakes import fake_config, fake_entry, fleet_for
+
+pytestmark = pytest.mark.anyio
+REVIEW = {"name": "review", "inputs": {"type": "object", "properties": {"author": {"type": "string"}}},
+          "steps": [
+              {"id": "ask", "kind": "orchestrate",
+               "with": {"prompt": "Review the change by {{ inputs.author }}; contact ada@example.com"}},
+              {"id": "gate", "kind": "approval", "depends_on": ["ask"], "with": {"timeout_s": 600}},
+              {"id": "publish", "kind": "orchestrate", "depends_on": ["gate"],
+               "with": {"prompt": "Publish: {{ steps.ask.output.text }}"}}],
+          "outputs": {"review": "{{ steps.ask.output.text }}"}}
+
+
+async def call(client: Client, tool: str, **arguments: Any) -> Any:
+    with anyio.fail_after(30):
+        result = await client.call_tool(tool, arguments)
+    assert not result.is_error, result.content[0].text
+    return result.structured_content
+
+
+async def reviewed_run(client: Client) -> str:
+    """Save and run the review workflow, approve its gate with a comment, and return the finished run's id."""
+    await call(client, "save_workflow", definition=REVIEW)
+    run_id = (await call(client, "run_workflow", workflow="review", inputs={"author": "Ada"}, wait=False))["run_id"]
+    with anyio.fail_after(20):
+        while (await call(client, "workflow_run", run_id=run_id))["status"] != "waiting":
+            await anyio.sleep(0.01)
+    await call(client, "workflow_run", run_id=run_id, action="approve", comment="ship it")
+    with anyio.fail_after(20):
+        while (done := await call(client, "workflow_run", run_id=run_id))["status"] in ("running", "waiting"):
+            await anyio.sleep(0.01)
+    assert done["status"] == "completed", done
+    return run_id
+
+
+async def test_a_run_shows_its_whole_lineage_and_the_export_names_every_step_and_actor(tmp_path: Path) -> None:
+    config = fake_config(fake_entry("alpha", model="a-1"), guardrails={"redact_pii": True})
+    database = tmp_path / "state.db"
+    server = build_server(config, store_factory=lambda: open_store(database), provider_factory=fleet_for(config))
+    async with Client(server) as client:
+        run_id = await reviewed_run(client)
+        read = await client.read_resource(f"audit://runs/{run_id}")
+    lineage = json.loads(read.contents[0].text)
+    assert (lineage["run_id"], lineage["workflow"], lineage["started_by"], lineage["status"]) == (
+        run_id, "review", "local", "completed")
+    assert lineage["inputs_sha256"] == digest({"author": "Ada"})
+    steps = {s["step"]: s for s in lineage["steps"]}
+    assert list(steps) == ["ask", "gate", "publish"]
+    ask = steps["ask"]
+    assert (ask["kind"], ask["status"], ask["provider"], ask["model"]) == ("orchestrate", "completed", "alpha", "a-1")
+    assert ask["input_sha256"] == digest({"prompt": "Review the change by Ada; contact ada@example.com"})
+    assert ask["output_sha256"] and ask["actor"] == "local"
+    assert [(g["action"], g["stage"], g["rule"]) for g in ask["guardrails"]] == [  # the e-mail address replaced
+        ("redact", "input", "redact_pii"), ("allow", "output", "output_policy")]
+    assert "redact" not in [g["action"] for g in steps["publish"]["guardrails"]]
+    assert (steps["gate"]["decision"], steps["gate"]["by"], steps["gate"]["comment"]) == ("approved", "local",
+                                                                                          "ship it")
+    assert steps["publish"]["depends_on"] == ["gate"] and steps["publish"]["provider"] == "alpha"
+    assert [(a["step"], a["approver"], a["decision"], a["comment"]) for a in lineage["approvals"]] == [
+        ("gate", "local", "approved", "ship it")]
+    chart = lineage["mermaid"]
+    assert chart.startswith("flowchart TD") and "started by local" in chart and "approved by local" in chart
+    assert "guardrail redact" in chart and "alpha/a-1" in chart
+    assert "ada@example.com" not in json.dumps(lineage)  # hashes only: [audit] content is off
+
+    out = io.StringIO()
+    code = await anyio.to_thread.run_sync(  # the command runs its own event loop
+        lambda: audit_cli.run(argparse.Namespace(since="1h", format="jsonl"), config, database, out=out))
+    assert code == 0
+    exported = [json.loads(line) for line in out.getvalue().splitlines()]
+    of_run = [e for e in exported if e["subject"] == run_id]
+    actions = [e["action"] for e in of_run if not e["action"].startswith("guardrail.")]
+    assert (actions[0], actions[-1]) == ("run.started", "run.finished")
+    assert sorted(actions[1:-1]) == ["approval.decided", "step.finished", "step.finished", "step.finished"]
+    assert "guardrail.redact" in [e["action"] for e in of_run]
+    assert {e["step"] for e in of_run if e["action"] == "step.finished"} == {"ask", "gate", "publish"}
+    assert all(e["actor"] == "local" for e in of_run)
+    assert [e["seq"] for e in exported] == sorted(e["seq"] for e in exported)
+    saved = [e for e in exported if e["action"] == "workflow.saved"]
+    assert [(e["subject"], e["actor"], e["detail"]["version"]) for e in saved] == [("workflow:review", "local", 1)]
+
+
+async def test_content_is_kept_only_when_the_operator_opts_in(tmp_path: Path) -> None:
+    config = fake_config(fake_entry("alpha", model="a-1"), audit={"content": True})
+    database = tmp_path / "state.db"
+    async with Client(build_server(config, store_factory=lambda: open_store(database),
+                                   provider_factory=fleet_for(config))) as client:
+        run_id = await reviewed_run(client)
+        lineage = json.loads((await client.read_resource(f"audit://runs/{run_id}")).contents[0].text)
+    started = next(e for e in lineage["entries"] if e["action"] == "run.started")
+    assert started["content"] == {"inputs": {"author": "Ada"}}
+    ask = next(e for e in lineage["entries"] if e["step"] == "ask" and e["action"] == "step.finished")
+    assert ask["content"]["inputs"] == {"prompt": "Review the change by Ada; contact ada@example.com"}
+    assert ask["content"]["outputs"]["provider"] == "alpha"
+
+
+async def test_the_trail_cannot_be_edited_even_in_the_database(tmp_path: Path) -> None:
+    from server.store import AuditEntry
+
+    store = SQLiteStore(tmp_path / "state.db")
+    try:
+        await store.audit.append_audit([AuditEntry(id="e", ts=1.0, actor="key:a", action="run.started",
+                                                   subject="run-1")])
+        with pytest.raises(StorageError):
+            await store.database.call(lambda db: db.execute("UPDATE audit SET actor = 'key:b'"), "an edit",
+                                      write=True)
+        assert [e.actor for e in await store.audit.audit_of("run-1")] == ["key:a"]
+    finally:
+        await store.aclose()
+
+
+def test_the_export_refuses_a_since_it_cannot_read(capsys: pytest.CaptureFixture[str]) -> None:
+    assert audit_cli.parse_since("2026-12-01T00:00:00Z", 0.0) == 1_796_083_200.0
+    assert audit_cli.parse_since("90m", 10_000.0) == 10_000.0 - 5400
+    code = audit_cli.run(argparse.Namespace(since="yesterday-ish", format="jsonl"), fake_config(), "unused.db")
+    assert code == 2 and "give a time" in capsys.readouterr().err
