@@ -186,7 +186,9 @@ class SQLiteDatabase:
         (https://www.sqlite.org/pragma.html#pragma_synchronous). An acknowledged write (awaited, or a call that
         writes) commits with ``FULL``; a batch of queued records only with ``NORMAL``: they are fire-and-forget."""
         mode = "FULL" if durable else "NORMAL"
-        if mode != self._synchronous:
+        # SQLite refuses the change inside a transaction ("Safety level may not be changed inside a
+        # transaction"): one left open by a call is committed in the mode set before it.
+        if mode != self._synchronous and not db.conn.in_transaction:
             db.execute(f"PRAGMA synchronous={mode}")
             self._synchronous = mode
 
