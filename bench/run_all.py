@@ -36,6 +36,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "knowledge": (["--patterns", "10000", "--calls", "300"], ["--patterns", "10000", "--calls", "1000"]),
     "operations": (["--calls", "20000", "--records", "200000", "--summaries", "10"], []),
     "workflows": (["--steps", "100", "--runs", "3"], ["--steps", "200", "--runs", "5"]),
+    "agents": (["--calls", "50"], ["--calls", "200"]),
 }
 NO_JSON = {"startup"}  # bench/startup.py is the first-answer issue's: its text output is read instead
 

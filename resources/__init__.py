@@ -9,7 +9,7 @@ from typing import Any
 from mcp.server import MCPServer
 from mcp_types import Completion, CompletionArgument, CompletionContext
 
-from resources import audit, knowledge, operations, workflows
+from resources import agents, audit, knowledge, operations, workflows
 from resources.knowledge import PatternResources
 from server.dependencies import Dependencies
 
@@ -34,6 +34,7 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> Patter
         return pool_state(deps.pool, deps.clock).model_dump_json(indent=2)
 
     workflows.register(mcp, dependencies)
+    agents.register(mcp, dependencies)
     operations.register(mcp, dependencies)
     audit.register(mcp, dependencies)
     return knowledge.register(mcp, dependencies)

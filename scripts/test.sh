@@ -23,6 +23,9 @@ export MCP_CONFORMANCE
 MCP_CONFORMANCE_NEXT="$(bash scripts/install-conformance.sh "" next)"  # 0.2.0-alpha.12: tasks, stateless, logging
 export MCP_CONFORMANCE_NEXT
 bash scripts/install-chromium.sh  # Debian's chromium + chromium-driver, for the dashboard's browser tests
+LLAMA="$(bash scripts/install-llama.sh)"  # llama.cpp's server + SmolLM2's GGUF (issue 21); ~10 min the first time
+LLAMA_PYTHON="${LLAMA%% *}" LLAMA_GGUF="${LLAMA#* }"
+export LLAMA_PYTHON LLAMA_GGUF
 # The lanes run as two processes: the integration lane leaves background threads behind (a session-wide DBOS, the
 # store's writer threads) that the unit lane's property tests must not share a process with.
 for arg in "$@"; do  # tests named explicitly: one run of exactly those

@@ -17,9 +17,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from server.errors import ConfigError
-from server.store.location import DatabaseLocation, PostgresDatabase, parse_database  # noqa: F401 (re-exported)
-
+from server.agents.settings import AgentName, AgentRoutingSettings, AgentSpec, PlannerSettings
 from server.security.settings import AuthSettings, GuardrailSettings, LimitSettings, NetworkSettings
+from server.store.location import DatabaseLocation, PostgresDatabase, parse_database  # noqa: F401 (re-exported)
 from server.workflows.settings import (AuditSettings, GovernanceSettings, HookSettings, TriggerSettings,
                                       resolve_hook_secrets)
 
@@ -307,6 +307,9 @@ class Config(_Strict):
     guardrails: GuardrailSettings = GuardrailSettings()
     network: NetworkSettings = NetworkSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    agents: dict[AgentName, AgentSpec] = Field(default_factory=dict, max_length=1_000)
+    agent_routing: AgentRoutingSettings = AgentRoutingSettings()
+    planner: PlannerSettings = PlannerSettings()
     governance: GovernanceSettings = GovernanceSettings()
     hooks: dict[str, HookSettings] = Field(default_factory=dict)
     triggers: tuple[TriggerSettings, ...] = ()

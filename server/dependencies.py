@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from knowledge import PatternRegistry
+    from server.agents import AgentService
     from server.config import Config
     from server.consensus.service import ConsensusService
     from server.operations.audit import AuditLog
@@ -45,6 +46,8 @@ class Dependencies:
     Code that would import a full-mode dependency checks this and raises :class:`server.app.simple.FullModeRequired`."""
     warm_up: WarmUp | None = None
     """The warm start (:mod:`server.app.warmup`): begins once the server has answered its first request."""
+    agents: AgentService | None = None
+    """The agents (:mod:`server.agents`): ``orchestrate(agent=…)``, ``register_agent``, ``plan_workflow``."""
     audit: AuditLog | None = None
     """The audit trail (:mod:`server.operations.audit`)."""
 

@@ -19,7 +19,7 @@ import pytest
 from server.store import Store
 
 PARTS = frozenset({"calls", "guardrails", "conversations", "cache", "patterns", "workflows", "runs", "incidents",
-                   "keys", "audit"})
+                   "keys", "audit", "agents"})
 """Every part of a :class:`~server.store.Store` (one per protocol)."""
 
 

@@ -26,6 +26,8 @@ _FACTORIES: tuple[tuple[str, str, str], ...] = (
     ("run_workflow", "tools.workflows", "run_tool"),
     ("workflow_run", "tools.workflows", "run_action_tool"),
     ("save_workflow", "tools.workflows", "save_tool"),
+    ("register_agent", "tools.agents", "register_tool"),
+    ("plan_workflow", "tools.agents", "plan_tool"),
 )
 """(tool name, module, factory) of every tool, in listing order."""
 

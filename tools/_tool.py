@@ -9,7 +9,7 @@ are public fields the SDK reads live).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -38,6 +38,8 @@ class SurfaceTool(Tool):
 
     render: Callable[[Any], str] | None = Field(default=None, exclude=True)
     """The text content for a result (the structured content carries the whole result); default: its JSON."""
+    redirects: dict[str, str] = Field(default_factory=dict, exclude=True)
+    """Unknown argument name -> what its refusal says instead of the closest valid name (the tool that takes it)."""
 
     async def run(self, arguments: dict[str, Any], context: Any, convert_result: bool = False) -> Any:
         """Run the tool, refusing arguments the input schema does not declare.
@@ -49,6 +51,9 @@ class SurfaceTool(Tool):
         token = _call_started.set(time.perf_counter())
         try:
             problem = unknown_arguments(arguments, self.parameters)
+            redirected = next((self.redirects[name] for name in arguments if name in self.redirects), None)
+            if problem is not None and redirected is not None:
+                raise ToolError(f"{self.name}: {redirected}")
             if problem is not None:
                 raise ToolError(f"{self.name}: {problem}")
             try:
@@ -89,7 +94,8 @@ def _telemetry(context: Any) -> Any:
 
 
 def make_tool(fn: Callable[..., Any], *, name: str, description: str, annotations: ToolAnnotations,
-              render: Callable[[Any], str] | None = None, detail: Collection[str] = ()) -> SurfaceTool:
+              render: Callable[[Any], str] | None = None, detail: Collection[str] = (),
+              redirects: Mapping[str, str] | None = None) -> SurfaceTool:
     """A :class:`SurfaceTool` from ``fn`` (its signature gives the arguments, its return annotation the result),
     with compact input and output schemas (:mod:`tools._schema`).
 
@@ -97,11 +103,13 @@ def make_tool(fn: Callable[..., Any], *, name: str, description: str, annotation
         render: the text content for a result (see :attr:`SurfaceTool.render`).
         detail: the result's fields whose nested records the output schema spells out field by field (the
             others it types as objects; see :func:`tools._schema.output_schema`).
+        redirects: unknown argument names that belong to another tool -> the refusal that names it.
     """
     description = " ".join(description.split())  # one paragraph: line breaks are only source formatting
     tool = SurfaceTool.from_function(fn, name=name, description=description, annotations=annotations)
     tool.fn = guarded(tool.fn, tool.is_async)  # a domain error with its message, a bug as internal error (ref …)
     tool.render = render
+    tool.redirects = dict(redirects or {})
     tool.parameters = input_schema(tool.parameters)
     if tool.fn_metadata.output_schema is not None:
         tool.fn_metadata.output_schema = output_schema(tool.fn_metadata.output_schema, detail)

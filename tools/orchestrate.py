@@ -59,6 +59,7 @@ async def orchestrate_tool(
     cache: Annotated[bool | None, Field(description="Reuse a cached temperature-0 answer.")] = None,
     pattern: PatternName | None = None,
     variables: Variables | None = None,
+    agent: Annotated[str | None, Field(description='Agent name or "auto".', max_length=64)] = None,
 ) -> OrchestrateResult:
     started = call_started()  # waits before the body ran (warm-up, argument checks) count as overhead
     deps = dependencies(ctx)
@@ -70,6 +71,11 @@ async def orchestrate_tool(
         response_format=response_format, cache=cache, pattern=pattern, variables=variables,
     )
     with core_errors():
+        if agent is not None:
+            if deps.agents is None:
+                raise ToolError("agents are not available in this server")
+            return await deps.agents.orchestrate(ask, agent, principal=caller(ctx), started=started,
+                                                 progress=ctx.report_progress)
         return await orchestrate(deps.pool, deps.store, deps.config, ask, principal=caller(ctx), started=started,
                                  clock=deps.clock, patterns=deps.patterns, progress=ctx.report_progress)
 
@@ -89,7 +95,8 @@ def tool() -> Tool:
 def render(result: OrchestrateResult) -> str:
     """The text content of a result: the answer, then one line of key facts (the structured content has all)."""
     failed = [f"{a.provider}: {a.error_class or a.status}" for a in result.attempts if a.status == "error"]
-    facts = [f"{result.provider} ({result.model})"]
+    facts = [f"{result.provider} ({result.model})"] if result.agent is None else [
+        f"agent {result.agent.name} ({result.agent.via})", f"{result.provider} ({result.model})"]
     if failed:
         facts.append(f"after {', '.join(failed)}")
     if result.cached:

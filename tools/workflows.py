@@ -18,7 +18,7 @@ from tools._arguments import Guard
 from tools._context import AS_TASK, core_errors, dependencies, make_tool, require_role
 
 RUN_DESCRIPTION = """Run a durable workflow: a DAG of steps (orchestrate, consensus, pattern, tool, workflow,
-approval). `workflow`: a saved name or a definition like {"name": "b", "steps": [{"id": "a", "kind":
+approval, agent, team). `workflow`: a saved name or a definition like {"name": "b", "steps": [{"id": "a", "kind":
 "orchestrate", "with": {"prompt": "Sum up {{ inputs.text }}"}}, {"id": "c", "kind": "pattern", "depends_on":
 ["a"], "with": {...}}], "outputs": {"s": "{{ steps.a.output.text }}"}}; steps may add when, retry, timeout_s,
 on_error. Returns after `wait_s` at most; the run goes on (see workflow_run)."""
@@ -137,7 +137,9 @@ def run_tool() -> Tool:
     return make_tool(run_workflow, name="run_workflow", description=RUN_DESCRIPTION,
                      annotations=ToolAnnotations(title="Run a workflow", read_only_hint=False,
                                                  destructive_hint=False, idempotent_hint=False,
-                                                 open_world_hint=True))
+                                                 open_world_hint=True),
+                     redirects={"goal": "unknown argument `goal`: run_workflow runs `workflow` (a saved name or a "
+                                        "definition); plan_workflow(goal=…) drafts a workflow from a goal"})
 
 
 def run_action_tool() -> Tool:

@@ -39,6 +39,7 @@ from server.dependencies import Dependencies
 from server.store import Store
 
 if TYPE_CHECKING:
+    from server.agents import AgentService
     from server.consensus.service import ConsensusService
     from server.operations.telemetry import Telemetry
     from server.operations.triggers import MetricTriggers
@@ -60,6 +61,8 @@ INSTRUCTIONS: tuple[tuple[str, str], ...] = (
     ("run_workflow", "`run_workflow` runs a durable DAG of steps."),
     ("workflow_run", "`workflow_run` follows, cancels or approves runs."),
     ("save_workflow", "`save_workflow` saves a workflow definition."),
+    ("register_agent", "`register_agent` saves an agent (a named role; `orchestrate(agent=…)` answers as one)."),
+    ("plan_workflow", "`plan_workflow` drafts a workflow for a goal."),
 )
 """(tool, sentence) of the server's instructions: one sentence per tool it offers."""
 
@@ -116,6 +119,8 @@ async def open_dependencies(
         await pool.load_spend()
         patterns = PatternRegistry(store.patterns, clock=clock)
         await patterns.load_library(builtin_patterns())
+        agents = _agents(config, store, pool, patterns, clock)
+        await agents.registry.load()  # [agents.NAME]: a new version of each that changed since the last start
     except BaseException:
         await store.aclose()
         raise
@@ -130,7 +135,7 @@ async def open_dependencies(
     try:
         downstream = _downstream_servers(config)
         workflows = _lazy_workflows(config, store, pool, consensus, patterns, clock, workflow_runtime, telemetry,
-                                    downstream, audit)
+                                    downstream, audit, agents)
         if run_workflow is None:
             async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
                 # Under a named system principal: its steps' model calls are screened and recorded as its.
@@ -149,7 +154,7 @@ async def open_dependencies(
                 (_running(downstream.serve) if downstream else contextlib.nullcontext()):  # sessions closed on exit
             yield Dependencies(config=config, store=store, pool=pool, lazy_consensus=consensus, patterns=patterns,
                                clock=clock, lazy_workflows=workflows, incidents=incidents, telemetry=telemetry,
-                               simple=simple, warm_up=warm_up, audit=audit)
+                               simple=simple, warm_up=warm_up, audit=audit, agents=agents)
     finally:
         with anyio.CancelScope(shield=True):
             await audit.flush()
@@ -167,10 +172,20 @@ def _downstream_servers(config: Config) -> DownstreamServers | None:
     return DownstreamServers(config.mcp_servers, config.secrets(), policy=AddressPolicy.from_settings(config.network))
 
 
+def _agents(config: Config, store: Store, pool: ProviderPool, patterns: PatternRegistry,
+            clock: Callable[[], float]) -> AgentService:
+    """The agent registry, router and service over the store's agents and the pool."""
+    from server.agents import AgentRegistry, AgentRouter, AgentService, available_providers
+
+    registry = AgentRegistry(store.agents, config.agents, available_providers=available_providers(pool), clock=clock)
+    return AgentService(registry, AgentRouter(pool, config.agent_routing, clock=clock), pool, store, config,
+                        patterns=patterns, clock=clock)
+
+
 def _lazy_workflows(config: Config, store: Store, pool: ProviderPool, consensus: Callable[[], ConsensusService],
                     patterns: PatternRegistry, clock: Callable[[], float], runtime: RuntimeFactory | None,
                     telemetry: Telemetry | None, downstream: DownstreamServers | None = None,
-                    audit: AuditLog | None = None) -> LazyWorkflows:
+                    audit: AuditLog | None = None, agents: AgentService | None = None) -> LazyWorkflows:
     """The workflow service, built at first use; a given (durable) runtime is opened by the warm start
     (:mod:`server.app.warmup`), to recover interrupted runs without waiting for a call."""
     from server.workflows.lazy import LazyWorkflows
@@ -179,7 +194,8 @@ def _lazy_workflows(config: Config, store: Store, pool: ProviderPool, consensus:
         from server.workflows.steps import StepServices
 
         return StepServices(pool=pool, store=store, config=config, consensus=consensus(), patterns=patterns,
-                            tool_caller=downstream.call if downstream else None, clock=clock, telemetry=telemetry)
+                            tool_caller=downstream.call if downstream else None, clock=clock, telemetry=telemetry,
+                            agents=agents)
 
     return LazyWorkflows(services, store, runtime_factory=runtime, clock=clock, delay_s=math.inf, audit=audit)
 

@@ -48,6 +48,18 @@ class UsageReport(DeferredModel):
     total_tokens: int
 
 
+class AgentRouting(DeferredModel):
+    """The agent that answered ``orchestrate(agent=…)``, and how it was chosen (:mod:`server.agents.routing`)."""
+
+    name: str
+    version: int
+    reason: str
+    via: str = Field(description="named, single, model, cache or fallback")
+    cached: bool = False
+    routing_latency_ms: float = 0.0
+    routing_cost_usd: float = 0.0
+
+
 class OrchestrateResult(DeferredModel):
     """The ``orchestrate`` result. Times in milliseconds, cost in USD."""
 
@@ -64,6 +76,7 @@ class OrchestrateResult(DeferredModel):
     ab_bucket: str | None = None
     pattern: str | None = Field(default=None, description="the pattern the prompt was rendered from")
     pattern_version: int | None = Field(default=None, description="the version of that pattern")
+    agent: AgentRouting | None = None
 
 
 @dataclass(frozen=True, slots=True)

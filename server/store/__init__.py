@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from server.store.errors import StorageError, StoreUnavailable
 from server.store.protocols import (
+    AgentStore,
     AuditTrail,
     CallStore,
     ConversationStore,
@@ -27,6 +28,7 @@ from server.store.records import (
     FINISHED,
     GROUP_COLUMNS,
     RUN_STATES,
+    AgentRecord,
     Aggregate,
     AggregateRow,
     ApiKeyRecord,
@@ -43,9 +45,9 @@ from server.store.records import (
 )
 
 __all__ = [
-    "FINISHED", "GROUP_COLUMNS", "RUN_STATES", "Aggregate", "AggregateRow", "ApiKeyRecord", "AuditEntry", "AuditTrail",
-    "CallRecord", "CallRow",
-    "CallStore", "ConversationStore", "GroupBy", "GroupTotals", "GuardrailDecision", "GuardrailLog", "IncidentStore",
-    "KeyStore", "PatternRecord", "PatternStore", "ResponseCache", "RunState", "RunStore", "StorageError", "Store",
-    "StoreUnavailable", "WorkflowRecord", "WorkflowRun", "WorkflowStore",
+    "FINISHED", "GROUP_COLUMNS", "RUN_STATES", "AgentRecord", "AgentStore", "Aggregate", "AggregateRow",
+    "ApiKeyRecord", "AuditEntry", "AuditTrail", "CallRecord", "CallRow", "CallStore", "ConversationStore", "GroupBy",
+    "GroupTotals", "GuardrailDecision", "GuardrailLog", "IncidentStore", "KeyStore", "PatternRecord", "PatternStore",
+    "ResponseCache", "RunState", "RunStore", "StorageError", "Store", "StoreUnavailable", "WorkflowRecord",
+    "WorkflowRun", "WorkflowStore",
 ]

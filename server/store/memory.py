@@ -8,6 +8,7 @@ long as its process lives and nothing here expires by itself.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from server.store.errors import StorageError
 from server.store.memory_calls import MAX_RAW_CALLS, MemoryCalls, MemoryGuardrails
 from server.store.memory_patterns import MemoryPatterns
-from server.store.records import ApiKeyRecord, AuditEntry, RunState, WorkflowRecord, WorkflowRun
+from server.store.records import AgentRecord, ApiKeyRecord, AuditEntry, RunState, WorkflowRecord, WorkflowRun
 
 MAX_CONVERSATIONS = 10_000  # kept in memory (simple mode); the SQLite store keeps every one
 MAX_CACHE_ENTRIES = 10_000
@@ -94,6 +95,30 @@ class MemoryWorkflows:
 
     async def list_workflows(self) -> list[WorkflowRecord]:
         return [self.workflows[name] for name in sorted(self.workflows)]
+
+
+class MemoryAgents:
+    """Agents in ``versions`` (name -> every version, oldest first)."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, list[AgentRecord]] = {}
+
+    async def put_agent(self, name: str, spec: dict[str, Any], ts: float) -> tuple[AgentRecord, bool]:
+        kept = self.versions.setdefault(name, [])
+        if kept and kept[-1].spec == spec:
+            return kept[-1], False
+        record = AgentRecord(name, len(kept) + 1, json.loads(json.dumps(spec)), kept[0].created_at if kept else ts, ts)
+        kept.append(record)
+        return record, True
+
+    async def get_agent(self, name: str, version: int | None = None) -> AgentRecord | None:
+        kept = self.versions.get(name) or []
+        if version is None:
+            return kept[-1] if kept else None
+        return kept[version - 1] if 0 < version <= len(kept) else None
+
+    async def list_agents(self) -> list[AgentRecord]:
+        return [self.versions[name][-1] for name in sorted(self.versions) if self.versions[name]]
 
 
 class MemoryRuns:
@@ -226,6 +251,7 @@ class MemoryStore:
         self.runs = MemoryRuns(max_runs=max_runs)
         self.incidents = MemoryIncidents()
         self.keys = MemoryKeys()
+        self.agents = MemoryAgents()
         self.audit = MemoryAudit()
 
     async def aclose(self) -> None:

@@ -138,6 +138,14 @@ def _m009_audit(db: sqlite_utils.Database) -> None:
                "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END")
 
 
+def _m010_agents(db: sqlite_utils.Database) -> None:
+    # Agents (server.store.AgentRecord): `agents` holds each one's current version, `agent_versions` every version.
+    db["agents"].create({"name": str, "version": int, "spec": str, "created_at": float, "updated_at": float},
+                        pk="name", not_null={"version", "spec"})
+    db["agent_versions"].create({"name": str, "version": int, "spec": str, "created_at": float, "updated_at": float},
+                                pk=("name", "version"), not_null={"spec"})
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_calls", _m001_calls),
     ("002_ab_bucket_and_cache_flag", _m002_ab_bucket_and_cache_flag),
@@ -148,6 +156,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("007_security", _m007_security),
     ("008_runs", _m008_runs),
     ("009_audit", _m009_audit),
+    ("010_agents", _m010_agents),
 ]
 
 

@@ -25,6 +25,7 @@ from server.store.postgres_locks import Listener, claim_interval, notify
 from server.store.records import (
     FINISHED,
     GROUP_COLUMNS,
+    AgentRecord,
     AggregateRow,
     ApiKeyRecord,
     CallRecord,
@@ -195,6 +196,20 @@ class PostgresWorkflows(_Part):
         return await self._db.call(patterns_sql.workflows, "the saved workflows")
 
 
+class PostgresAgents(_Part):
+    """Agents and every version (:mod:`server.store.postgres_patterns`)."""
+
+    async def put_agent(self, name: str, spec: dict[str, Any], ts: float) -> tuple[AgentRecord, bool]:
+        return await self._db.call(lambda c: patterns_sql.put_agent(c, name, spec, ts), f"agent {name!r}", write=True)
+
+    async def get_agent(self, name: str, version: int | None = None) -> AgentRecord | None:
+        found = await self._db.call(lambda c: patterns_sql.agents(c, name, version), f"agent {name!r}")
+        return found[0] if found else None
+
+    async def list_agents(self) -> list[AgentRecord]:
+        return await self._db.call(patterns_sql.agents, "the agents")
+
+
 _RUN_COLUMNS = tuple(f.name for f in fields(WorkflowRun))
 _SELECT_RUN = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
 
@@ -310,6 +325,7 @@ class PostgresStore:
         self.incidents = PostgresIncidents(self.database)
         self.keys = PostgresKeys(self.database)
         self.audit = PostgresAudit(self.database)
+        self.agents = PostgresAgents(self.database)
 
     # -- coordination across replicas (server.store.postgres_locks) -------------------------------------
 

@@ -100,6 +100,13 @@ CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
     $$ BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$;
 CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit FOR EACH ROW EXECUTE FUNCTION audit_append_only();
 """),
+    # Agents (server.store.AgentRecord), as SQLite's 010_agents: the current version, and every version.
+    ("010_agents", """
+CREATE TABLE agents (name text PRIMARY KEY, version integer NOT NULL, spec text NOT NULL,
+    created_at double precision, updated_at double precision);
+CREATE TABLE agent_versions (name text NOT NULL, version integer NOT NULL, spec text NOT NULL,
+    created_at double precision, updated_at double precision, PRIMARY KEY (name, version));
+"""),
 ]
 
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from server.store.records import (
+    AgentRecord,
     AggregateRow,
     ApiKeyRecord,
     AuditEntry,
@@ -197,6 +198,28 @@ class WorkflowStore(Protocol):
         ...
 
 
+class AgentStore(Protocol):
+    """Agents (named roles), every version of each (:mod:`server.agents` validates them and gives them meaning)."""
+
+    async def put_agent(self, name: str, spec: dict[str, Any], ts: float) -> tuple[AgentRecord, bool]:
+        """Store ``spec`` as agent ``name``'s next version, atomically; earlier versions stay readable. Nothing is
+        stored when it equals the current version's spec (returns that, ``False``). Returns the version now
+        current and whether this call stored it (committed).
+
+        Raises:
+            StorageError: nothing was stored.
+        """
+        ...
+
+    async def get_agent(self, name: str, version: int | None = None) -> AgentRecord | None:
+        """The current version of agent ``name`` (or the given ``version``); ``None`` when there is none."""
+        ...
+
+    async def list_agents(self) -> list[AgentRecord]:
+        """The current version of every agent, ordered by name."""
+        ...
+
+
 class RunStore(Protocol):
     """Workflow run records: the server's own account of each run (the runtime keeps the step records)."""
 
@@ -322,6 +345,9 @@ class Store(Protocol):
 
     @property
     def runs(self) -> RunStore: ...
+
+    @property
+    def agents(self) -> AgentStore: ...
 
     @property
     def incidents(self) -> IncidentStore: ...

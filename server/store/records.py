@@ -179,6 +179,24 @@ class WorkflowRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentRecord:
+    """One version of an agent (a named role; :mod:`server.agents` validates the spec and gives it meaning).
+
+    Attributes:
+        name: the agent's slug.
+        version: 1 when first stored; each change of the spec adds one (identical content stores nothing).
+        spec: the agent as JSON data (description, system prompt, capabilities, providers, tools …).
+        created_at: when version 1 was stored; updated_at: when this version was, Unix seconds.
+    """
+
+    name: str
+    version: int
+    spec: dict[str, Any]
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     """One API key as stored: never the key itself, only its SHA-256 (see :mod:`server.security.keys`).
 

@@ -16,7 +16,7 @@ from server.store.sqlite_calls import SQLiteCalls, SQLiteGuardrails
 from server.store.sqlite_conversations import SQLiteCache, SQLiteConversations
 from server.store.sqlite_db import SQLiteDatabase
 from server.store.sqlite_patterns import SQLitePatterns
-from server.store.sqlite_state import SQLiteIncidents, SQLiteKeys, SQLiteRuns, SQLiteWorkflows
+from server.store.sqlite_state import SQLiteAgents, SQLiteIncidents, SQLiteKeys, SQLiteRuns, SQLiteWorkflows
 
 
 class SQLiteStore:
@@ -41,6 +41,7 @@ class SQLiteStore:
         self.incidents = SQLiteIncidents(self.database)
         self.keys = SQLiteKeys(self.database)
         self.audit = SQLiteAudit(self.database)
+        self.agents = SQLiteAgents(self.database)
 
     @property
     def path(self) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import sqlite_utils
 
 from server.store import sqlite_ops as ops_sql
-from server.store.records import FINISHED, ApiKeyRecord, RunState, WorkflowRecord, WorkflowRun
+from server.store.records import FINISHED, AgentRecord, ApiKeyRecord, RunState, WorkflowRecord, WorkflowRun
 from server.store.sqlite_db import SQLiteDatabase
 
 
@@ -57,6 +57,51 @@ class SQLiteWorkflows:
 
 def _workflow(row: Sequence[Any]) -> WorkflowRecord:
     return WorkflowRecord(row[0], row[1], json.loads(row[2]), row[3] or 0.0, row[4] or 0.0)
+
+
+class SQLiteAgents:
+    """Agents in ``agents`` (the current version of each) and ``agent_versions`` (every version)."""
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self._db = db
+
+    async def put_agent(self, name: str, spec: dict[str, Any], ts: float) -> tuple[AgentRecord, bool]:
+        """Store the next version in one transaction (nothing when the spec is the current one's)."""
+        text = json.dumps(spec, ensure_ascii=False, sort_keys=True)
+
+        def put(db: sqlite_utils.Database) -> tuple[AgentRecord, bool]:
+            with db.atomic():
+                row = db.execute("SELECT version, spec, created_at, updated_at FROM agents WHERE name = ?",
+                                 [name]).fetchone()
+                if row is not None and row[1] == text:
+                    return AgentRecord(name, row[0], json.loads(row[1]), row[2], row[3]), False
+                version, created = (row[0] + 1, row[2]) if row else (1, ts)
+                values = [name, version, text, created, ts]
+                db.execute("INSERT INTO agent_versions (name, version, spec, created_at, updated_at) "
+                           "VALUES (?, ?, ?, ?, ?)", values)
+                db.execute("INSERT INTO agents (name, version, spec, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+                           "ON CONFLICT(name) DO UPDATE SET version = excluded.version, spec = excluded.spec, "
+                           "updated_at = excluded.updated_at", values)
+            return AgentRecord(name, version, json.loads(text), created, ts), True
+
+        return await self._db.call(put, f"agent {name!r}", write=True)
+
+    async def get_agent(self, name: str, version: int | None = None) -> AgentRecord | None:
+        sql, params = ("agents WHERE name = ?", [name]) if version is None else (
+            "agent_versions WHERE name = ? AND version = ?", [name, version])
+        rows = await self._db.call(lambda db: list(db.execute(f"{_SELECT_AGENT} {sql}", params)), f"agent {name!r}")
+        return _agent(rows[0]) if rows else None
+
+    async def list_agents(self) -> list[AgentRecord]:
+        rows = await self._db.call(lambda db: list(db.execute(f"{_SELECT_AGENT} agents ORDER BY name")), "the agents")
+        return [_agent(row) for row in rows]
+
+
+_SELECT_AGENT = "SELECT name, version, spec, created_at, updated_at FROM"
+
+
+def _agent(row: Sequence[Any]) -> AgentRecord:
+    return AgentRecord(row[0], row[1], json.loads(row[2]), row[3] or 0.0, row[4] or 0.0)
 
 
 _RUN_COLUMNS = tuple(f.name for f in fields(WorkflowRun))

@@ -44,7 +44,7 @@ MAX_DATA_DEPTH = 64
 """Deepest nesting of objects and lists anywhere in a definition (or in a run's inputs)."""
 MAX_CONDITION_DEPTH = 16
 MAX_APPROVAL_TIMEOUT_S = 30 * 86_400.0
-STEP_KINDS: tuple[str, ...] = ("orchestrate", "consensus", "pattern", "tool", "workflow", "approval")
+STEP_KINDS: tuple[str, ...] = ("orchestrate", "consensus", "pattern", "tool", "workflow", "approval", "agent", "team")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 STEP_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"

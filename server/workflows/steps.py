@@ -23,7 +23,6 @@ from server.errors import (
     NoProviderAvailable,
     NoProvidersConfigured,
     OrchestrationError,
-    ProviderError,
     UnknownProvider,
 )
 from server.security import Principal
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
     from knowledge import PatternRegistry
     from server.config import Config
     from server.consensus.service import ConsensusService
+    from server.agents import AgentService
     from server.pool.pool import ProviderPool
     from server.store import Store
 
@@ -61,14 +61,16 @@ class StepServices:
     clock: Callable[[], float] = time.time
     telemetry: Any = None
     """A :class:`server.operations.telemetry.Telemetry` for run and step spans, or ``None`` (off)."""
+    agents: AgentService | None = None
+    """For ``agent`` and ``team`` steps (:mod:`server.agents.steps`)."""
 
 
 def error_class(exc: BaseException) -> str:
     """The error class a step failure is retried and reported by."""
     if isinstance(exc, StepFailed):
         return exc.error_class
-    if isinstance(exc, ProviderError):
-        return exc.error_class
+    if isinstance(exc, OrchestrationError) and isinstance(getattr(exc, "error_class", None), str):
+        return exc.error_class  # a provider's failure class, or an agent step's (server.agents.steps)
     if isinstance(exc, TimeoutError):
         return "step_timeout"
     names: dict[type, str] = {AllProvidersFailed: "all_providers_failed", NoProviderAvailable: "no_provider_available",
@@ -162,4 +164,23 @@ async def run_tool(services: StepServices, params: Mapping[str, Any], timeout_s:
     return await services.tool_caller(str(args["server"]), str(args["tool"]), arguments, timeout_s)
 
 
-EXECUTORS = {"orchestrate": run_orchestrate, "consensus": run_consensus, "pattern": run_pattern}
+async def run_agent_kind(services: StepServices, params: Mapping[str, Any], principal: Principal) -> Any:
+    """An ``agent`` step (:func:`server.agents.steps.run_agent`): the agent answers, with its allowed tools."""
+    from server.agents.steps import run_agent
+
+    if services.agents is None:
+        raise StepFailed("agent steps need the agent registry", error_class="unknown_agent")
+    return await run_agent(services.agents, params, principal, services.tool_caller)
+
+
+async def run_team_kind(services: StepServices, params: Mapping[str, Any], principal: Principal) -> Any:
+    """A ``team`` step (:func:`server.agents.steps.run_team`): several agents, sequential, parallel or consensus."""
+    from server.agents.steps import run_team
+
+    if services.agents is None:
+        raise StepFailed("team steps need the agent registry", error_class="unknown_agent")
+    return await run_team(services.agents, params, principal, services.tool_caller)
+
+
+EXECUTORS = {"orchestrate": run_orchestrate, "consensus": run_consensus, "pattern": run_pattern,
+             "agent": run_agent_kind, "team": run_team_kind}

@@ -46,6 +46,10 @@ from server.workflows.model import (
 )
 
 APPROVAL_PARAMETERS = ("message", "timeout_s", "approvers", "not_starter")
+AGENT_PARAMETERS = ("agent", "prompt", "max_tokens", "temperature", "max_tool_calls")
+TEAM_PARAMETERS = ("agents", "mode", "prompt", "max_tokens", "temperature", "threshold", "method", "choices")
+TEAM_MODES = ("sequential", "parallel", "consensus")
+MAX_TEAM = 16
 MAX_APPROVERS = 50
 _ROOTS = ("inputs", "steps")
 _LISTED_NON_FINITE = 20
@@ -250,6 +254,27 @@ def kind_problems(step: Step) -> list[str]:
         problems.append(f"kind {step.kind!r} needs `prompt` or `pattern` (one of them)")
     if step.kind == "approval":
         problems.extend(_approval_problems(w))
+    if step.kind in ("agent", "team"):
+        problems.extend(agent_step_problems(step.kind, w))
+    return problems
+
+
+def agent_step_problems(kind: str, w: Mapping[str, Any]) -> list[str]:
+    """An ``agent`` step needs ``agent`` and ``prompt``; a ``team`` step ``agents`` (2 to :data:`MAX_TEAM` names),
+    ``prompt`` and a ``mode`` of :data:`TEAM_MODES` (default ``sequential``). Whether the agents exist is known
+    when the step runs (:mod:`server.agents.steps`), or to the planner."""
+    known = AGENT_PARAMETERS if kind == "agent" else TEAM_PARAMETERS
+    problems = [f"{kind}: unknown parameter `{k}`; known: {', '.join(known)}" for k in sorted(set(w) - set(known))]
+    if not isinstance(w.get("prompt"), str):
+        problems.append(f"kind {kind!r} needs `prompt` (text)")
+    if kind == "agent" and not isinstance(w.get("agent"), str):
+        problems.append("kind 'agent' needs `agent` (an agent name)")
+    if kind == "team":
+        agents = w.get("agents")
+        if not (isinstance(agents, list) and 2 <= len(agents) <= MAX_TEAM and all(isinstance(a, str) for a in agents)):
+            problems.append(f"kind 'team' needs `agents`: a list of 2 to {MAX_TEAM} agent names")
+        if w.get("mode", "sequential") not in TEAM_MODES:
+            problems.append(f"team `mode` is one of {', '.join(TEAM_MODES)}")
     return problems
 
 

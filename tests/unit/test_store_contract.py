@@ -234,6 +234,39 @@ async def test_saved_workflows_get_a_version_per_change(store: Store) -> None:
     assert [w.name for w in await store.workflows.list_workflows()] == ["a-first", "nightly"]
 
 
+# -- agents --------------------------------------------------------------------------------------------------
+
+
+async def test_agent_versions_are_kept_and_identical_content_stores_nothing(store: Store) -> None:
+    spec = {"description": "Reviews code", "system_prompt": "You review code.", "capabilities": ["code"],
+            "providers": ["a"], "tools": ["github.comment"], "metadata": {"team": "é"}}
+    first, stored = await store.agents.put_agent("reviewer", spec, 10.0)
+    assert (first.name, first.version, stored, first.spec, first.created_at) == ("reviewer", 1, True, spec, 10.0)
+    same, stored = await store.agents.put_agent("reviewer", dict(reversed(list(spec.items()))), 20.0)  # key order
+    assert (same.version, stored, same.updated_at) == (1, False, 10.0)
+    changed = {**spec, "capabilities": ["code", "review"]}
+    second, stored = await store.agents.put_agent("reviewer", changed, 30.0)
+    assert (second.version, stored, second.created_at, second.updated_at) == (2, True, 10.0, 30.0)
+    assert await store.agents.get_agent("reviewer") == second
+    assert (await store.agents.get_agent("reviewer", 1)).spec == spec
+    assert await store.agents.get_agent("reviewer", 3) is None and await store.agents.get_agent("nope") is None
+    await store.agents.put_agent("analyst", {"description": "Analyses data"}, 40.0)
+    assert [(a.name, a.version) for a in await store.agents.list_agents()] == [("analyst", 1), ("reviewer", 2)]
+
+
+async def test_concurrent_changes_to_one_agent_get_distinct_versions(store: Store) -> None:
+    async def put(i: int) -> None:
+        await store.agents.put_agent("busy", {"description": f"version {i}"}, float(i))
+
+    async with anyio.create_task_group() as group:
+        for i in range(8):
+            group.start_soon(put, i)
+    current = await store.agents.get_agent("busy")
+    assert current is not None and current.version == 8
+    kept = [await store.agents.get_agent("busy", v) for v in range(1, 9)]
+    assert sorted(a.spec["description"] for a in kept if a is not None) == [f"version {i}" for i in range(8)]
+
+
 # -- runs ------------------------------------------------------------------------------------------------------
 
 
@@ -371,6 +404,7 @@ async def test_what_a_backend_keeps_survives_a_reopen_and_nothing_else(backend: 
     await store.keys.put_api_key(ApiKeyRecord(id="k", name="n", role="user", key_hash="h", prefix="p",
                                               created_at=1.0))
     await store.audit.append_audit([entry("e", 1.0)])
+    await store.agents.put_agent("a", {"description": "d"}, 1.0)
     await store.aclose()  # queued writes are flushed here
     reopened = await backend.open(request, tmp_path)
     try:
@@ -385,6 +419,7 @@ async def test_what_a_backend_keeps_survives_a_reopen_and_nothing_else(backend: 
             "incidents": await reopened.incidents.get_incident("i") is not None,
             "keys": await reopened.keys.api_key_by_hash("h") is not None,
             "audit": [e.id for e in await reopened.audit.audit_of("run-1")] == ["e"],
+            "agents": await reopened.agents.get_agent("a") is not None,
         }
     finally:
         await reopened.aclose()
