@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -205,13 +206,17 @@ class Upstream:
         Raises:
             TimeoutError: fewer than ``count`` requests finished within ``timeout_s`` seconds.
         """
+        return self._wait(lambda: sum(r.finished_at is not None for r in self._requests) >= count, timeout_s,
+                          f"fewer than {count} simulator requests finished")
 
-        def finished() -> bool:
-            return sum(r.finished_at is not None for r in self._requests) >= count
+    def wait_for_requests(self, count: int = 1, timeout_s: float = 5.0) -> list[RecordedRequest]:
+        """:meth:`wait_for_finished` for requests that have arrived, answered or not."""
+        return self._wait(lambda: len(self._requests) >= count, timeout_s, f"fewer than {count} requests arrived")
 
+    def _wait(self, condition: Callable[[], bool], timeout_s: float, failure: str) -> list[RecordedRequest]:
         with self._lock:
-            if not self._lock.wait_for(finished, timeout_s):
-                raise TimeoutError(f"fewer than {count} simulator requests finished within {timeout_s} s")
+            if not self._lock.wait_for(condition, timeout_s):
+                raise TimeoutError(f"{failure} within {timeout_s} s")
         return self.requests
 
     def _next_behaviour(self, model: str) -> Behaviour:
@@ -230,6 +235,7 @@ class Upstream:
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self._requests.append(request)
+            self._lock.notify_all()
 
     def _finish(self, request: RecordedRequest, outcome: str) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ import httpx2
 from server.simulator import Upstream
 from tests.conftest import provider_entry
 from tests.secure_serving import CREATED_KEYS, ServerProcess, make_key, mcp_client, running_server, write_toml
+from tests.services import wait_until
 
 SESSION_SECRET = "dashboard-session-secret-" + secrets.token_hex(20)
 CREATED_KEYS.append(SESSION_SECRET)  # swept like the keys: it must reach no log line, file or page
@@ -67,7 +68,7 @@ def dashboard_site(tmp: Path) -> Iterator[Site]:
                 call(site, user, "orchestrate", prompt=f"release note {index}")
             call(site, admin, "save_workflow", definition=GATED)
             wait_until(lambda: call(site, admin, "monitor_operations", window="15m")["incidents"], 30,
-                       "an incident for the failing provider")
+                       "an incident for the failing provider", interval_s=0.2)
             yield site
 
 
@@ -84,26 +85,12 @@ def call(site: Site, key: str, tool: str, **arguments: Any) -> dict[str, Any]:
     return anyio.run(_call, site.mcp, key, tool, arguments)
 
 
-def wait_until(condition: Any, timeout_s: float, what: str) -> Any:
-    """Poll ``condition`` (every 0.2 s) until it returns something truthy, at most ``timeout_s``."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} within {timeout_s} s")
-        time.sleep(0.2)
-
-
 def waiting_run(site: Site, key: str | None = None) -> str:
     """Start ``gated`` as ``key`` (default the user) and return its id once it waits for approval."""
     key = key or site.user
     run_id = call(site, key, "run_workflow", workflow="gated", wait=False)["run_id"]
     wait_until(lambda: call(site, key, "workflow_run", run_id=run_id)["status"] == "waiting", 30,
-               f"approval wait in {run_id}")
+               f"approval wait in {run_id}", interval_s=0.2)
     return run_id
 
 

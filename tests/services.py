@@ -15,13 +15,17 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
+import anyio
 import pytest
 
 from tests.serving import free_port
 
 NGINX = "/usr/sbin/nginx"
+T = TypeVar("T")
 
 
 def unavailable(reason: str) -> None:
@@ -138,12 +142,7 @@ class Nginx:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+            stop_process(self.process, 10)
             if self.process.stderr:
                 self.process.stderr.close()
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -165,3 +164,29 @@ def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.05)
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout_s} s: {what}")
         time.sleep(interval_s)
+
+
+async def until(condition: Callable[[], Awaitable[T]], timeout_s: float, what: str, interval_s: float = 0.05) -> T:
+    """:func:`wait_until` for async code: ``await condition()``'s first truthy value, asked every ``interval_s``
+    (the whole wait, calls included, bounded by ``timeout_s``).
+
+    For a state of another process that only a request can read (a run's status, a server's log of work)."""
+    try:
+        with anyio.fail_after(timeout_s):
+            while not (value := await condition()):
+                await anyio.sleep(interval_s)
+            return value
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout_s} s: {what}") from None
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """SIGTERM ``process`` and reap it; SIGKILL it if it has not exited within ``timeout_s``."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout_s)

@@ -17,9 +17,13 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from server.config import Config, DatabaseLocation, ProviderConfig
+
+if TYPE_CHECKING:
+    from server.pool.pool import ProviderPool
+    from server.pool.providers import CompletionRequest, Provider
 
 PROBE_TIMEOUT_S = 15.0
 _PLACEHOLDER = re.compile(r"\.\.\.|…|<|>|xxx|your|placeholder|change.?me|replace.?me|example|insert|dummy|todo",
@@ -84,37 +88,61 @@ def run_check(config: Config, state: os.PathLike | str | DatabaseLocation, *, si
 
 
 async def probe_providers(config: Config, simple: bool = False,
-                          factory: Callable[[ProviderConfig], object] | None = None) -> list[tuple[str, str, bool]]:
-    """One minimal completion per ready provider: ``(name, what happened, answered)`` each, in config order."""
-    from server.pool.providers import CompletionRequest, Message, build_provider, build_wire_provider
+                          factory: Callable[[ProviderConfig], Provider] | None = None) -> list[tuple[str, str, bool]]:
+    """One minimal completion per ready provider: ``(name, what happened, answered)`` each, in config order.
 
-    factory = factory or (build_wire_provider if simple else build_provider)
+    Each probe goes the way a call goes: through a :class:`~server.pool.ProviderPool` over an in-memory store, its
+    policy layer (``[guardrails]``, ``[limits]``), recording, and the member (admission, timeout), with the
+    configured outbound address policy on the provider's HTTP client; but each provider on its own (no fallback,
+    no retries), so every verdict is that provider's.
+    """
+    import functools
+
+    from server.pool.pool import ProviderPool
+    from server.pool.policy import Policy
+    from server.pool.providers import CompletionRequest, Message, build_provider, build_wire_provider
+    from server.security.addresses import AddressPolicy
+    from server.store.memory import MemoryStore
+
+    if factory is None:
+        factory = functools.partial(build_wire_provider if simple else build_provider,
+                                    policy=AddressPolicy.from_settings(config.network))
     request = CompletionRequest(messages=(Message("user", "ping"),), max_tokens=1, timeout_s=PROBE_TIMEOUT_S)
+    ready = [entry for entry in config.providers if entry.readiness() is None]
+    store = MemoryStore()
+    policy = Policy.from_config(config, store.guardrails, phones="pattern" if simple else "library")
+    pool = ProviderPool([(entry, factory(entry)) for entry in ready], store.calls, config=config, policy=policy)
     results = []
-    for config_entry in config.providers:
-        if config_entry.readiness() is not None:
-            results.append((config_entry.name, "skipped: not ready", False))
-            continue
-        provider = factory(config_entry)
-        try:
-            results.append((config_entry.name, *await _probe_one(provider, request)))
-        finally:
-            await provider.aclose()  # type: ignore[attr-defined]
+    try:
+        for entry in config.providers:
+            if entry.readiness() is not None:
+                results.append((entry.name, "skipped: not ready", False))
+                continue
+            results.append((entry.name, *await _probe_one(pool, entry.name, request)))
+    finally:
+        await pool.aclose()
+        await store.aclose()
     return results
 
 
-async def _probe_one(provider: object, request: object) -> tuple[str, bool]:
+async def _probe_one(pool: ProviderPool, name: str, request: CompletionRequest) -> tuple[str, bool]:
     import anyio
 
-    from server.errors import ProviderError
+    from server.errors import OrchestrationError, PolicyError, ProviderError
 
     try:
+        call = await pool.call(tool="check")
+        provider = pool.provider(name, call)
         with anyio.fail_after(PROBE_TIMEOUT_S + 1):
-            completion = await provider.complete(request)  # type: ignore[attr-defined]
+            completion = await provider.complete(request)
     except TimeoutError:
         return f"unreachable: no answer within {PROBE_TIMEOUT_S:.0f} s", False
     except ProviderError as exc:
         return _verdict(exc), False
+    except PolicyError as exc:
+        return f"not sent: the server's policy refuses it: {exc}", False
+    except OrchestrationError as exc:  # the pool would not hand it out (budget spent, not admitted)
+        return f"not sent: {exc}", False
     return f"ok: reachable, key accepted, model {completion.model} answered", True
 
 

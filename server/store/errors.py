@@ -42,6 +42,11 @@ _ERRNO = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk full", errno.EROFS: "re
           errno.EEXIST: "cannot open"}
 
 
+def explained(condition: str) -> str:
+    """``condition`` in a client's words, named at the end: ``the server's storage is full (disk full)``."""
+    return f"{_EXPLAINED.get(condition, _EXPLAINED['error'])} ({condition})"
+
+
 class StorageError(OrchestrationError):
     """A store operation failed; a failed write kept nothing.
 
@@ -51,8 +56,7 @@ class StorageError(OrchestrationError):
     """
 
     def __init__(self, condition: str, what: str, *, write: bool = True) -> None:
-        explained = _EXPLAINED.get(condition, _EXPLAINED["error"])
-        super().__init__(f"could not {'store' if write else 'read'} {what}: {explained} ({condition})")
+        super().__init__(f"could not {'store' if write else 'read'} {what}: {explained(condition)}")
         self.condition = condition
         self.what = what
 

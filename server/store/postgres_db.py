@@ -102,3 +102,10 @@ class PostgresWorker(SQLiteDatabase):
     @staticmethod
     def _insert_calls(db: Any, records: list[CallRecord]) -> None:
         ops_sql.insert_calls(db, records)
+
+    def _durable(self, db: Any, durable: bool) -> None:
+        """Nothing to set: a PostgreSQL commit is on the disk when it returns (``synchronous_commit``' default)."""
+
+    def _named(self, exc: BaseException) -> BaseException:
+        """``exc`` as it is: PostgreSQL names its own conditions (SQLSTATE)."""
+        return exc

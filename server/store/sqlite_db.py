@@ -10,6 +10,9 @@ opens the database (WAL mode), migrates it and serves every operation from a que
   (say, at COMMIT), every write in it is retried on its own: one bad row never takes another caller's with it.
 - **calls** (:meth:`SQLiteDatabase.call`) run alone, after every write queued before them is committed, so a
   read sees those; a call that writes opens its own transaction (``db.atomic()``).
+- an acknowledged write (awaited, or a call that writes) is on the disk when it returns (``synchronous=FULL``);
+  a batch of queued writes only reaches the operating system (``NORMAL``: it survives the process, not a power
+  cut).
 
 Failures reach the caller of an awaited write or a call as :class:`server.store.errors.StorageError` naming the
 condition; a queued write that fails is logged (its kind and the condition, never its content) and dropped.
@@ -89,6 +92,8 @@ class SQLiteDatabase:
         self._linger_s = linger_s
         self.dropped = 0
         """Queued writes that could not be stored (each logged)."""
+        self._read_only_said = False
+        self._synchronous = ""  # the connection's PRAGMA synchronous (owning thread only)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         opened: Future[None] = Future()
@@ -110,7 +115,7 @@ class SQLiteDatabase:
             db.enable_wal()
         else:
             db = sqlite_utils.Database(memory=True)
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives the process being killed
+        self._durable(db, True)
         # Reads (pattern search, lookups) touch pages all over a library of thousands of patterns: a 32 MB
         # page cache and memory-mapped reads keep them off the read() syscall path.
         db.execute("PRAGMA cache_size=-32000")
@@ -172,11 +177,27 @@ class SQLiteDatabase:
         if batch:
             self._apply(db, batch)
 
+    def _durable(self, db: sqlite_utils.Database, durable: bool) -> None:
+        """Commits from now on reach the disk before they return (``durable``), or only the operating system.
+
+        In WAL mode ``synchronous=NORMAL`` commits survive the process being killed, not the operating system
+        losing what it has not written yet (a power cut, or a file system the kernel turned read-only after a
+        disk error, which drops its unwritten pages); ``FULL`` syncs the WAL at each commit
+        (https://www.sqlite.org/pragma.html#pragma_synchronous). An acknowledged write (awaited, or a call that
+        writes) commits with ``FULL``; a batch of queued records only with ``NORMAL``: they are fire-and-forget."""
+        mode = "FULL" if durable else "NORMAL"
+        # SQLite refuses the change inside a transaction ("Safety level may not be changed inside a
+        # transaction"): one left open by a call is committed in the mode set before it.
+        if mode != self._synchronous and not db.conn.in_transaction:
+            db.execute(f"PRAGMA synchronous={mode}")
+            self._synchronous = mode
+
     def _apply(self, db: sqlite_utils.Database, batch: list[_Batched]) -> None:
         """The batch in one transaction, each write in a savepoint; retried item by item if it fails whole."""
         records = [item for item in batch if isinstance(item, CallRecord)]
         writes = [item for item in batch if isinstance(item, _Write)]
         outcomes: list[tuple[_Write, bool, Any]] = []
+        self._durable(db, any(write.future is not None for write in writes))
         try:
             with db.atomic():
                 if records:
@@ -211,6 +232,7 @@ class SQLiteDatabase:
     def _fail(self, item: _Batched, exc: BaseException) -> None:
         what = "a call record" if isinstance(item, CallRecord) else item.what
         future = None if isinstance(item, CallRecord) else item.future
+        exc = self._named(exc)
         if future is None:
             self.dropped += 1
             logger.warning("database %s: %s was not stored (%s); dropped", self.path, what, condition_of(exc))
@@ -218,15 +240,41 @@ class SQLiteDatabase:
             logger.error("database %s: %s was not stored (%s)", self.path, what, condition_of(exc))
             future.set_exception(_translated(exc, what, write=True, failures=self.failures))
 
+    def _named(self, exc: BaseException) -> BaseException:
+        """``exc``, or the read-only file system behind an I/O error on a write.
+
+        SQLite reports a write that the file system refuses with ``EROFS`` as ``SQLITE_IOERR_WRITE`` (it keeps no
+        errno), and a file system that turned read-only while serving (ext4's ``errors=remount-ro`` after a disk
+        error) shows no read-only flag in ``statvfs``: so the database file's times are set to what they are,
+        which such a file system refuses with ``EROFS`` and any other accepts, changing nothing."""
+        if self.path == ":memory:" or condition_of(exc) != "I/O error":
+            return exc
+        try:
+            stat = os.stat(self.path)
+            os.utime(self.path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        except OSError as probe:
+            if probe.errno == errno.EROFS:
+                if not self._read_only_said:
+                    self._read_only_said = True
+                    logger.error("database %s: the file system turned read-only while the server runs; writes "
+                                 "fail, reads go on. A file system the kernel made read-only after an error is "
+                                 "repaired only unmounted: stop the server, repair it, start the server again",
+                                 self.path)
+                return OSError(errno.EROFS, "the file system is read-only")
+        return exc
+
     def _call(self, db: sqlite_utils.Database, call: _Call) -> None:
         if not call.future.set_running_or_notify_cancel():
             return
+        if call.write:
+            self._durable(db, True)
         try:
             call.future.set_result(call.fn(db))
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             if db.conn.in_transaction:
                 db.rollback()  # a call must never leave a transaction open for the next batch
-            call.future.set_exception(_translated(exc, call.what, write=call.write, failures=self.failures))
+            call.future.set_exception(_translated(self._named(exc), call.what, write=call.write,
+                                                  failures=self.failures))
 
     # -- the async side ---------------------------------------------------------------------------------
 

@@ -337,10 +337,11 @@ async def launched(config: DBOSConfig, replica: Replica | None = None, queue_con
     ``None`` is yielded.
     """
     DBOS(config=config)
-    # On the event loop's own thread: DBOS then runs recovered (and queued) async workflows on this loop,
-    # beside the runs the tools start, instead of on a background loop of its own.
-    DBOS.launch()
     try:
+        # On the event loop's own thread: DBOS then runs recovered (and queued) async workflows on this loop,
+        # beside the runs the tools start, instead of on a background loop of its own. A failed launch (its
+        # system database on a full disk, say) is destroyed below too, so a later attempt starts afresh.
+        DBOS.launch()
         if replica is None:
             yield None
             return

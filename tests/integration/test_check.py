@@ -95,3 +95,22 @@ async def test_connection_errors_name_the_provider_and_host_and_list_providers_s
     assert (health["locked"]["status"], health["locked"]["circuit"]) == ("failing", "closed")
     assert health["locked"]["last_error_class"] == "authentication"
     assert health["gone"]["status"] == "failing"
+
+
+def test_probe_goes_through_the_pool_policy_and_probes_each_provider_on_its_own(
+        upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The policy a call meets applies to the probe too: a provider whose model [guardrails] allowed_models does not
+    # permit is not sent anything. A failing provider is probed once, with no fallback to the next one.
+    path = write_config(tmp_path / "c.toml",
+                        provider_entry(upstream, "allowed", model="gpt-sim", priority=2),
+                        provider_entry(upstream, "not-allowed", model="gpt-other", priority=3),
+                        provider_entry(upstream, "failing", model="fail-503", priority=1))
+    with path.open("a") as config:
+        config.write('\n[guardrails]\nallowed_models = ["gpt-sim", "fail-503"]\n')
+    assert main(["check", "--probe", "--config", str(path)]) == 1
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[-3:]}
+    assert "ok: reachable" in lines["allowed"], lines
+    assert "not sent: the server's policy refuses it" in lines["not-allowed"], lines
+    assert "allowed_models" in lines["not-allowed"], lines
+    assert "reachable, but the request failed" in lines["failing"] and "503" in lines["failing"], lines
+    assert sorted(r.body["model"] for r in upstream.requests) == ["fail-503", "gpt-sim"]  # once each, nothing else

@@ -6,42 +6,25 @@ exports MCP_CONFORMANCE). Outside CI a missing suite skips these tests; in CI it
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from server.simulator import Upstream
+from tests.conformance_suite import installed_suite, run_scenario
 from tests.conftest import provider_entry
 from tests.secure_serving import running_server, write_toml
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def conformance() -> Path:
-    configured = os.environ.get("MCP_CONFORMANCE")
-    path = Path(configured) if configured else REPO / ".cache" / "conformance" / "bin" / "mcp-conformance"
-    if path.exists():
-        return path
-    message = "conformance suite not found; run: bash scripts/install-conformance.sh"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    return installed_suite("MCP_CONFORMANCE", "conformance", "bash scripts/install-conformance.sh")
 
 
 def test_dns_rebinding_protection_scenario_passes_on_loopback(conformance: Path, tmp_path: Path,
                                                               upstream: Upstream) -> None:
     config = write_toml(tmp_path / "c.toml", [provider_entry(upstream, "primary", model="gpt-sim")])
     with running_server(config, tmp_path / "s.db", tmp_path / "server.log") as server:
-        out = subprocess.run([str(conformance), "server", "--url", server.url, "--scenario",
-                              "dns-rebinding-protection", "-o", str(tmp_path / "results")],
-                             capture_output=True, text=True, timeout=120)
-    report = out.stdout + out.stderr
-    assert out.returncode == 0, report
-    checks = [check for path in (tmp_path / "results").rglob("*.json") for check in json.loads(path.read_text())
-              if isinstance(check, dict) and "status" in check]
-    assert len(checks) >= 2, report
-    assert {c["id"]: c["status"] for c in checks} == {c["id"]: "SUCCESS" for c in checks}, report
+        checks = run_scenario(conformance, server.url, "dns-rebinding-protection", tmp_path / "results")
+    assert len(checks) >= 2, checks
+    assert {c["id"]: c["status"] for c in checks} == {c["id"]: "SUCCESS" for c in checks}, checks

@@ -7,8 +7,6 @@ runs it first and exports MCP_CONFORMANCE_NEXT). Outside CI a missing suite skip
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conformance_suite import REPO, installed_suite, run_scenario
 from tests.serving import free_port, server_env, wait_for_port
+from tests.services import stop_process
 
-REPO = Path(__file__).resolve().parents[2]
 FIXTURE_SERVER = REPO / "tests" / "conformance" / "server.py"
 
 TASKS = ("tasks-lifecycle", "tasks-capability-negotiation", "tasks-wire-fields", "tasks-request-state-removal",
@@ -31,14 +30,7 @@ rewrite"): they must say SKIPPED, nothing else."""
 
 @pytest.fixture(scope="module")
 def suite() -> Path:
-    configured = os.environ.get("MCP_CONFORMANCE_NEXT")
-    path = Path(configured) if configured else REPO / ".cache" / "conformance-next" / "bin" / "mcp-conformance"
-    if path.exists():
-        return path
-    message = 'conformance suite 0.2.0-alpha.12 not found; run: bash scripts/install-conformance.sh "" next'
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    return installed_suite("MCP_CONFORMANCE_NEXT", "conformance-next", 'bash scripts/install-conformance.sh "" next')
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +45,7 @@ def fixture_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             wait_for_port(port, process)
             yield f"http://127.0.0.1:{port}/mcp"
         finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def run_scenario(suite: Path, url: str, scenario: str, results: Path) -> list[dict]:
-    out = subprocess.run([str(suite), "server", "--url", url, "--scenario", scenario, "-o", str(results)],
-                         capture_output=True, text=True, timeout=180)
-    checks = [check for path in results.rglob("checks.json") for check in json.loads(path.read_text())]
-    assert checks, out.stdout + out.stderr
-    return checks
+            stop_process(process, 30)
 
 
 @pytest.mark.parametrize("scenario", [*TASKS, "logging-set-level", "tools-call-with-logging", "server-stateless"])

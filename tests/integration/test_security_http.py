@@ -159,8 +159,7 @@ async def test_limits_body_rate_concurrency_tokens_cost(tmp_path: Path, upstream
                 async with anyio.create_task_group() as group:
                     for _ in range(2):  # two calls in flight: the key's limit
                         group.start_soon(client.call_tool, "orchestrate", {"prompt": "slow", "max_tokens": 5})
-                    while len(upstream.requests) < 2:  # bounded by fail_after
-                        await anyio.sleep(0.02)
+                    await anyio.to_thread.run_sync(upstream.wait_for_requests, 2, 30.0)
                     busy = await anyio.to_thread.run_sync(lambda: post(server.url, caller))
                     assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
 

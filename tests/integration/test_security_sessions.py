@@ -15,6 +15,7 @@ from server.simulator import Upstream
 from tests.conftest import provider_entry
 from tests.pinger import pinging
 from tests.secure_serving import MCP_HEADERS, initialize_body, make_key, mcp_client, running_server, write_toml
+from tests.services import until
 
 pytestmark = pytest.mark.anyio
 QUIET_PINGS = 25
@@ -96,8 +97,11 @@ async def test_an_idle_session_frees_its_slot_after_the_idle_timeout(tmp_path: P
                 first = [(await open_session(http, server.url, key))[0] for _ in range(3)]
                 assert [r.status_code for r in first] == [200, 200, 429]
                 idle_since = time.monotonic()
-                while (await open_session(http, server.url, key))[0].status_code != 200:  # bounded above
-                    await anyio.sleep(0.1)
+
+                async def slot_freed() -> bool:
+                    return (await open_session(http, server.url, key))[0].status_code == 200
+
+                await until(slot_freed, 30, "a slot freed by the idle timeout", interval_s=0.1)
                 assert time.monotonic() - idle_since >= 1.0  # not before the idle timeout
                 gone = await http.post(server.url, content=json.dumps({"jsonrpc": "2.0", "id": 2, "method": "ping"}),
                                        headers={**MCP_HEADERS, "Authorization": f"Bearer {key}",

@@ -24,6 +24,7 @@ import pytest
 from mcp import Client
 
 from tests.serving import free_port, server_env, wait_for_port
+from tests.services import stop_process, until
 
 pytestmark = pytest.mark.anyio
 FINISHED = ("completed", "failed", "cancelled")
@@ -63,13 +64,8 @@ class ServerProcess:
         self.kills += 1
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        if self.process is not None:
+            stop_process(self.process)
 
 
 @pytest.fixture
@@ -100,6 +96,17 @@ async def try_call(url: str, tool: str, **arguments: Any) -> dict | None:
 async def work_log(downstream_url: str, run: str) -> dict[str, list[float]]:
     out = await call(downstream_url, "work_log", run=run)
     return json.loads(out["result"])
+
+
+async def in_status(url: str, run: str, statuses: tuple[str, ...]) -> dict | None:
+    """The run's status report when its status is one of ``statuses``, else ``None``."""
+    status = await call(url, "workflow_run", run_id=run)
+    return status if status["status"] in statuses else None
+
+
+async def finished(url: str, run: str, timeout_s: float) -> dict:
+    """The run's status report once it has finished (bounded by ``timeout_s``)."""
+    return await until(lambda: in_status(url, run, FINISHED), timeout_s, f"run {run} finished")
 
 
 def work(step: str, run: str, text: str, seconds: list[float], *deps: str) -> dict:
@@ -153,11 +160,11 @@ async def crash_loop(server: ServerProcess, rng: random.Random, kills: int) -> l
         for run in pending:  # idempotent: a start lost to a kill is simply repeated with the same run id
             await try_call(server.url, "run_workflow", workflow=crash_definition(run), wait=False, run_id=run)
         if server.kills < kills:
-            await anyio.sleep(rng.uniform(0.05, 0.8))
+            await anyio.sleep(rng.uniform(0.05, 0.8))  # pacing: the kill lands at a random point of the runs
             await anyio.to_thread.run_sync(server.kill)
             await anyio.to_thread.run_sync(server.start)
         else:
-            await anyio.sleep(0.1)
+            await anyio.sleep(0.1)  # pacing: between looks at the pending runs (the caller's fail_after bounds it)
 
 
 async def test_runs_survive_sigkill_at_random_points(tmp_path: Path, downstream_url: str) -> None:
@@ -206,19 +213,17 @@ async def test_branches_finish_in_another_order_after_recovery(server: ServerPro
         "outputs": {"joined": "{{ steps.join.output.text }}"}}
     server.start()
     await call(server.url, "run_workflow", workflow=definition, wait=False, run_id=run)
-    with anyio.fail_after(20):
-        while True:
-            steps = steps_of(await call(server.url, "workflow_run", run_id=run))
-            if steps["y"]["status"] == "completed" and steps["y2"]["status"] == "running":
-                break
-            await anyio.sleep(0.02)
+
+    async def y_done_y2_running() -> dict[str, dict] | None:
+        steps = steps_of(await call(server.url, "workflow_run", run_id=run))
+        return steps if steps["y"]["status"] == "completed" and steps["y2"]["status"] == "running" else None
+
+    steps = await until(y_done_y2_running, 20, "y completed while y2 runs", interval_s=0.02)
     before = sorted((s["ended_at"], s["id"]) for s in steps.values() if s["status"] == "completed")
     assert [name for _, name in before] == ["x", "y"]
     server.kill()
     server.start()
-    with anyio.fail_after(20):
-        while (status := await call(server.url, "workflow_run", run_id=run))["status"] not in FINISHED:
-            await anyio.sleep(0.05)
+    status = await finished(server.url, run, 20)
     assert status["status"] == "completed", status
     assert status["outputs"] == {"joined": "join[x2[x[x]],y2[y[y]],z2[z[z]]]"}
     after = [name for _, name in sorted((s["ended_at"], s["id"]) for s in status["steps"])
@@ -243,13 +248,9 @@ async def test_an_approval_outlives_a_restart(server: ServerProcess, downstream_
     assert out["status"] == "waiting"
     server.kill()
     server.start()
-    with anyio.fail_after(20):
-        while (await call(server.url, "workflow_run", run_id=run))["status"] != "waiting":
-            await anyio.sleep(0.05)
+    await until(lambda: in_status(server.url, run, ("waiting",)), 20, f"run {run} waiting again after the restart")
     await call(server.url, "workflow_run", run_id=run, action="approve")
-    with anyio.fail_after(20):
-        while (status := await call(server.url, "workflow_run", run_id=run))["status"] not in FINISHED:
-            await anyio.sleep(0.05)
+    status = await finished(server.url, run, 20)
     assert status["status"] == "completed"
     assert status["outputs"] == {"published": "publish[draft[text]]", "by": "local"}  # unauthenticated: local
     assert len((await work_log(downstream_url, run))["draft"]) == 1

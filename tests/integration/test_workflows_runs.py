@@ -18,6 +18,7 @@ from server.simulator import Upstream
 from server.store.memory import MemoryStore
 from tests.conftest import provider_entry
 from tests.integration.test_patterns_mcp import error
+from tests.services import until
 
 pytestmark = pytest.mark.anyio
 
@@ -232,9 +233,10 @@ async def test_cancellation_stops_a_run(client: Client) -> None:
     out = await call(client, "run_workflow", workflow={"name": "long", "steps": [
         tool("slow", "sleep", {"seconds": 20}), say("never", "x", "slow")]}, wait=False)
     assert out["status"] in ("pending", "running")
-    with anyio.fail_after(10):
-        while steps_of(await call(client, "workflow_run", run_id=out["run_id"]))["slow"]["status"] != "running":
-            await anyio.sleep(0.02)
+    async def slow_running() -> bool:
+        return steps_of(await call(client, "workflow_run", run_id=out["run_id"]))["slow"]["status"] == "running"
+
+    await until(slow_running, 10, "step slow running", interval_s=0.02)
     cancelled = await call(client, "workflow_run", run_id=out["run_id"], action="cancel")
     assert cancelled["status"] == "cancelled"
     assert steps_of(cancelled)["never"]["status"] == "not_run"
@@ -279,12 +281,11 @@ async def test_progress_is_reported_per_step(config: Config, runtime: Any) -> No
 
 
 async def wait_done(client: Client, run_id: str) -> dict:
-    with anyio.fail_after(20):
-        while True:
-            out = await call(client, "workflow_run", run_id=run_id)
-            if out["status"] in ("completed", "failed", "cancelled"):
-                return out
-            await anyio.sleep(0.05)
+    async def finished() -> dict | None:
+        out = await call(client, "workflow_run", run_id=run_id)
+        return out if out["status"] in ("completed", "failed", "cancelled") else None
+
+    return await until(finished, 20, f"run {run_id} finished")
 
 
 async def test_saved_workflows_run_by_name_and_are_resources(client: Client) -> None:

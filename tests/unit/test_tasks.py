@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 import pytest
 from mcp import Client, MCPError
 from mcp_types import Request
@@ -16,6 +15,7 @@ from server.app.assembly import build_server
 from server.app.tasks import TaskParams
 from server.store.memory import MemoryStore
 from tests.fakes import Reply, fail, fake_config, fake_entry, fleet_for
+from tests.services import until
 from tests.tasks_client import CreatedTask, TasksClient, start_task, tasks_request
 
 pytestmark = pytest.mark.anyio
@@ -32,10 +32,11 @@ def server() -> tuple[Any, Any]:
 
 
 async def settled(client: Client, task_id: str) -> dict[str, Any]:
-    with anyio.fail_after(10):
-        while (task := await tasks_request(client, "tasks/get", task_id))["status"] == "working":
-            await anyio.sleep(0.02)
-    return task
+    async def outcome() -> dict[str, Any] | None:
+        task = await tasks_request(client, "tasks/get", task_id)
+        return None if task["status"] == "working" else task
+
+    return await until(outcome, 10, f"task {task_id} settled", interval_s=0.02)
 
 
 async def test_a_run_as_a_task_moves_from_working_to_its_outcome() -> None:

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import pytest
 
 from knowledge import PatternRegistry
@@ -19,6 +18,7 @@ from server.workflows import StepServices, WorkflowService, memory_runtime, open
 from server.workflows.access import own_id
 from server.workflows.runtime import RunRecord
 from server.workflows.service import RunConflict, RunNotFound
+from tests.services import until
 
 pytestmark = pytest.mark.anyio
 GATE = {"name": "gate", "steps": [{"id": "g", "kind": "approval"}]}
@@ -108,9 +108,10 @@ async def test_listing_queries_the_records_by_owner_status_and_page(
             for i in range(5)]
     done, _ = await service.start(SAY | {"name": "say-inline"}, {}, "mine-done", caller=ALICE)
     await service.wait(done, 5, caller=ALICE)
-    with anyio.fail_after(5):  # every gate open
-        while [(await service.status(r, ALICE)).status for r in mine] != ["waiting"] * 5:
-            await anyio.sleep(0.01)
+    async def every_gate_open() -> bool:
+        return [(await service.status(r, ALICE)).status for r in mine] == ["waiting"] * 5
+
+    await until(every_gate_open, 5, "every gate open", interval_s=0.01)
     gets = runtime.gets
     page = await service.list(None, 2, 1, ALICE)
     assert [s.run_id for s in page] == [mine[4], mine[3]] and runtime.gets == gets  # no runtime read per run
@@ -129,9 +130,10 @@ async def test_a_run_record_follows_its_run_to_failure_and_cancellation(
     record = await store.runs.get_run(failing)
     assert record.status == "failed" and "missing" in (record.error or "")
     gated, _ = await service.start(GATE, {})
-    with anyio.fail_after(5):
-        while (await store.runs.get_run(gated)).status != "running":  # the run's entry point marks it running
-            await anyio.sleep(0.01)
+    async def marked_running() -> bool:  # the run's entry point marks it running
+        return (await store.runs.get_run(gated)).status == "running"
+
+    await until(marked_running, 5, "the run's record marked running", interval_s=0.01)
     assert (await service.cancel(gated)).status == "cancelled"
     assert (await store.runs.get_run(gated)).status == "cancelled"
     assert [s.run_id for s in await service.list("cancelled", 10, 0)] == [gated]

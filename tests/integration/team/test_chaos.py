@@ -13,6 +13,7 @@ import anyio
 import pytest
 
 from tests.serving import free_port, wait_for_port
+from tests.services import until
 from tests.team import Replica, call, nginx_block, replica_config, work_log, work_steps
 
 pytestmark = pytest.mark.anyio
@@ -57,13 +58,12 @@ async def test_runs_survive_ten_kills_and_a_replica_that_stays_down(
         t0 = time.time()
         seen = 0
         for k in range(KILLS):
-            with anyio.fail_after(120):  # kill once the runs have moved on since the last kill
-                while (now := await progress(downstream_url, prefix)) < seen + 3:
-                    if now >= RUNS * STEPS:
-                        break
-                    await anyio.sleep(0.1)
-            seen = now
-            print(f"kill {k}: {now} step executions so far, {time.time() - t0:.1f} s", flush=True)
+            async def moved_on(since: int = seen) -> int | None:
+                now = await progress(downstream_url, prefix)
+                return now if now >= since + 3 or now >= RUNS * STEPS else None
+
+            seen = await until(moved_on, 120, "the runs moved on since the last kill", interval_s=0.1)
+            print(f"kill {k}: {seen} step executions so far, {time.time() - t0:.1f} s", flush=True)
             victim = rng.choice([r for r in replicas if r.alive()])
             kills.append(time.time())
             victim.kill()
@@ -74,16 +74,18 @@ async def test_runs_survive_ten_kills_and_a_replica_that_stays_down(
                 await anyio.to_thread.run_sync(lambda v=victim: wait_for_port(v.port, v.process, timeout_s=90))
         assert gone is not None and not gone.alive()
         print(f"kills done at {time.time() - t0:.1f} s", flush=True)
-        with anyio.fail_after(240):
-            pending = set(run_ids)
-            while pending:
-                for run_id in sorted(pending):
-                    status = await call(url, "workflow_run", run_id=run_id)
-                    assert status["status"] not in ("failed", "cancelled"), status
-                    if status["status"] == "completed":
-                        assert status["outputs"] == {"last": f"s{STEPS - 1}[{STEPS - 1}]"}
-                        pending.discard(run_id)
-                await anyio.sleep(0.2)
+        pending = set(run_ids)
+
+        async def all_completed() -> bool:
+            for run_id in sorted(pending):
+                status = await call(url, "workflow_run", run_id=run_id)
+                assert status["status"] not in ("failed", "cancelled"), status
+                if status["status"] == "completed":
+                    assert status["outputs"] == {"last": f"s{STEPS - 1}[{STEPS - 1}]"}
+                    pending.discard(run_id)
+            return not pending
+
+        await until(all_completed, 240, "every run completed", interval_s=0.2)
         extra = 0
         for run_id in run_ids:
             log = await work_log(downstream_url, run_id)

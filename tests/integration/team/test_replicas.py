@@ -12,8 +12,19 @@ import anyio
 import pytest
 
 from tests.serving import server_env
-from tests.services import wait_until
+from tests.services import until
 from tests.team import Replica, call, replica_config, work_log, work_steps
+
+
+async def started_step(downstream_url: str, run_id: str, step: str) -> list[float] | None:
+    """The starts of ``step``'s work that the downstream server logged (``None`` before the first)."""
+    return (await work_log(downstream_url, run_id)).get(step)
+
+
+async def in_status(url: str, run_id: str, wanted: str) -> dict | None:
+    """The run's status report once its status is ``wanted``, else ``None``."""
+    status = await call(url, "workflow_run", run_id=run_id)
+    return status if status["status"] == wanted else None
 
 pytestmark = pytest.mark.anyio
 
@@ -43,13 +54,11 @@ async def test_a_survivor_resumes_a_dead_replicas_run_from_its_last_recorded_ste
         started = await call(a.url, "run_workflow", workflow=work_steps(run_id, 3, {1: [60.0, 0.0]}), run_id=run_id,
                              wait=False)
         assert started["run_id"] == run_id
-        await anyio.to_thread.run_sync(lambda: wait_until(
-            lambda: anyio.from_thread.run(work_log, downstream_url, run_id).get("s1"), 60, "s1 started on A"))
+        await until(lambda: started_step(downstream_url, run_id, "s1"), 60, "s1 started on A", interval_s=0.2)
         b.start()
         a.kill()  # stays down for good
-        with anyio.fail_after(60):
-            while (status := await call(b.url, "workflow_run", run_id=run_id))["status"] != "completed":
-                await anyio.sleep(0.2)
+        status = await until(lambda: in_status(b.url, run_id, "completed"), 60, "the run completed on B",
+                             interval_s=0.2)
         log = await work_log(downstream_url, run_id)
         assert status["outputs"] == {"last": "s2[2]"}
         assert {step: len(starts) for step, starts in log.items()} == {"s0": 1, "s1": 2, "s2": 1}
@@ -66,8 +75,7 @@ async def test_workflows_recover_resumes_a_gone_replicas_runs_and_refuses_a_live
     command = [sys.executable, "-m", "server", "workflows", "recover", "--from", "gone", "--database", postgres_url]
     try:
         await call(a.url, "run_workflow", workflow=work_steps(run_id, 2, {0: [60.0, 0.0]}), run_id=run_id, wait=False)
-        await anyio.to_thread.run_sync(lambda: wait_until(
-            lambda: anyio.from_thread.run(work_log, downstream_url, run_id).get("s0"), 60, "s0 started"))
+        await until(lambda: started_step(downstream_url, run_id, "s0"), 60, "s0 started", interval_s=0.2)
         refused = subprocess.run(command, capture_output=True, text=True, timeout=60, env=server_env())
         assert refused.returncode == 1 and "is alive" in refused.stderr
         a.kill()
@@ -77,9 +85,8 @@ async def test_workflows_recover_resumes_a_gone_replicas_runs_and_refuses_a_live
         # Back on the queue: the next replica to start runs it to the end.
         b = Replica(tmp_path, postgres_url, "next", config).start()
         try:
-            with anyio.fail_after(60):
-                while (await call(b.url, "workflow_run", run_id=run_id))["status"] != "completed":
-                    await anyio.sleep(0.2)
+            await until(lambda: in_status(b.url, run_id, "completed"), 60, "the run completed on the next replica",
+                        interval_s=0.2)
         finally:
             b.stop()
         assert {k: len(v) for k, v in (await work_log(downstream_url, run_id)).items()} == {"s0": 2, "s1": 1}
@@ -107,16 +114,14 @@ async def test_a_run_started_on_one_replica_is_listed_approved_and_cancelled_on_
             await call(a.url, "run_workflow", workflow=gated(run_id), run_id=run_id, wait=False)
         listed = await call(b.url, "workflow_run")
         assert {r["run_id"] for r in listed["runs"]} >= {approved, cancelled}
-        with anyio.fail_after(60):  # B reads the run's recorded steps: its approval is open
-            while (await call(b.url, "workflow_run", run_id=approved))["status"] != "waiting":
-                await anyio.sleep(0.2)
+        # B reads the run's recorded steps: its approval is open
+        await until(lambda: in_status(b.url, approved, "waiting"), 60, "the approval open, seen on B", interval_s=0.2)
         decided = await call(b.url, "workflow_run", run_id=approved, action="approve")
         assert next(s for s in decided["steps"] if s["id"] == "gate")["status"] == "completed"
         stopped = await call(b.url, "workflow_run", run_id=cancelled, action="cancel")
         assert stopped["status"] == "cancelled"
-        with anyio.fail_after(60):
-            while (status := await call(a.url, "workflow_run", run_id=approved))["status"] != "completed":
-                await anyio.sleep(0.2)
+        status = await until(lambda: in_status(a.url, approved, "completed"), 60, "the approved run completed",
+                             interval_s=0.2)
         assert status["outputs"] == {"decision": "approved"}
         assert (await call(a.url, "workflow_run", run_id=cancelled))["status"] == "cancelled"
         assert list(await work_log(downstream_url, cancelled)) == []  # the cancelled run's step never ran
