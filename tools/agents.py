@@ -53,6 +53,11 @@ async def register_agent(
     with core_errors():
         saved, changed = await _agents(ctx).registry.register(name, agent)
     if changed:
+        audit = dependencies(ctx).audit
+        if audit is not None:
+            await audit.record("agent.registered", actor=caller(ctx).id, subject=f"agent:{saved.name}",
+                               id=f"agent:{saved.name}:v{saved.version}", outputs={"agent": agent},
+                               detail={"version": saved.version})
         try:
             await ctx.notify_resources_changed()
         except Exception:  # noqa: BLE001 - notification is best effort

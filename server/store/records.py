@@ -290,7 +290,7 @@ class AuditEntry:
         action: what: ``run.started``, ``step.finished``, ``approval.decided``, ``guardrail.redact``,
             ``workflow.saved``, ``schedule.changed``, ``incident.action`` …
         subject: what it is about: a run id (entries of one run share it), ``workflow:<name>``,
-            ``pattern:<name>``, ``key:<id>``, ``incident:<id>``.
+            ``pattern:<name>``, ``agent:<name>``, ``key:<id>``, ``incident:<id>``.
         step: the step's record name, for step entries.
         input_sha256 / output_sha256: SHA-256 hex of the canonical JSON of what went in and came out.
         detail: small facts (provider, model, decision, comment, rule …), JSON data.

@@ -136,3 +136,23 @@ def test_the_export_refuses_a_since_it_cannot_read(capsys: pytest.CaptureFixture
     assert audit_cli.parse_since("90m", 10_000.0) == 10_000.0 - 5400
     code = audit_cli.run(argparse.Namespace(since="yesterday-ish", format="jsonl"), fake_config(), "unused.db")
     assert code == 2 and "give a time" in capsys.readouterr().err
+
+
+async def test_pattern_and_agent_changes_are_audited_once_per_new_version(tmp_path: Path) -> None:
+    config = fake_config(fake_entry("alpha", model="a-1"))
+    database = tmp_path / "state.db"
+    async with Client(build_server(config, store_factory=lambda: open_store(database),
+                                   provider_factory=fleet_for(config))) as client:
+        for _ in range(2):  # the second registration is identical: no new version, no new entry
+            await call(client, "register_pattern", name="greet", template="Hello {{ who }}", description="A greeting.")
+            await call(client, "register_agent", name="critic", agent={"description": "Finds flaws."})
+        await call(client, "register_agent", name="critic", agent={"description": "Finds every flaw."})
+    store = SQLiteStore(database)
+    try:
+        patterns = await store.audit.audit_of("pattern:greet")
+        agents = await store.audit.audit_of("agent:critic")
+    finally:
+        await store.aclose()
+    assert [(e.action, e.actor) for e in patterns] == [("pattern.registered", "local")]
+    assert [e.action for e in agents] == ["agent.registered", "agent.registered"]
+    assert agents[-1].output_sha256 == digest({"agent": {"description": "Finds every flaw."}})
