@@ -72,6 +72,8 @@ class AgentService:
 
         Raises:
             UnknownAgent: no such agent, or no agent at all for ``auto``.
+            AgentError: ``auto``, and no agent has a provider that is configured and ready (an agent registered
+                against another configuration's providers, or every one's circuit open).
             server.errors.PolicyError: the routing call's request was refused.
         """
         if agent != AUTO:
@@ -80,7 +82,12 @@ class AgentService:
         agents = await self.registry.list()
         if not agents:
             raise UnknownAgent("no agents are defined: add [agents.NAME] to the configuration, or register_agent")
-        candidates = [a for a in agents if self.registry.available(a)] or agents
+        candidates = [a for a in agents if self.registry.available(a)]
+        if not candidates:  # routing to one would only fail later, naming providers the caller never chose
+            configured = ", ".join(c.name for c in self.pool.configs) or "none"
+            listed = "; ".join(f"{a.name} ({', '.join(a.spec.providers) or 'any provider'})" for a in agents[:10])
+            raise AgentError(f"no agent can answer now: none of their providers is configured and ready ({listed}); "
+                             f"configured providers: {configured}")
         decision = await self.router.route(request, candidates, principal)
         return next(a for a in candidates if a.name == decision.agent), decision
 

@@ -307,3 +307,15 @@ async def test_an_agents_tool_allowance_is_enforced(upstream: Upstream) -> None:
     assert refused["status"] == "failed" and refused["steps"][0]["error_class"] == "tool_not_allowed"
     assert "may not use" in refused["steps"][0]["error"]
     assert counted["steps"][0]["output"]["text"] == "0"  # the refused tool was never called
+
+
+async def test_auto_with_no_agent_whose_providers_are_configured_is_refused_clearly(upstream: Upstream) -> None:
+    # An agent registered while the server ran another configuration names providers this one does not have:
+    # routing to it would fail later with "unknown provider(s)", naming providers the caller never chose.
+    async with Client(server(agents_config(upstream, agents={}))) as client:
+        await call(client, "register_agent", name="elsewhere",
+                   agent={"description": "From another setup", "providers": ["ghost-llm"]})
+        text = await error(client, "orchestrate", prompt="hi", agent="auto")
+    assert "no agent can answer now" in text and "elsewhere (ghost-llm)" in text, text
+    assert "configured providers: general-llm, coder-llm, planner, router" in text, text  # pool order
+    assert upstream.requests == []
