@@ -43,8 +43,9 @@ async def test_a_workflow_task_is_polled_cancelled_and_read_again_after_a_restar
                                                                                  upstream: Upstream) -> None:
     config = write_toml(tmp_path / "c.toml", [provider_entry(upstream, "primary", model="gpt-sim"),
                                               provider_entry(upstream, "second", model="gpt-sim-2"),
+                                              # last in priority order: only the consensus that names them waits
                                               *(provider_entry(upstream, f"stuck-{n}", model="slow-60000",
-                                                               priority=9) for n in (1, 2))])
+                                                               priority=99) for n in (1, 2))])
     database = tmp_path / "state.db"
     with running_server(config, database, tmp_path / "server.log") as server:
         async with Client(server.url, extensions=[TasksClient()]) as client:
