@@ -163,7 +163,7 @@ def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.05)
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout_s} s: {what}")
-        time.sleep(interval_s)
+        time.sleep(interval_s)  # bounded-wait: the deadline above bounds it
 
 
 async def until(condition: Callable[[], Awaitable[T]], timeout_s: float, what: str, interval_s: float = 0.05) -> T:
@@ -174,7 +174,7 @@ async def until(condition: Callable[[], Awaitable[T]], timeout_s: float, what: s
     try:
         with anyio.fail_after(timeout_s):
             while not (value := await condition()):
-                await anyio.sleep(interval_s)
+                await anyio.sleep(interval_s)  # bounded-wait: fail_after bounds it
             return value
     except TimeoutError:
         raise AssertionError(f"not within {timeout_s} s: {what}") from None

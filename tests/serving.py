@@ -37,7 +37,7 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 30.0)
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
-            time.sleep(0.05)
+            time.sleep(0.05)  # bounded-wait: a port opening in another process; the deadline bounds it
     raise AssertionError(f"port {port} not ready within {timeout_s} s")
 
 

@@ -9,8 +9,9 @@ builds on, so each name below loads its module when first used (PEP 562), as :mo
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from server import lazy_exports
 
 if TYPE_CHECKING:
     from server.agents.planner import Plan, PlanConstraints, PlanFailed, Planner
@@ -34,12 +35,4 @@ _HOMES = {
     "AgentRoutingSettings": "settings", "AgentSpec": "settings", "PlannerSettings": "settings",
 }
 
-
-def __getattr__(name: str) -> Any:
-    """The re-exported names of :data:`_HOMES`, each imported from its module at first use (PEP 562)."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _HOMES, globals())

@@ -12,11 +12,12 @@ when a run needs them.
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
+
+from server import lazy_exports
 
 if TYPE_CHECKING:
     from server.store import Store
@@ -47,15 +48,7 @@ _HOMES = {
 RuntimeFactory = Callable[["Interpreter"], AbstractAsyncContextManager["WorkflowRuntime"]]
 """Makes a running runtime for an interpreter; exiting the context stops it."""
 
-
-def __getattr__(name: str) -> Any:
-    """The re-exported names of :data:`_HOMES`, each imported from its module at first use (PEP 562)."""
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _HOMES, globals())
 
 
 def memory_runtime(clock: Callable[[], float] = time.time) -> RuntimeFactory:

@@ -66,7 +66,7 @@ async def test_a_seconds_cron_starts_one_run_per_tick_and_pauses_on_a_save(dbos_
         await call(client, "save_workflow", definition=scheduled(name))
         with anyio.fail_after(60):  # the ticks come every 2 s; the scheduler sees a new schedule within 1 s
             while len(done := [r for r in await tick_runs(client, name) if r["status"] == "completed"]) < 3:
-                await anyio.sleep(0.2)
+                await anyio.sleep(0.2)  # bounded-wait: the runs' statuses, read by request; fail_after bounds it
         ticks = [tick_of(r["run_id"]) for r in done]
         assert all(t % 2 == 0 for t in ticks), ticks  # the ticks the cron names …
         assert [b - a for a, b in zip(ticks, ticks[1:])] == [2] * (len(ticks) - 1), ticks  # … each one, once

@@ -243,7 +243,7 @@ async def test_the_starter_is_refused_as_approver_and_the_approver_recorded_is_t
         with anyio.fail_after(30):
             while (final := (await starter.call_tool("workflow_run", {"run_id": run["run_id"]})).structured_content
                    )["status"] not in ("completed", "failed"):
-                await anyio.sleep(0.05)
+                await anyio.sleep(0.05)  # bounded-wait: the run's status, read by request; fail_after bounds it
     assert final["status"] == "completed", final
     assert final["outputs"] == {"by": served.principal(served.other)}
     review = final["steps"][0]["output"]
@@ -274,7 +274,7 @@ async def test_a_failed_step_is_logged_once_at_warning_without_a_dbos_traceback(
     assert run["status"] == "failed" and run["steps"][0]["error_class"] == "pattern_error", run
     with anyio.fail_after(10):  # the log line is written before the reply; its file may lag a moment
         while run["run_id"] not in served.server.log.read_text():
-            await anyio.sleep(0.05)
+            await anyio.sleep(0.05)  # bounded-wait: another process's log file; fail_after bounds it
     log = served.server.log.read_text()
     mentions = [line for line in log.splitlines() if run["run_id"] in line and " INFO " not in line]
     assert len(mentions) == 1 and " WARNING " in mentions[0] and "(pattern_error)" in mentions[0], mentions

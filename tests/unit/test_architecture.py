@@ -274,3 +274,20 @@ def test_no_domain_error_is_also_a_builtin_value_or_permission_error() -> None:
     mixed = sorted(f"{module}.{name}" for module, name, bases in classes
                    if bases & domain and bases & {"ValueError", "TypeError", "PermissionError"})
     assert not mixed, mixed
+
+
+
+def test_a_lazy_export_is_imported_at_first_use_and_kept() -> None:
+    from server import lazy_exports
+
+    namespace: dict = {}
+    getattr_ = lazy_exports("email", {"Charset": "charset"}, namespace)
+    import email.charset
+
+    assert getattr_("Charset") is email.charset.Charset and namespace == {"Charset": email.charset.Charset}
+    try:
+        getattr_("Parser")  # a real submodule's name, but not one of the exports
+    except AttributeError as error:
+        assert str(error) == "module 'email' has no attribute 'Parser'"
+    else:
+        raise AssertionError("an unknown name was resolved")

@@ -46,11 +46,11 @@ async def reviewed_run(client: Client) -> str:
     run_id = (await call(client, "run_workflow", workflow="review", inputs={"author": "Ada"}, wait=False))["run_id"]
     with anyio.fail_after(20):
         while (await call(client, "workflow_run", run_id=run_id))["status"] != "waiting":
-            await anyio.sleep(0.01)
+            await anyio.sleep(0.01)  # bounded-wait: the run's status, read by request; fail_after bounds it
     await call(client, "workflow_run", run_id=run_id, action="approve", comment="ship it")
     with anyio.fail_after(20):
         while (done := await call(client, "workflow_run", run_id=run_id))["status"] in ("running", "waiting"):
-            await anyio.sleep(0.01)
+            await anyio.sleep(0.01)  # bounded-wait: the run's status, read by request; fail_after bounds it
     assert done["status"] == "completed", done
     return run_id
 

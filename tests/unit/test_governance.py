@@ -40,7 +40,7 @@ async def until_finished(client: Client, run_id: str) -> dict[str, Any]:
             assert not error, status
             if status["status"] in ("completed", "failed", "cancelled"):
                 return status
-            await anyio.sleep(0.01)  # polling the tool, as a client would; bounded above
+            await anyio.sleep(0.01)  # bounded-wait: polling the tool, as a client would; bounded above
 
 
 async def test_a_tagged_workflow_needs_an_approval_before_any_tool_step() -> None:
@@ -67,7 +67,7 @@ async def test_a_tagged_workflow_needs_an_approval_before_any_tool_step() -> Non
         assert not error, started
         with anyio.fail_after(10):
             while (await call(c, "workflow_run", run_id=started["run_id"]))[1]["status"] != "waiting":
-                await anyio.sleep(0.01)
+                await anyio.sleep(0.01)  # bounded-wait: the run's status, read by request; fail_after bounds it
         error, decided = await call(c, "workflow_run", run_id=started["run_id"], action="approve")
         assert not error, decided
         status = await until_finished(c, started["run_id"])
@@ -164,7 +164,7 @@ async def test_listed_steps_never_run_unattended() -> None:
         unattended, _ = await workflows.start("report-gated", {}, caller=SCHEDULER)
         with anyio.fail_after(10):
             while (await workflows.status(unattended, LOCAL)).status != "waiting":
-                await anyio.sleep(0.01)
+                await anyio.sleep(0.01)  # bounded-wait: the run's status, read by request; fail_after bounds it
         await workflows.decide(unattended, "approved", caller=LOCAL)
         finished = [await workflows.wait(run, 10, caller=LOCAL) for run in (attended, unattended)]
     assert [f.status for f in finished] == ["completed", "completed"]

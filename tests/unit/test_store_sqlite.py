@@ -149,7 +149,7 @@ async def test_a_write_awaited_behind_queued_records_does_not_wait_for_their_lin
         database.record(record(1))
         with anyio.fail_after(10):
             while not database._queue.empty():  # the store thread took the record: it waits for more now
-                await anyio.sleep(0.001)
+                await anyio.sleep(0.001)  # bounded-wait: the store thread's queue; fail_after bounds it
             assert await database.write(lambda db: db.execute("SELECT count(*) FROM calls").fetchone()[0],
                                         "a count") == 1  # the record went in the same transaction
             database.record(record(2))

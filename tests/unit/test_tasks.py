@@ -140,7 +140,7 @@ async def test_a_waiting_approval_is_an_input_request_answered_through_tasks_upd
         assert isinstance(gate, CreatedTask) and isinstance(kept, CreatedTask)
         with anyio.fail_after(10):
             while (task := await tasks_request(client, "tasks/get", gate.task_id))["status"] == "working":
-                await anyio.sleep(0.02)
+                await anyio.sleep(0.02)  # bounded-wait: the task's status, read by tasks/get; fail_after bounds it
         assert task["status"] == "input_required" and list(task["inputRequests"]) == ["approve:review"]
         form = task["inputRequests"]["approve:review"]
         assert form["method"] == "elicitation/create"
@@ -158,5 +158,5 @@ async def test_a_waiting_approval_is_an_input_request_answered_through_tasks_upd
         with anyio.fail_after(10):
             while "approve or reject" not in ((task := await tasks_request(client, "tasks/get", kept.task_id))
                                               .get("statusMessage") or ""):
-                await anyio.sleep(0.02)
+                await anyio.sleep(0.02)  # bounded-wait: the task's status, read by tasks/get; fail_after bounds it
         assert task["status"] == "working" and "inputRequests" not in task

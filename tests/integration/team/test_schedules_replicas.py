@@ -47,7 +47,7 @@ async def test_each_tick_runs_once_with_two_replicas_on_one_database(tmp_path: P
                 settled = before == after and all(r["status"] == "completed" for r in after)
                 if settled and len(after) >= 5:
                     break
-                await anyio.sleep(0.2)
+                await anyio.sleep(0.2)  # bounded-wait: both replicas' views, read by request; fail_after bounds it
         assert len(executed) == len(after), (len(executed), [r["run_id"] for r in after])
         ticks = [tick_of(r["run_id"]) for r in after]
         assert all(t % 2 == 0 for t in ticks), ticks
