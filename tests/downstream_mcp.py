@@ -50,8 +50,8 @@ def fail_times(key: str, times: int) -> str:
 
 
 @mcp.tool(description="Sleep for `seconds`.")
-async def sleep(seconds: float) -> str:
-    await anyio.sleep(seconds)  # pacing: the tool's work takes `seconds`
+async def sleep(seconds: float) -> str:  # bounded-wait, pacing: the tool below
+    await anyio.sleep(seconds)  # bounded-wait, pacing: the tool's work takes `seconds`
     return "slept"
 
 
@@ -64,7 +64,7 @@ async def work(run: str, step: str, text: str = "", seconds: list[float] | None 
     starts = invocations.setdefault(f"{run}/{step}", [])
     starts.append(time.time())
     durations = seconds or [0.0]
-    await anyio.sleep(durations[min(len(starts) - 1, len(durations) - 1)])  # pacing: the work's scripted duration
+    await anyio.sleep(durations[min(len(starts) - 1, len(durations) - 1)])  # bounded-wait, pacing: the work's scripted duration
     return f"{step}[{text}]"
 
 
@@ -122,7 +122,7 @@ def say_env(name: str) -> str:
 
 
 if __name__ == "__main__":
-    time.sleep(float(os.environ.get("DOWNSTREAM_STARTUP_DELAY_S", "0")))  # pacing: a server slow to start, on request
+    time.sleep(float(os.environ.get("DOWNSTREAM_STARTUP_DELAY_S", "0")))  # bounded-wait, pacing: a server slow to start, on request
     if os.environ.get("DOWNSTREAM_SECRET"):
         print(f"starting with secret {os.environ['DOWNSTREAM_SECRET']}", file=sys.stderr, flush=True)
     if len(sys.argv) > 2 and sys.argv[1] == "--http":

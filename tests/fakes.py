@@ -124,7 +124,7 @@ class FakeProvider:
             if reply.hang:
                 await anyio.sleep_forever()
             if reply.latency_s:
-                await anyio.sleep(reply.latency_s)  # pacing: the scripted reply's latency
+                await anyio.sleep(reply.latency_s)  # bounded-wait, pacing: the scripted reply's latency
             if reply.raises is not None:
                 raise reply.raises
             if reply.error is not None:

@@ -102,7 +102,7 @@ async def _main(url: str, key: str, pace_s: float) -> None:
             if reply.status_code != 200 or '"result"' not in reply.text:
                 sys.exit(f"ping {number}: {reply.status_code} {reply.text[:200]}")
             print("ready" if number == 2 else f"{elapsed:.6f}", flush=True)
-            await anyio.sleep(pace_s)  # pacing: a client checking in a hundred times a second
+            await anyio.sleep(pace_s)  # bounded-wait, pacing: a client checking in a hundred times a second
 
 
 if __name__ == "__main__":

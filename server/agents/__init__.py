@@ -35,4 +35,4 @@ _HOMES = {
     "AgentRoutingSettings": "settings", "AgentSpec": "settings", "PlannerSettings": "settings",
 }
 
-__getattr__ = lazy_exports(__name__, _HOMES, globals())
+__getattr__ = lazy_exports(_HOMES, globals())

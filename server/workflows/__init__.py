@@ -48,7 +48,7 @@ _HOMES = {
 RuntimeFactory = Callable[["Interpreter"], AbstractAsyncContextManager["WorkflowRuntime"]]
 """Makes a running runtime for an interpreter; exiting the context stops it."""
 
-__getattr__ = lazy_exports(__name__, _HOMES, globals())
+__getattr__ = lazy_exports(_HOMES, globals())
 
 
 def memory_runtime(clock: Callable[[], float] = time.time) -> RuntimeFactory:

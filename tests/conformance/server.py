@@ -186,14 +186,14 @@ def greet(name: str) -> str:
 async def slow_compute(seconds: float = 1, label: str = "") -> str:
     """Sleep `seconds` seconds, then answer (runs as a task when the client supports tasks)."""
     began()
-    await anyio.sleep(seconds)  # pacing: the work this tool stands for takes `seconds`
+    await anyio.sleep(seconds)  # bounded-wait, pacing: the work this tool stands for takes `seconds`
     return f"computed {label} after {seconds}s"
 
 
 async def failing_job() -> str:
     """Fail with a tool execution error after about a second (task only)."""
     began()
-    await anyio.sleep(1)  # pacing: the job works a second before it fails (the scenario watches it working)
+    await anyio.sleep(1)  # bounded-wait, pacing: the job works a second before it fails (the scenario watches it working)
     raise ToolError("failing_job failed, as it always does")
 
 
@@ -233,7 +233,7 @@ def ask_user_name() -> Elicit[UserName]:
 async def test_tool_with_task(user_name: Annotated[UserName, Resolve(ask_user_name)]) -> str:
     """Ask for a name (a multi-round-trip round), then run as a task that greets it."""
     began()
-    await anyio.sleep(0.2)  # pacing: the task's work, after the elicited name
+    await anyio.sleep(0.2)  # bounded-wait, pacing: the task's work, after the elicited name
     return f"Hello, {user_name.name}, from a task!"
 
 
@@ -251,7 +251,7 @@ async def test_tool_with_logging(ctx: Context) -> str:
     session, request_id = ctx.request_context.session, ctx.request_context.request_id
     for message in ("Tool execution started", "Tool processing data", "Tool execution completed"):
         await PROTOCOL_LOG.send(session, "info", message, "conformance", related_request_id=request_id)
-        await anyio.sleep(0.05)  # pacing: three messages spread over the call, as the scenario expects
+        await anyio.sleep(0.05)  # bounded-wait, pacing: three messages spread over the call, as the scenario expects
     return "logged three messages"
 
 

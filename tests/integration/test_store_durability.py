@@ -258,7 +258,7 @@ async def test_no_acknowledged_id_of_any_kind_is_lost_to_sigkill(server: ServerP
             tg.start_soon(key_maker)
             for _ in range(KILLS):
                 await acked.round_done.wait()  # a round of every kind done on this server before it dies
-                await anyio.sleep(rng.uniform(0.0, 0.5))  # pacing: a random point among the in-flight writes
+                await anyio.sleep(rng.uniform(0.0, 0.5))  # bounded-wait, pacing: a random point among the in-flight writes
                 await anyio.to_thread.run_sync(server.kill)
                 await anyio.to_thread.run_sync(server.start)
             done.set()

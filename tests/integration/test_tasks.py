@@ -36,7 +36,7 @@ async def poll(client: Client, task_id: str, until: tuple[str, ...], message: st
             task = await tasks_request(client, "tasks/get", task_id)
             if task["status"] in until and message in (task.get("statusMessage") or ""):
                 return task
-            await anyio.sleep(task["pollIntervalMs"] / 1000)  # pacing: tasks/get as often as the server advises
+            await anyio.sleep(task["pollIntervalMs"] / 1000)  # bounded-wait, pacing: tasks/get as often as the server advises
 
 
 async def test_a_workflow_task_is_polled_cancelled_and_read_again_after_a_restart(tmp_path: Path,

@@ -160,11 +160,11 @@ async def crash_loop(server: ServerProcess, rng: random.Random, kills: int) -> l
         for run in pending:  # idempotent: a start lost to a kill is simply repeated with the same run id
             await try_call(server.url, "run_workflow", workflow=crash_definition(run), wait=False, run_id=run)
         if server.kills < kills:
-            await anyio.sleep(rng.uniform(0.05, 0.8))  # pacing: the kill lands at a random point of the runs
+            await anyio.sleep(rng.uniform(0.05, 0.8))  # bounded-wait, pacing: the kill lands at a random point of the runs
             await anyio.to_thread.run_sync(server.kill)
             await anyio.to_thread.run_sync(server.start)
         else:
-            await anyio.sleep(0.1)  # pacing: between looks at the pending runs (the caller's fail_after bounds it)
+            await anyio.sleep(0.1)  # bounded-wait: between looks at the pending runs (the caller's fail_after bounds it)
 
 
 async def test_runs_survive_sigkill_at_random_points(tmp_path: Path, downstream_url: str) -> None:

@@ -280,11 +280,11 @@ def test_no_domain_error_is_also_a_builtin_value_or_permission_error() -> None:
 def test_a_lazy_export_is_imported_at_first_use_and_kept() -> None:
     from server import lazy_exports
 
-    namespace: dict = {}
-    getattr_ = lazy_exports("email", {"Charset": "charset"}, namespace)
+    namespace: dict = {"__name__": "email"}
+    getattr_ = lazy_exports({"Charset": "charset"}, namespace)
     import email.charset
 
-    assert getattr_("Charset") is email.charset.Charset and namespace == {"Charset": email.charset.Charset}
+    assert getattr_("Charset") is email.charset.Charset and namespace["Charset"] is email.charset.Charset
     try:
         getattr_("Parser")  # a real submodule's name, but not one of the exports
     except AttributeError as error:

@@ -169,7 +169,7 @@ async def test_the_schedule_evaluates_and_rolls_up_on_its_interval() -> None:
     waits: list[float] = []
     done = anyio.Event()
 
-    async def sleep(seconds: float) -> None:
+    async def sleep(seconds: float) -> None:  # bounded-wait: a fake clock, it sleeps for no time
         waits.append(seconds)
         clock.now += seconds
         if len(waits) == 4:

@@ -116,7 +116,7 @@ async def test_one_threshold_crossing_opens_exactly_one_incident(upstream: Upstr
                     async def tick(deps: Dependencies = deps) -> None:
                         opened.extend(await deps.incidents.tick())
                     group.start_soon(tick)
-            await anyio.sleep(1.0)  # pacing: the next interval slot (slots are wall-clock seconds)
+            await anyio.sleep(1.0)  # bounded-wait, pacing: the next interval slot (slots are wall-clock seconds)
         incidents = await deps_b.incidents.recent()
     assert [(i.metric, i.provider) for i in incidents] == [("error_rate", "primary")]
     assert len({i.id for i in opened}) == 1
