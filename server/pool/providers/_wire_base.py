@@ -14,9 +14,10 @@ import anyio
 import httpx2
 
 from server.config import ProviderConfig
-from server.errors import MalformedReply, ProviderConnectionError, ProviderError, ProviderTimeout
+from server.errors import ProviderConnectionError, ProviderError, ProviderTimeout
 from server.pool.providers import Completion, CompletionRequest
 from server.pool.providers._errors import endpoint_host, error_for_status, unless_refused
+from server.pool.providers._formats import reply_object
 from server.security.addresses import AddressPolicy
 from server.security.outbound import outbound_client
 
@@ -73,13 +74,7 @@ class WireProvider:
         if not 200 <= response.status_code < 300:
             raise error_for_status(self.name, response.status_code, _error_message(content),
                                    dict(response.headers), self._secrets)
-        try:
-            reply = json.loads(content)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedReply(self.name, f"unreadable reply ({type(exc).__name__})") from exc
-        if not isinstance(reply, dict):
-            raise MalformedReply(self.name, "reply is not a JSON object")
-        return unless_refused(self.name, self._completion(reply))
+        return unless_refused(self.name, self._completion(reply_object(self.name, content)))
 
     def _host(self) -> str:
         return endpoint_host(self.config.base_url or self.default_base_url)
@@ -122,8 +117,3 @@ def _error_message(content: bytes) -> str:
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         return error["message"]
     return json.dumps(body)[:500]
-
-
-def number(value: Any) -> int:
-    """A token count from a reply field (missing or not a number: 0)."""
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
