@@ -9,7 +9,10 @@ Ours: the server as a subprocess (`--transport http`) with authentication on (an
 call records going to SQLite. Baselines, run by the venv of the ``[servers]`` pins of
 ``bench/requirements-baselines.txt``: a hello-world ``MCPServer`` with one ``hello(name) -> str`` tool, and the
 floor for any MCP tool that makes a completion: ``MCPServer`` with one tool that calls the openai SDK directly
-(same upstream; no auth, pool, records or guardrails).
+(same upstream; no auth, pool, records or guardrails) with the typed ``chat.completions.create``, as such a tool
+is usually written. A second floor makes the request our providers make (the SDK's raw request, the reply's JSON
+read; ``server/pool/providers/_sdk_base.py``): our CPU per call above it is what our own layers cost, printed
+beside the goal's figure.
 
 Like with like: every server runs uvicorn with the same settings (``ws="none"``, log level WARNING, so no
 server writes an access-log line: ours silences ``uvicorn.access`` at WARNING, the baselines' uvicorn logs at
@@ -93,10 +96,14 @@ def serve_hello(port: int) -> None:
     anyio.run(serve_uvicorn, mcp, port)
 
 
-def serve_direct_sdk(port: int, base_url: str) -> None:
+def serve_direct_sdk(port: int, base_url: str, raw: bool = False) -> None:
     """The floor for an MCP tool that makes one completion: `MCPServer` with one tool that calls the openai SDK
-    directly (no pool, auth, records or guardrails), same upstream."""
+    directly (no pool, auth, records or guardrails), same upstream; ``raw``: with the SDK's raw request, as our
+    providers make it, instead of the typed ``chat.completions.create``."""
+    import json
+
     import anyio
+    import httpx2
     from mcp.server import MCPServer
     from openai import AsyncOpenAI
 
@@ -105,8 +112,12 @@ def serve_direct_sdk(port: int, base_url: str) -> None:
 
     @mcp.tool(description="One completion through the openai SDK.")
     async def orchestrate(prompt: str) -> str:
-        completion = await client.chat.completions.create(
-            model="gpt-sim", messages=[{"role": "user", "content": prompt}])
+        messages = [{"role": "user", "content": prompt}]
+        if raw:
+            response = await client.post("/chat/completions", cast_to=httpx2.Response,
+                                         body={"model": "gpt-sim", "messages": messages})
+            return json.loads(response.content)["choices"][0]["message"]["content"] or ""
+        completion = await client.chat.completions.create(model="gpt-sim", messages=messages)
         return completion.choices[0].message.content or ""
 
     anyio.run(serve_uvicorn, mcp, port)
@@ -222,7 +233,7 @@ def run(args: argparse.Namespace) -> None:
         token = subprocess.run([sys.executable, "-m", "server", "--config", str(config), "--database", str(database),
                                 "keys", "create", "bench"], env=env, cwd=REPO, capture_output=True, text=True,
                                check=True).stdout.strip()
-    ours_port, hello_port, direct_port = free_port(), free_port(), free_port()
+    ours_port, hello_port, direct_port, raw_port = free_port(), free_port(), free_port(), free_port()
     ours = subprocess.Popen([*server_pin, sys.executable, "-m", "server", "--transport", "http", "--port",
                              str(ours_port), "--config", str(config), "--database", str(database), "--log-level",
                              "WARNING"], env=env, cwd=REPO, stderr=subprocess.DEVNULL)
@@ -230,14 +241,17 @@ def run(args: argparse.Namespace) -> None:
                              cwd=tmp, stderr=subprocess.DEVNULL)
     direct = subprocess.Popen([*server_pin, str(baselines), __file__, "--serve-direct-sdk", str(direct_port),
                                f"http://127.0.0.1:{up_port}/v1"], env=base_env, cwd=tmp, stderr=subprocess.DEVNULL)
+    raw = subprocess.Popen([*server_pin, str(baselines), __file__, "--serve-direct-sdk", str(raw_port),
+                            f"http://127.0.0.1:{up_port}/v1", "raw"], env=base_env, cwd=tmp, stderr=subprocess.DEVNULL)
     servers = [("hello-world MCPServer", hello, hello_port, "hello", ""),
                ("MCPServer tool -> openai SDK", direct, direct_port, "orchestrate", ""),
+               ("MCPServer tool -> SDK raw request", raw, raw_port, "orchestrate", ""),
                (f"ours: orchestrate (auth {'off' if args.no_auth else 'on'})", ours, ours_port, "orchestrate", token)]
     rows = {name: {"calls": 0, "errors": 0, "latencies": [], "seconds": 0.0, "server_cpu_s": 0.0,
                    "upstream_cpu_s": 0.0} for name, *_ in servers}
     warm_rss = None
     try:
-        for port, proc in ((ours_port, ours), (hello_port, hello), (direct_port, direct)):
+        for port, proc in ((ours_port, ours), (hello_port, hello), (direct_port, direct), (raw_port, raw)):
             wait_port(port, proc)
         for window in range(args.windows):
             order = alternate(window, servers)
@@ -259,7 +273,7 @@ def run(args: argparse.Namespace) -> None:
         after_rss = rss_mb(ours.pid)
         report(args, rows, warm_rss, after_rss)
     finally:
-        for proc in (ours, hello, direct, upstream):
+        for proc in (ours, hello, direct, raw, upstream):
             proc.terminate()
             proc.wait(20)
 
@@ -279,11 +293,13 @@ def report(args: argparse.Namespace, rows: dict[str, dict], warm_rss: float, aft
         p99 = lat[int(len(lat) * 0.99) - 1] if lat else float("nan")
         print(f"{name:<36} {r['calls']:>8} {r['throughput']:>9.1f} {p50:>8.2f} {p99:>8.2f} {r['errors']:>7} "
               f"{r['server_cpu_ms']:>19.2f} {r['upstream_cpu_ms']:>21.2f}")
-    hello_row, direct_row, ours_row = rows.values()
+    hello_row, direct_row, raw_row, ours_row = rows.values()
     print(f"throughput ratio ours/direct-SDK floor: {ours_row['throughput'] / direct_row['throughput']:.2f} "
           f"(goal >= 0.70); ours/hello-world: {ours_row['throughput'] / hello_row['throughput']:.2f}")
     above = ours_row["server_cpu_ms"] - direct_row["server_cpu_ms"]
     print(f"our server CPU per call above the floor's: {above:.2f} ms (goal <= 1.0 ms; primary on a shared machine)")
+    print(f"our server CPU per call above the raw-request floor's (our own layers): "
+          f"{ours_row['server_cpu_ms'] - raw_row['server_cpu_ms']:.2f} ms")
     growth = (after_rss - warm_rss) / warm_rss * 100
     print(f"server RSS after warm-up {warm_rss:.1f} MB, after the run {after_rss:.1f} MB ({growth:+.1f}%; "
           "goal within 10%)")
@@ -302,7 +318,7 @@ def main() -> None:
         serve_hello(int(sys.argv[2]))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-direct-sdk":
-        serve_direct_sdk(int(sys.argv[2]), sys.argv[3])
+        serve_direct_sdk(int(sys.argv[2]), sys.argv[3], raw=sys.argv[4:] == ["raw"])
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), sys.argv[6] if len(sys.argv) > 6 else "")

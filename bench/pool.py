@@ -5,7 +5,10 @@
 
 Upstream: the simulator in its own process (zero latency), shared by every process of the run. Every figure is
 an added latency: a series minus its baseline of direct openai SDK calls to the same upstream, made in the same
-process, paired call by call, the pair's order alternating from round to round.
+process, paired call by call, the pair's order alternating from round to round. Each side's baseline is the SDK
+request that side makes, so the figure is its own layers: ours the SDK's raw request with the reply's JSON read
+(what our providers send, :func:`overhead.direct_chat`), LiteLLM the typed ``chat.completions.create`` (what
+its Router calls).
 
 The two sides run in alternating processes (``--rounds`` of each, in the order ours, LiteLLM, LiteLLM, ours, …),
 each process doing ``--calls / --rounds`` measured rounds after 30 warm-up rounds, its setups in a fresh seeded
@@ -46,7 +49,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import BENCH, Figure, alternate, baseline_python, preamble, versions, write_figures  # noqa: E402
-from overhead import REPO, external_upstream, pct  # noqa: E402  (also puts the repo on sys.path)
+from overhead import REPO, direct_chat, external_upstream, pct  # noqa: E402  (also puts the repo on sys.path)
 
 WARMUP_ROUNDS = 30
 DIRECT_MODEL = "direct-model"
@@ -127,19 +130,19 @@ async def measure_ours(calls: int, base_url: str, upstream_url: str, tmp: Path) 
 
     async def direct() -> float:
         started = time.perf_counter()
-        await direct_client.chat.completions.create(model=DIRECT_MODEL, messages=messages, max_tokens=16)
+        await direct_chat(direct_client, DIRECT_MODEL, messages, 16)
         return (time.perf_counter() - started) * 1000
 
     async def direct_pair() -> float:
         """A 503 (no SDK retry), then an ok call: what a fallback costs without any orchestration."""
         started = time.perf_counter()
         try:
-            await direct_client.chat.completions.create(model=FAIL_MODEL, messages=messages, max_tokens=16)
+            await direct_chat(direct_client, FAIL_MODEL, messages, 16)
         except openai.InternalServerError:
             pass
         else:
             raise AssertionError(f"{FAIL_MODEL} answered 200")
-        await direct_client.chat.completions.create(model=DIRECT_MODEL, messages=messages, max_tokens=16)
+        await direct_chat(direct_client, DIRECT_MODEL, messages, 16)
         return (time.perf_counter() - started) * 1000
 
     def expect(name: str, provider: str | None, attempts: int, text: str) -> None:
