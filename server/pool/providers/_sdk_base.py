@@ -1,8 +1,9 @@
 """What the two official-SDK providers share: lazy client creation, the call/translate frame, closing.
 
-A call posts the wire format's body (:mod:`server.pool.providers._formats`) through the SDK client's documented
-raw request (``client.post(path, cast_to=httpx2.Response, body=…)``, the SDKs' README, "Making custom/undocumented
-requests"): the SDK's own client, headers, authentication, timeouts and typed errors, without the typed request
+A call posts the wire format's body (:mod:`server.pool.providers._formats`) through the SDK client's raw request
+(``client.post(path, cast_to=httpx2.Response, body=…)``: the openai README's "Undocumented endpoints"; the anthropic
+client has the same public ``post`` from the same generator): the SDK's own client, headers, authentication,
+timeouts and typed errors, without the typed request
 transform and reply models of ``chat.completions.create`` / ``messages.create``. Those cost about 1.1 ms of CPU
 per call on this project's machines (about half the SDK's share of a call); the reply's JSON is read by the same
 reader as simple mode's.
