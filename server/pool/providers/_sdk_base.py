@@ -3,10 +3,9 @@
 A call posts the wire format's body (:mod:`server.pool.providers._formats`) through the SDK client's raw request
 (``client.post(path, cast_to=httpx2.Response, body=…)``: the openai README's "Undocumented endpoints"; the anthropic
 client has the same public ``post`` from the same generator): the SDK's own client, headers, authentication,
-timeouts and typed errors, without the typed request
-transform and reply models of ``chat.completions.create`` / ``messages.create``. Those cost about 1.1 ms of CPU
-per call on this project's machines (about half the SDK's share of a call); the reply's JSON is read by the same
-reader as simple mode's.
+timeouts and typed errors, without the typed request transform and reply models of ``chat.completions.create`` /
+``messages.create``. Those cost about 1.1 ms of CPU per call on this project's machines (about half the SDK's
+share of a call); the reply's JSON is read by the same reader as simple mode's.
 """
 
 from __future__ import annotations
@@ -15,6 +14,8 @@ import importlib
 import json
 import threading
 from typing import Any
+
+import httpx2
 
 from server.config import ProviderConfig
 from server.errors import MalformedReply, ProviderConnectionError, ProviderError, ProviderTimeout
@@ -71,8 +72,6 @@ class SDKProvider:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         """One completion. Raises the :mod:`server.errors` provider errors."""
-        import httpx2
-
         client = self._sdk()
         try:
             # Below 200 or from 300 up the SDK raises its typed status error (no redirect is followed).
