@@ -15,7 +15,7 @@ plan at its ``max_tokens``, 1024 by default, plus its prompt, priced at the dear
 bound more than a forecast); ``agents`` and ``tools`` the plan may use (``server.tool``); ``deadline_s`` for the
 whole planning, repairs included. Whatever the constraints say, a plan has ``tool`` steps only when the caller's
 role could run them by hand (``admin``: inline definitions with tool steps need it), and only tools of configured
-downstream servers. Every planning call goes through the pool like any other (policy, recording; tool
+downstream servers; for the same reason, a plan names agents with downstream tools only for an admin. Every planning call goes through the pool like any other (policy, recording; tool
 ``plan_workflow``).
 """
 
@@ -163,7 +163,7 @@ class Planner:
         if not goal.strip() or len(goal) > MAX_GOAL_CHARS:
             raise InvalidRequest(f"goal: give the goal as 1 to {MAX_GOAL_CHARS:,} characters of text")
         started = self._timer()
-        agents = await self._agents(constraints)
+        agents = await self._agents(constraints, principal)
         tools = self._tools(constraints, principal)
         messages = [Message("user", self._brief(goal, constraints, agents, tools))]
         problems: list[str] = []
@@ -256,15 +256,22 @@ class Planner:
             total += calls * (prompt * input_price + output * output_price) / 1e6
         return round(total, 8)
 
-    async def _agents(self, constraints: PlanConstraints) -> list[Agent]:
+    async def _agents(self, constraints: PlanConstraints, principal: Principal) -> list[Agent]:
+        """The agents a plan may name: those the constraints list (all by default); for a caller other than an
+        admin, only agents without downstream tools (the run of an inline plan could not use them)."""
         agents = await self.registry.list()
-        if constraints.agents is None:
+        if constraints.agents is not None:
+            unknown = sorted(set(constraints.agents) - {a.name for a in agents})
+            if unknown:
+                raise InvalidRequest(f"constraints.agents: unknown agent(s) {', '.join(unknown)}; agents: "
+                                     f"{', '.join(a.name for a in agents) or 'none'}")
+            agents = [a for a in agents if a.name in constraints.agents]
+        if principal.role == "admin":
             return agents
-        unknown = sorted(set(constraints.agents) - {a.name for a in agents})
-        if unknown:
-            raise InvalidRequest(f"constraints.agents: unknown agent(s) {', '.join(unknown)}; agents: "
-                                 f"{', '.join(a.name for a in agents) or 'none'}")
-        return [a for a in agents if a.name in constraints.agents]
+        if constraints.agents is not None and (tooled := [a.name for a in agents if a.spec.tools]):
+            raise InvalidRequest(f"constraints.agents: {', '.join(tooled)} use downstream tools, which only role "
+                                 "admin may plan with")
+        return [a for a in agents if not a.spec.tools]
 
     def _tools(self, constraints: PlanConstraints, principal: Principal) -> list[str] | None:
         """The tools a plan may use: none unless the caller could run tool steps by hand (role admin); of

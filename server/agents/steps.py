@@ -83,14 +83,23 @@ def _tool_call(text: str) -> tuple[str, dict[str, Any]] | None:
 
 async def answer_as(service: AgentService, agent: Agent, prompt: str, principal: Principal,
                     tool_caller: ToolCaller | None, *, max_tokens: int = 1024, temperature: float | None = None,
-                    max_tool_calls: int = MAX_TOOL_CALLS) -> dict[str, Any]:
+                    max_tool_calls: int = MAX_TOOL_CALLS, tools_withheld: bool = False) -> dict[str, Any]:
     """One agent's answer to ``prompt``, calling its allowed tools as it asks (see the module docstring).
 
+    Args:
+        tools_withheld: the run may call no downstream tool (an inline definition a non-admin started): an agent
+            with tools is refused before any model call.
+
     Raises:
-        AgentStepFailed: a tool the agent may not use (``tool_not_allowed``), a tool call with no downstream
-            servers configured (``unknown_server``), or more tool calls than allowed (``too_many_tool_calls``).
+        AgentStepFailed: a tool the agent may not use, or an agent with tools where they are withheld
+            (``tool_not_allowed``), a tool call with no downstream servers configured (``unknown_server``), or
+            more tool calls than allowed (``too_many_tool_calls``).
         everything ``orchestrate`` raises.
     """
+    if agent.spec.tools and tools_withheld:
+        raise AgentStepFailed(f"agent {agent.name!r} uses downstream tools ({', '.join(agent.spec.tools)}), which a "
+                              "run of an inline definition may use only when role admin starts it (as `tool` "
+                              "steps); run a saved workflow instead", error_class="tool_not_allowed")
     system = None
     if agent.spec.tools:
         system = TOOL_CONTRACT.format(tools=", ".join(agent.spec.tools))
@@ -130,23 +139,25 @@ async def _orchestrate(service: AgentService, ask: OrchestrateRequest, principal
 
 
 async def run_agent(service: AgentService, params: Mapping[str, Any], principal: Principal,
-                    tool_caller: ToolCaller | None) -> dict[str, Any]:
+                    tool_caller: ToolCaller | None, *, tools_withheld: bool = False) -> dict[str, Any]:
     """The ``agent`` step."""
     _check("agent", params)
     agent = await service.registry.get(str(params["agent"]))
     return await answer_as(service, agent, str(params["prompt"]), principal, tool_caller,
                            max_tokens=int(params.get("max_tokens") or 1024), temperature=params.get("temperature"),
-                           max_tool_calls=min(int(params.get("max_tool_calls") or MAX_TOOL_CALLS), MAX_TOOL_CALLS))
+                           max_tool_calls=min(int(params.get("max_tool_calls") or MAX_TOOL_CALLS), MAX_TOOL_CALLS),
+                           tools_withheld=tools_withheld)
 
 
 async def run_team(service: AgentService, params: Mapping[str, Any], principal: Principal,
-                   tool_caller: ToolCaller | None) -> dict[str, Any]:
+                   tool_caller: ToolCaller | None, *, tools_withheld: bool = False) -> dict[str, Any]:
     """The ``team`` step: ``sequential`` (each agent sees the previous answer), ``parallel`` (every answer
     collected) or ``consensus`` (the answers aggregated as :mod:`server.consensus` does)."""
     _check("team", params)
     agents = [await service.registry.get(name) for name in params["agents"]]
     prompt, mode = str(params["prompt"]), params.get("mode", "sequential")
-    options = {"max_tokens": int(params.get("max_tokens") or 1024), "temperature": params.get("temperature")}
+    options = {"max_tokens": int(params.get("max_tokens") or 1024), "temperature": params.get("temperature"),
+               "tools_withheld": tools_withheld}
     answers: list[dict[str, Any] | None] = [None] * len(agents)
     if mode == "sequential":
         previous: dict[str, Any] | None = None

@@ -26,6 +26,7 @@ A step's ordinary failure is logged once, at WARNING, with the run id and the er
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -46,7 +47,7 @@ from server.workflows.inputs import check_inputs
 from server.workflows.model import Definition, InvalidWorkflow, WorkflowError, topological_order
 from server.workflows.outcome import ApprovalOpened, StepOutcome
 from server.workflows.runtime import Execution, MessageSlot, StepSlot
-from server.workflows.steps import EXECUTORS, StepFailed, StepServices, error_class, run_tool
+from server.workflows.steps import AGENT_KINDS, EXECUTORS, StepFailed, StepServices, error_class, run_tool
 from server.workflows.tracker import RunTracker
 
 if TYPE_CHECKING:
@@ -76,6 +77,9 @@ class _Plan:
     children: dict[str, _Plan] = field(default_factory=dict)
     principal: Principal = LOCAL
     """Who the run's model calls are made for: its starter (the run record's owner), or a system principal."""
+    downstream_tools: bool = True
+    """Whether agents may call downstream MCP tools: not in a run of an inline definition that a non-admin
+    started (:meth:`server.workflows.service.WorkflowService.start` records ``downstream_tools: false``)."""
 
 
 class _Decisions:
@@ -182,7 +186,8 @@ class Interpreter:
                                  else max(0.0, deadline_at - self.services.clock())) as ceiling:
             async with anyio.create_task_group() as receivers:
                 plan = await self._plan(definition, library, execution, "", receivers, decisions, legacy,
-                                        principal=await self._principal(execution.run_id, arguments))
+                                        principal=await self._principal(execution.run_id, arguments),
+                                        downstream_tools=arguments.get("downstream_tools", True) is not False)
                 if not legacy and _has_approvals(plan):
                     mailbox = await execution.message_slot(APPROVALS_TOPIC, receivers)
                     receivers.start_soon(decisions.pump, mailbox)
@@ -217,11 +222,12 @@ class Interpreter:
 
     async def _plan(self, definition: Definition, library: Mapping[str, Definition], execution: Execution,
                     prefix: str, receivers: TaskGroup, decisions: _Decisions, legacy: bool, depth: int = 0, *,
-                    principal: Principal = LOCAL) -> _Plan:
+                    principal: Principal = LOCAL, downstream_tools: bool = True) -> _Plan:
         if depth > 8:
             raise RunFailed("sub-workflows nest deeper than 8")
         try:
-            plan = _Plan(definition, prefix, topological_order(definition), principal=principal)
+            plan = _Plan(definition, prefix, topological_order(definition), principal=principal,
+                         downstream_tools=downstream_tools)
         except InvalidWorkflow as exc:
             raise RunFailed(str(exc)) from None
         for step_id in plan.order:
@@ -237,7 +243,8 @@ class Interpreter:
                 if child is None:
                     raise RunFailed(f"step {name}: sub-workflow {step.with_.get('workflow')!r} was not resolved")
                 plan.children[step_id] = await self._plan(child, library, execution, f"{name}.", receivers,
-                                                          decisions, legacy, depth + 1, principal=principal)
+                                                          decisions, legacy, depth + 1, principal=principal,
+                                                          downstream_tools=downstream_tools)
             plan.slots[step_id] = execution.step_slot(name)
         return plan
 
@@ -316,7 +323,7 @@ class Interpreter:
                                          {"ai_orchestration.workflow.step": name,
                                           "ai_orchestration.workflow.kind": step.kind,
                                           "ai_orchestration.workflow.attempt": attempt}):
-                            output = await self._execute_kind(step.kind, params, step.timeout_s, plan.principal)
+                            output = await self._execute_kind(step.kind, params, step.timeout_s, plan)
                     finally:
                         current_step.reset(step_token)
                     return StepOutcome.completed(output, attempts=attempt, started_at=started, ended_at=clock())
@@ -335,11 +342,13 @@ class Interpreter:
 
         return await _record(plan.slots[step_id], attempts)
 
-    async def _execute_kind(self, kind: str, params: dict[str, Any], timeout_s: float | None,
-                            principal: Principal) -> Any:
+    async def _execute_kind(self, kind: str, params: dict[str, Any], timeout_s: float | None, plan: _Plan) -> Any:
         if kind == "tool":
             return await run_tool(self.services, params, timeout_s)
-        return await EXECUTORS[kind](self.services, params, principal)
+        services = self.services
+        if kind in AGENT_KINDS and not plan.downstream_tools:
+            services = dataclasses.replace(services, tools_withheld=True)
+        return await EXECUTORS[kind](services, params, plan.principal)
 
     async def _run_child(self, plan: _Plan, library: Mapping[str, Definition], step_id: str, run_id: str,
                          context: dict[str, Any], decisions: _Decisions) -> StepOutcome:

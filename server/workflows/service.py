@@ -162,8 +162,9 @@ class WorkflowService:
         """Validate, record and start a run. Returns the run id (as the caller addresses it) and whether this
         call started it (``False``: the same id with the same arguments was started before; it is not run again).
 
-        Inline definitions with a ``tool`` step anywhere (sub-workflows included) need role admin; saved
-        workflows run whatever their steps.
+        Inline definitions with a ``tool`` step anywhere (sub-workflows included) need role admin, and the agents
+        of a non-admin's inline run call no downstream tools (an ``agent`` or ``team`` step naming an agent with
+        tools fails with ``tool_not_allowed``); saved workflows run whatever their steps.
 
         Raises:
             InvalidWorkflow / WorkflowNotFound: bad definition or inputs; nothing started.
@@ -188,9 +189,11 @@ class WorkflowService:
         await self._off_loop(self.oversight.before_start, definition, library, values, caller)
         arguments: dict[str, Any] = {"definition": definition.dump(), "library": library, "inputs": values}
         planned = await self._off_loop(plan_steps, arguments)
-        if inline and caller.role != "admin" and any(p.kind == "tool" for p in planned):
-            raise ToolStepsForbidden("run_workflow with tool steps needs role admin (inline definitions with "
-                                     "`tool` steps); run a saved workflow instead")
+        if inline and caller.role != "admin":  # nor may its agents call tools (known when their steps run)
+            if any(p.kind == "tool" for p in planned):
+                raise ToolStepsForbidden("run_workflow with tool steps needs role admin (inline definitions with "
+                                         "`tool` steps); run a saved workflow instead")
+            arguments["downstream_tools"] = False
         deadline_s = None if self.limits is None else check_workflow_ceilings(self.limits, len(planned))
         fingerprint = hashlib.sha256(json.dumps(arguments, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
         shown = run_id or f"run-{uuid.uuid4().hex}"

@@ -63,6 +63,9 @@ class StepServices:
     """A :class:`server.operations.telemetry.Telemetry` for run and step spans, or ``None`` (off)."""
     agents: AgentService | None = None
     """For ``agent`` and ``team`` steps (:mod:`server.agents.steps`)."""
+    tools_withheld: bool = False
+    """Agents may not call downstream tools: the run is of an inline definition a non-admin started (as ``tool``
+    steps, which such a run may not have)."""
 
 
 def error_class(exc: BaseException) -> str:
@@ -170,7 +173,8 @@ async def run_agent_kind(services: StepServices, params: Mapping[str, Any], prin
 
     if services.agents is None:
         raise StepFailed("agent steps need the agent registry", error_class="unknown_agent")
-    return await run_agent(services.agents, params, principal, services.tool_caller)
+    return await run_agent(services.agents, params, principal, services.tool_caller,
+                           tools_withheld=services.tools_withheld)
 
 
 async def run_team_kind(services: StepServices, params: Mapping[str, Any], principal: Principal) -> Any:
@@ -179,8 +183,11 @@ async def run_team_kind(services: StepServices, params: Mapping[str, Any], princ
 
     if services.agents is None:
         raise StepFailed("team steps need the agent registry", error_class="unknown_agent")
-    return await run_team(services.agents, params, principal, services.tool_caller)
+    return await run_team(services.agents, params, principal, services.tool_caller,
+                          tools_withheld=services.tools_withheld)
 
 
+AGENT_KINDS = ("agent", "team")
+"""The step kinds whose agents may call downstream tools (:attr:`StepServices.tools_withheld`)."""
 EXECUTORS = {"orchestrate": run_orchestrate, "consensus": run_consensus, "pattern": run_pattern,
              "agent": run_agent_kind, "team": run_team_kind}

@@ -5,6 +5,7 @@ downstream servers, and redacted incident text."""
 from __future__ import annotations
 
 import json
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from mcp import Client, MCPError
 
 from server.app.assembly import build_server
 from server.config import Config, McpServerConfig
-from server.simulator import Upstream
+from server.simulator import Behaviour, Upstream
 from server.store.memory import MemoryStore
 from server.security.addresses import AddressPolicy
 from server.workflows.downstream import DownstreamServers
@@ -211,3 +212,44 @@ async def test_run_listing_pages_over_the_callers_own_runs_only() -> None:
         assert [run_id.split(":")[0] for run_id in everyone] == [f"r{i}" for i in range(9, -1, -1)]
         with pytest.raises(RunNotFound, match="no run 'r0'"):
             await workflows.status("r0", principals["alice"])
+
+
+async def test_a_users_inline_run_gives_its_agents_no_downstream_tools(tmp_path: Path, upstream: Upstream,
+                                                                      downstream_url: str) -> None:
+    # An agent step's model may ask for any tool the agent lists: in a non-admin's inline run that would be the
+    # `tool` step the run may not have. The agents' tools are known only when the step runs, so it fails there.
+    key = uuid.uuid4().hex
+    operator = {"description": "Operates tools", "providers": ["primary"], "tools": ["down.fail_times"]}
+    config = write_toml(tmp_path / "c.toml", [provider_entry(upstream, "primary", model="gpt-sim")],
+                        auth={"enabled": True, "key_cache_s": 0}, mcp_servers__down={"url": downstream_url},
+                        agents__operator=operator)
+    database = tmp_path / "s.db"
+    alice, admin = make_key(config, database, "alice"), make_key(config, database, "ops", role="admin")
+    ask = {"id": "op", "kind": "agent", "with": {"agent": "operator", "prompt": "Call the tool"}}
+    team = {"id": "t", "kind": "team", "with": {"agents": ["operator", "operator"], "prompt": "Call the tool"}}
+    with running_server(config, database, tmp_path / "server.log") as server:
+        async with mcp_client(server.url, alice) as client:
+            runs = [ok(await call(client, "run_workflow", workflow={"name": name, "steps": [step]}, wait_s=30))
+                    for name, step in (("agent", ask), ("team", team))]
+            planned = refused(await call(client, "plan_workflow", goal="Call the tool",
+                                         constraints={"agents": ["operator"]}))
+            registering = refused(await call(client, "register_agent", name="mine",
+                                             agent={"description": "Mine", "tools": ["down.fail_times"]}))
+            saving = refused(await call(client, "plan_workflow", goal="Call the tool", save_as="mine"))
+        assert upstream.requests == []  # refused before any model call
+        upstream.script("gpt-sim", Behaviour(text=json.dumps({"tool": "down.fail_times",
+                                                              "arguments": {"key": key, "times": 0}})),
+                        Behaviour(text="done"))
+        async with mcp_client(server.url, admin) as client:
+            admins = ok(await call(client, "run_workflow", workflow={"name": "agent", "steps": [ask]}, wait_s=30))
+            counted = ok(await call(client, "run_workflow", workflow={"name": "count", "steps": [
+                tool_step("c", "count", {"key": key})]}, wait_s=30))
+    for run in runs:
+        assert run["status"] == "failed" and run["steps"][0]["error_class"] == "tool_not_allowed", run
+        assert "only when role admin starts it" in run["steps"][0]["error"]
+    assert "operator use downstream tools, which only role admin may plan with" in planned
+    assert "register_agent needs role admin" in registering
+    assert "plan_workflow with save_as needs role admin" in saving
+    assert admins["status"] == "completed" and admins["steps"][0]["output"]["tool_calls"] == [
+        {"tool": "down.fail_times", "ok": True}]
+    assert counted["steps"][0]["output"]["text"] == "1"  # the admin's call only

@@ -152,8 +152,8 @@ async def test_a_record_the_runtime_got_ahead_of_is_written_back_when_read(
 async def test_a_run_recorded_but_not_started_is_started_by_the_same_call_again(
         watched: tuple[WorkflowService, WatchedRuntime], store: MemoryStore) -> None:
     service, runtime = watched
-    await service.start(SAY | {"name": "first"}, {}, "probe")  # the fingerprint a real start records
-    fingerprint = (await store.runs.get_run("probe")).fingerprint
+    await service.start(SAY | {"name": "first"}, {}, "probe", caller=ALICE)  # the fingerprint her start records
+    fingerprint = (await store.runs.get_run(own_id("probe", ALICE.id))).fingerprint
     key = own_id("interrupted", ALICE.id)  # where alice's own run id "interrupted" is kept
     await store.runs.create_run(WorkflowRun(run_id=key, workflow="first", fingerprint=fingerprint,
                                             created_at=1.0, owner="key:alice", steps=1))
