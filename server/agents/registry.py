@@ -3,8 +3,10 @@
 providers is.
 
 An agent's name belongs to one source: a name defined in the configuration is changed there (the server stores
-each change of it as a new version when it starts), and ``register_agent`` refuses it. Versions are the store's:
-1 when first stored, one more per change; storing identical content again is a no-op.
+each change of it as a new version when it starts), and ``register_agent`` refuses it. An agent the configuration
+defined once and no longer does is gone (not listed, not routed to; its versions stay readable), until
+``register_agent`` saves that name again. Versions are the store's: 1 when first stored, one more per change;
+storing identical content again is a no-op.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class AgentRegistry:
     async def load(self) -> None:
         """Store the configured agents (a new version for each one that changed since the last start)."""
         for name in sorted(self.configured):
-            await self.store.put_agent(name, self.configured[name].dump(), self._clock())
+            await self.store.put_agent(name, self.configured[name].dump(), self._clock(), source="config")
         self._listing = None
 
     async def register(self, name: str, spec: Mapping[str, Any]) -> tuple[Agent, bool]:
@@ -140,7 +142,7 @@ class AgentRegistry:
         current = await self.store.get_agent(name)
         if current is None and len(await self.store.list_agents()) >= MAX_AGENTS:
             raise InvalidAgent(f"this server holds {MAX_AGENTS} agents, the most it keeps")
-        record, stored = await self.store.put_agent(name, parsed.dump(), self._clock())
+        record, stored = await self.store.put_agent(name, parsed.dump(), self._clock(), source="registered")
         self._listing = None
         return self._agent(record), stored
 
@@ -155,6 +157,9 @@ class AgentRegistry:
             if found is not None:
                 return found
         record = await self.store.get_agent(name, version)
+        if record is not None and version is None and self._dropped(record):
+            raise UnknownAgent(f"agent {name!r} was defined in the configuration ([agents.{name}]), which no longer "
+                               f"defines it; its versions stay readable (version 1 to {record.version})")
         if record is None:
             names = [a.name for a in await self.list()]
             what = f"agent {name!r}" + (f" version {version}" if version is not None else "")
@@ -166,7 +171,7 @@ class AgentRegistry:
         """The current version of every agent, by name (from memory for :data:`LISTING_TTL_S`)."""
         now = time.monotonic()
         if self._listing is None or now - self._listing[0] > LISTING_TTL_S:
-            self._listing = (now, [self._agent(r) for r in await self.store.list_agents()])
+            self._listing = (now, [self._agent(r) for r in await self.store.list_agents() if not self._dropped(r)])
         return list(self._listing[1])
 
     async def discover(self, capabilities: Sequence[str] = (), min_version: int | None = None, *,
@@ -181,6 +186,11 @@ class AgentRegistry:
         """Whether at least one of the agent's providers (any provider, when it names none) could take a call now."""
         return bool(self._available(agent.spec.providers))
 
-    def _agent(self, record: AgentRecord) -> Agent:
-        return Agent(record.name, record.version, AgentSpec.model_validate(record.spec),
-                     "config" if record.name in self.configured else "registered", record.updated_at)
+    def _dropped(self, record: AgentRecord) -> bool:
+        """Whether ``record`` is a configured agent's that this configuration no longer defines."""
+        return record.source == "config" and record.name not in self.configured
+
+    @staticmethod
+    def _agent(record: AgentRecord) -> Agent:
+        return Agent(record.name, record.version, AgentSpec.model_validate(record.spec), record.source,
+                     record.updated_at)

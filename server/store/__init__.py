@@ -29,6 +29,7 @@ from server.store.records import (
     GROUP_COLUMNS,
     RUN_STATES,
     AgentRecord,
+    AgentSource,
     Aggregate,
     AggregateRow,
     ApiKeyRecord,
@@ -45,7 +46,7 @@ from server.store.records import (
 )
 
 __all__ = [
-    "FINISHED", "GROUP_COLUMNS", "RUN_STATES", "AgentRecord", "AgentStore", "Aggregate", "AggregateRow",
+    "FINISHED", "GROUP_COLUMNS", "RUN_STATES", "AgentRecord", "AgentSource", "AgentStore", "Aggregate", "AggregateRow",
     "ApiKeyRecord", "AuditEntry", "AuditTrail", "CallRecord", "CallRow", "CallStore", "ConversationStore", "GroupBy",
     "GroupTotals", "GuardrailDecision", "GuardrailLog", "IncidentStore", "KeyStore", "PatternRecord", "PatternStore",
     "ResponseCache", "RunState", "RunStore", "StorageError", "Store", "StoreUnavailable", "WorkflowRecord",

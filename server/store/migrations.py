@@ -146,6 +146,13 @@ def _m010_agents(db: sqlite_utils.Database) -> None:
                                 pk=("name", "version"), not_null={"spec"})
 
 
+def _m011_agent_source(db: sqlite_utils.Database) -> None:
+    # Where each agent version came from: `config` or `registered` (versions stored before this say `registered`;
+    # the next start stores the configured ones again, from `config`).
+    for table in ("agents", "agent_versions"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN source TEXT NOT NULL DEFAULT 'registered'")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("001_calls", _m001_calls),
     ("002_ab_bucket_and_cache_flag", _m002_ab_bucket_and_cache_flag),
@@ -157,6 +164,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("008_runs", _m008_runs),
     ("009_audit", _m009_audit),
     ("010_agents", _m010_agents),
+    ("011_agent_source", _m011_agent_source),
 ]
 
 

@@ -26,6 +26,7 @@ from server.store.records import (
     FINISHED,
     GROUP_COLUMNS,
     AgentRecord,
+    AgentSource,
     AggregateRow,
     ApiKeyRecord,
     CallRecord,
@@ -199,8 +200,10 @@ class PostgresWorkflows(_Part):
 class PostgresAgents(_Part):
     """Agents and every version (:mod:`server.store.postgres_patterns`)."""
 
-    async def put_agent(self, name: str, spec: dict[str, Any], ts: float) -> tuple[AgentRecord, bool]:
-        return await self._db.call(lambda c: patterns_sql.put_agent(c, name, spec, ts), f"agent {name!r}", write=True)
+    async def put_agent(self, name: str, spec: dict[str, Any], ts: float, *,
+                        source: AgentSource = "registered") -> tuple[AgentRecord, bool]:
+        return await self._db.call(lambda c: patterns_sql.put_agent(c, name, spec, ts, source), f"agent {name!r}",
+                                   write=True)
 
     async def get_agent(self, name: str, version: int | None = None) -> AgentRecord | None:
         found = await self._db.call(lambda c: patterns_sql.agents(c, name, version), f"agent {name!r}")

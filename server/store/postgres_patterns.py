@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from server.store import AgentRecord, PatternRecord, WorkflowRecord
+from server.store import AgentRecord, AgentSource, PatternRecord, WorkflowRecord
 
 _COLUMNS = ("name", "version", "description", "template", "variables", "metadata", "apply_to", "tags",
             "source", "created_at", "updated_at")
@@ -154,24 +154,25 @@ def workflows(connection: Any, name: str | None = None) -> list[WorkflowRecord]:
         f"SELECT name, version, definition, created_at, updated_at FROM workflows {where}ORDER BY name", params)]
 
 
-_AGENT_COLUMNS = "name, version, spec, created_at, updated_at"
+_AGENT_COLUMNS = "name, version, spec, created_at, updated_at, source"
 
 
-def put_agent(connection: Any, name: str, spec: dict[str, Any], ts: float) -> tuple[AgentRecord, bool]:
+def put_agent(connection: Any, name: str, spec: dict[str, Any], ts: float,
+              source: AgentSource) -> tuple[AgentRecord, bool]:
     """Agent ``name``'s next version under its advisory lock (two replicas saving one agent take turns)."""
     text = json.dumps(spec, ensure_ascii=False, sort_keys=True)
     with connection.transaction():
         connection.execute(_LOCK, [f"agent:{name}"])
         row = connection.execute(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE name = %s", [name]).fetchone()
-        if row is not None and row[2] == text:
+        if row is not None and (row[2], row[5]) == (text, source):
             return _agent(row), False
         version, created = (row[1] + 1, row[3]) if row else (1, ts)
-        values = [name, version, text, created, ts]
-        connection.execute(f"INSERT INTO agent_versions ({_AGENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s)", values)
-        connection.execute(f"INSERT INTO agents ({_AGENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) "
+        values = [name, version, text, created, ts, source]
+        connection.execute(f"INSERT INTO agent_versions ({_AGENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)", values)
+        connection.execute(f"INSERT INTO agents ({_AGENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) "
                            "DO UPDATE SET version = excluded.version, spec = excluded.spec, "
-                           "updated_at = excluded.updated_at", values)
-    return AgentRecord(name, version, json.loads(text), created, ts), True
+                           "updated_at = excluded.updated_at, source = excluded.source", values)
+    return AgentRecord(name, version, json.loads(text), created, ts, source), True
 
 
 def agents(connection: Any, name: str | None = None, version: int | None = None) -> list[AgentRecord]:
@@ -186,4 +187,4 @@ def agents(connection: Any, name: str | None = None, version: int | None = None)
 
 
 def _agent(row: Any) -> AgentRecord:
-    return AgentRecord(row[0], row[1], json.loads(row[2]), row[3] or 0.0, row[4] or 0.0)
+    return AgentRecord(row[0], row[1], json.loads(row[2]), row[3] or 0.0, row[4] or 0.0, row[5])

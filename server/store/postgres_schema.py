@@ -107,6 +107,11 @@ CREATE TABLE agents (name text PRIMARY KEY, version integer NOT NULL, spec text 
 CREATE TABLE agent_versions (name text NOT NULL, version integer NOT NULL, spec text NOT NULL,
     created_at double precision, updated_at double precision, PRIMARY KEY (name, version));
 """),
+    # As SQLite's 011_agent_source: where each agent version came from, `config` or `registered`.
+    ("011_agent_source", """
+ALTER TABLE agents ADD COLUMN source text NOT NULL DEFAULT 'registered';
+ALTER TABLE agent_versions ADD COLUMN source text NOT NULL DEFAULT 'registered';
+"""),
 ]
 
 

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from server.store.records import (
     AgentRecord,
+    AgentSource,
     AggregateRow,
     ApiKeyRecord,
     AuditEntry,
@@ -201,10 +202,11 @@ class WorkflowStore(Protocol):
 class AgentStore(Protocol):
     """Agents (named roles), every version of each (:mod:`server.agents` validates them and gives them meaning)."""
 
-    async def put_agent(self, name: str, spec: dict[str, Any], ts: float) -> tuple[AgentRecord, bool]:
-        """Store ``spec`` as agent ``name``'s next version, atomically; earlier versions stay readable. Nothing is
-        stored when it equals the current version's spec (returns that, ``False``). Returns the version now
-        current and whether this call stored it (committed).
+    async def put_agent(self, name: str, spec: dict[str, Any], ts: float, *,
+                        source: AgentSource = "registered") -> tuple[AgentRecord, bool]:
+        """Store ``spec`` as agent ``name``'s next version from ``source``, atomically; earlier versions stay
+        readable. Nothing is stored when spec and source equal the current version's (returns that, ``False``).
+        Returns the version now current and whether this call stored it (committed).
 
         Raises:
             StorageError: nothing was stored.

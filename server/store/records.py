@@ -178,6 +178,10 @@ class WorkflowRecord:
     updated_at: float = 0.0
 
 
+AgentSource = Literal["config", "registered"]
+"""Where an agent version came from (:attr:`AgentRecord.source`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AgentRecord:
     """One version of an agent (a named role; :mod:`server.agents` validates the spec and gives it meaning).
@@ -187,6 +191,8 @@ class AgentRecord:
         version: 1 when first stored; each change of the spec adds one (identical content stores nothing).
         spec: the agent as JSON data (description, system prompt, capabilities, providers, tools …).
         created_at: when version 1 was stored; updated_at: when this version was, Unix seconds.
+        source: where this version came from: ``config`` (``[agents.NAME]``, stored at a start) or ``registered``
+            (``register_agent``).
     """
 
     name: str
@@ -194,6 +200,7 @@ class AgentRecord:
     spec: dict[str, Any]
     created_at: float = 0.0
     updated_at: float = 0.0
+    source: AgentSource = "registered"
 
 
 @dataclass(frozen=True, slots=True)

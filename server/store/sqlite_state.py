@@ -11,7 +11,7 @@ from typing import Any
 import sqlite_utils
 
 from server.store import sqlite_ops as ops_sql
-from server.store.records import FINISHED, AgentRecord, ApiKeyRecord, RunState, WorkflowRecord, WorkflowRun
+from server.store.records import FINISHED, AgentRecord, AgentSource, ApiKeyRecord, RunState, WorkflowRecord, WorkflowRun
 from server.store.sqlite_db import SQLiteDatabase
 
 
@@ -65,24 +65,23 @@ class SQLiteAgents:
     def __init__(self, db: SQLiteDatabase) -> None:
         self._db = db
 
-    async def put_agent(self, name: str, spec: dict[str, Any], ts: float) -> tuple[AgentRecord, bool]:
-        """Store the next version in one transaction (nothing when the spec is the current one's)."""
+    async def put_agent(self, name: str, spec: dict[str, Any], ts: float, *,
+                        source: AgentSource = "registered") -> tuple[AgentRecord, bool]:
+        """Store the next version in one transaction (nothing when spec and source are the current one's)."""
         text = json.dumps(spec, ensure_ascii=False, sort_keys=True)
 
         def put(db: sqlite_utils.Database) -> tuple[AgentRecord, bool]:
             with db.atomic():
-                row = db.execute("SELECT version, spec, created_at, updated_at FROM agents WHERE name = ?",
-                                 [name]).fetchone()
-                if row is not None and row[1] == text:
-                    return AgentRecord(name, row[0], json.loads(row[1]), row[2], row[3]), False
-                version, created = (row[0] + 1, row[2]) if row else (1, ts)
-                values = [name, version, text, created, ts]
-                db.execute("INSERT INTO agent_versions (name, version, spec, created_at, updated_at) "
-                           "VALUES (?, ?, ?, ?, ?)", values)
-                db.execute("INSERT INTO agents (name, version, spec, created_at, updated_at) VALUES (?, ?, ?, ?, ?) "
+                row = db.execute(f"{_SELECT_AGENT} agents WHERE name = ?", [name]).fetchone()
+                if row is not None and (row[2], row[5]) == (text, source):
+                    return _agent(row), False
+                version, created = (row[1] + 1, row[3]) if row else (1, ts)
+                values = [name, version, text, created, ts, source]
+                db.execute(f"INSERT INTO agent_versions ({_AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", values)
+                db.execute(f"INSERT INTO agents ({_AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
                            "ON CONFLICT(name) DO UPDATE SET version = excluded.version, spec = excluded.spec, "
-                           "updated_at = excluded.updated_at", values)
-            return AgentRecord(name, version, json.loads(text), created, ts), True
+                           "updated_at = excluded.updated_at, source = excluded.source", values)
+            return AgentRecord(name, version, json.loads(text), created, ts, source), True
 
         return await self._db.call(put, f"agent {name!r}", write=True)
 
@@ -97,11 +96,12 @@ class SQLiteAgents:
         return [_agent(row) for row in rows]
 
 
-_SELECT_AGENT = "SELECT name, version, spec, created_at, updated_at FROM"
+_AGENT_COLUMNS = "name, version, spec, created_at, updated_at, source"
+_SELECT_AGENT = f"SELECT {_AGENT_COLUMNS} FROM"
 
 
 def _agent(row: Sequence[Any]) -> AgentRecord:
-    return AgentRecord(row[0], row[1], json.loads(row[2]), row[3] or 0.0, row[4] or 0.0)
+    return AgentRecord(row[0], row[1], json.loads(row[2]), row[3] or 0.0, row[4] or 0.0, row[5])
 
 
 _RUN_COLUMNS = tuple(f.name for f in fields(WorkflowRun))

@@ -41,6 +41,20 @@ async def test_registered_agents_are_versioned_and_identical_content_is_idempote
     assert (await agents.get("coder")).source == "registered" and first.uri == "agents://registry/coder"
 
 
+async def test_an_agent_the_configuration_drops_is_gone_until_registered_again() -> None:
+    store = MemoryStore().agents
+    await AgentRegistry(store, CONFIGURED).load()
+    later = AgentRegistry(store, {})  # the next start's configuration defines no agents
+    await later.load()
+    assert await later.list() == [] and await later.discover(["ops"]) == []
+    with pytest.raises(UnknownAgent, match="which no longer defines it; its versions stay readable"):
+        await later.get("ops")
+    assert (await later.get("ops", 1)).source == "config"
+    again, stored = await later.register("ops", {"description": "Runs operations", "capabilities": ["ops"]})
+    assert (again.version, again.source, stored) == (2, "registered", True)
+    assert [a.name for a in await later.list()] == ["ops"]
+
+
 async def test_a_bad_agent_is_refused_with_every_problem_and_nothing_stored() -> None:
     agents = registry()
     await agents.load()

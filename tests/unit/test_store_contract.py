@@ -254,6 +254,17 @@ async def test_agent_versions_are_kept_and_identical_content_stores_nothing(stor
     assert [(a.name, a.version) for a in await store.agents.list_agents()] == [("analyst", 1), ("reviewer", 2)]
 
 
+async def test_an_agent_versions_source_is_kept_and_a_new_source_is_a_new_version(store: Store) -> None:
+    spec = {"description": "Runs operations"}
+    first, _ = await store.agents.put_agent("ops", spec, 1.0, source="config")
+    same, stored = await store.agents.put_agent("ops", spec, 2.0, source="config")
+    assert (first.source, same.version, stored) == ("config", 1, False)
+    registered, stored = await store.agents.put_agent("ops", spec, 3.0)  # same spec, now from register_agent
+    assert (registered.version, registered.source, stored) == (2, "registered", True)
+    assert [(a.name, a.source) for a in await store.agents.list_agents()] == [("ops", "registered")]
+    assert (await store.agents.get_agent("ops", 1)).source == "config"
+
+
 async def test_concurrent_changes_to_one_agent_get_distinct_versions(store: Store) -> None:
     async def put(i: int) -> None:
         await store.agents.put_agent("busy", {"description": f"version {i}"}, float(i))
