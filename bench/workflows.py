@@ -115,9 +115,12 @@ async def main(steps: int, runs: int, width: int, database: str = "SQLite", json
     print(f"{'':24}{'steps/s (median)':>18}{'p50 ms/step':>14}{'p99 ms/step':>14}")
     print(f"{'plain DBOS steps':24}{p_tp:>18.0f}{percentile(plain_lat, 0.5):>14.2f}{percentile(plain_lat, 0.99):>14.2f}")
     print(f"{'ours (interpreter)':24}{o_tp:>18.0f}{percentile(ours_lat, 0.5):>14.2f}{percentile(ours_lat, 0.99):>14.2f}")
-    print(f"ours / plain throughput: {o_tp / p_tp:.2f}x (the bar: at least 0.5x)")
+    # The goals: at least half of plain DBOS's step rate on SQLite, 0.8x on PostgreSQL (the team deployment), where
+    # each DBOS step record is a network round trip to the database for both sides.
+    bar = 0.8 if database == "PostgreSQL" else 0.5
+    print(f"ours / plain throughput: {o_tp / p_tp:.2f}x (the bar: at least {bar:g}x)")
     write_figures(json_path, [Figure("workflows", f"steps/s, {width} chain(s), ours / plain DBOS", o_tp, p_tp,
-                                     "steps/s", ">=", 0.5, on_ratio=True)])
+                                     "steps/s", ">=", bar, on_ratio=True)])
 
 
 if __name__ == "__main__":
