@@ -11,10 +11,13 @@ from mcp import Client
 
 from server.agents.planner import parse_reply
 from server.agents.registry import AgentRegistry, InvalidAgent, UnknownAgent
+from server.agents.service import available_providers
 from server.agents.routing import normalize, parse_choice
 from server.agents.settings import AgentSpec
 from server.app.assembly import build_server
 from server.config import Config
+from server.errors import RateLimited
+from server.pool.pool import ProviderPool
 from server.store.memory import MemoryStore
 from server.workflows.model import InvalidWorkflow
 from server.workflows.validation import validate
@@ -39,6 +42,30 @@ async def test_registered_agents_are_versioned_and_identical_content_is_idempote
         1, True, 1, False, 2, True)
     assert (await agents.get("coder", 1)).spec.description == "Writes code"
     assert (await agents.get("coder")).source == "registered" and first.uri == "agents://registry/coder"
+
+
+async def test_an_agent_is_available_while_one_of_its_providers_can_take_a_call() -> None:
+    now = [1_000.0]
+    config = fake_config(fake_entry("a"), fake_entry("b"), fake_entry("c"))
+    fleet = fleet_for(config)
+    pool = ProviderPool([(p, fleet(p)) for p in config.providers], MemoryStore().calls, config=config,
+                        clock=lambda: now[0])
+    members = {m.config.name: m for m in pool.members}
+    agents = AgentRegistry(MemoryStore().agents, {"pair": AgentSpec(description="Two providers", providers=("a", "b"))},
+                           available_providers=available_providers(pool))
+    await agents.load()
+    pair = await agents.get("pair")
+
+    def rate_limited(name: str, seconds: float) -> None:  # a 429 with Retry-After: the provider cools down
+        members[name].health.started(0)
+        members[name].health.failed(RateLimited(name, "slow down", status_code=429, retry_after_s=seconds))
+
+    rate_limited("a", 60)
+    assert agents.available(pair)  # b still can
+    rate_limited("b", 30)
+    assert not agents.available(pair) and [a.name for a in await agents.discover(available_only=True)] == []
+    now[0] += 31  # b's cooldown is over, a's is not
+    assert agents.available(pair)
 
 
 async def test_an_agent_the_configuration_drops_is_gone_until_registered_again() -> None:
