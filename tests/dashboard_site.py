@@ -1,6 +1,7 @@
 """A server for the dashboard tests: HTTP with auth, a user and an admin key, recorded calls through a failing
-and a working provider (so an incident opens), a saved workflow with an approval step; and the helpers that
-log in, read CSRF tokens and start runs that wait for approval."""
+and a working provider (so an incident opens), a saved workflow with an approval step, an agent from the
+configuration and one registered twice (version 2); and the helpers that log in, read CSRF tokens and start runs
+that wait for approval."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ GATED = {"name": "gated", "steps": [
     {"id": "publish", "kind": "orchestrate", "depends_on": ["gate"], "with": {"prompt": "publish"}}],
     "outputs": {"published": "{{ steps.publish.output.text }}"}}
 REFRESH_S = 2
+CONFIGURED_AGENT = {"description": "Reviews release notes", "capabilities": ["review"], "providers": ["steady"]}
+REGISTERED_AGENT = {"description": "Summarises runs and incidents", "capabilities": ["summary"]}
 OPEN_CLIENTS: list[httpx2.Client] = []  # closed after each test (close_clients)
 
 
@@ -57,7 +60,7 @@ def dashboard_site(tmp: Path) -> Iterator[Site]:
                             output_cost_per_mtok=15.0)],
             auth={"enabled": True, "key_cache_s": 0},
             alerts={"error_rate": 0.5, "interval_s": 1, "min_calls": 1, "window": "15m"},
-            dashboard={"refresh_s": REFRESH_S})
+            dashboard={"refresh_s": REFRESH_S}, agents__reviewer=CONFIGURED_AGENT)
         database = tmp / "state.db"
         user, admin = make_key(config, database, "alice"), make_key(config, database, "ops", "admin")
         env = {"HOME": str(tmp / "home"), "XDG_DATA_HOME": str(tmp / "data"), "XDG_CACHE_HOME": str(tmp / "cache"),
@@ -67,6 +70,10 @@ def dashboard_site(tmp: Path) -> Iterator[Site]:
             for index in range(6):
                 call(site, user, "orchestrate", prompt=f"release note {index}")
             call(site, admin, "save_workflow", definition=GATED)
+            first = call(site, admin, "register_agent", name="summarizer",
+                         agent={**REGISTERED_AGENT, "description": "Summarises runs"})
+            second = call(site, admin, "register_agent", name="summarizer", agent=REGISTERED_AGENT)
+            assert (first["version"], second["version"]) == (1, 2), (first, second)
             wait_until(lambda: call(site, admin, "monitor_operations", window="15m")["incidents"], 30,
                        "an incident for the failing provider", interval_s=0.2)
             yield site

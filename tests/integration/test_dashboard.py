@@ -223,17 +223,29 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1280,960")
-README_SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+REPOSITORY = Path(__file__).resolve().parents[2]
+README_SHOTS = REPOSITORY / "docs" / "screenshots"
+ARTIFACTS_ENV = "DASHBOARD_ARTIFACTS"
+"""Where the screenshots go (default ``test-artifacts/dashboard/`` under the repository), one folder per test."""
+
+
+def artifacts_dir() -> Path:
+    return Path(os.environ.get(ARTIFACTS_ENV) or REPOSITORY / "test-artifacts" / "dashboard")
 
 
 class Browser:
-    """One Chromium with a new empty profile; every page it shows is saved as ``<name>.png`` under ``shots``."""
+    """One Chromium with a new empty profile. Each page it shows is to be saved as ``<name>.png`` under ``shots``:
+    it notes every address it arrives at (by :meth:`open`, or when a :meth:`wait` ends) and each one a shot was
+    taken at, and :meth:`unshot_pages` lists the pages shown without a shot."""
 
     def __init__(self, driver: Any, base: str, shots: Path) -> None:
         self.driver, self.base, self.shots = driver, base, shots
+        self.visited: list[str] = []
+        self.shot_at: set[str] = set()
 
     def open(self, path: str) -> None:
         self.driver.get(self.base + path)
+        self.visited.append(self.driver.current_url)  # after redirects: the page shown
 
     def find(self, css: str) -> Any:
         from selenium.webdriver.common.by import By
@@ -250,21 +262,33 @@ class Browser:
         from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
         from selenium.webdriver.support.ui import WebDriverWait
 
-        return WebDriverWait(self.driver, timeout_s, poll_frequency=0.2, ignored_exceptions=(
+        found = WebDriverWait(self.driver, timeout_s, poll_frequency=0.2, ignored_exceptions=(
             NoSuchElementException, StaleElementReferenceException)).until(
             lambda _: condition(), message=f"no {what} within {timeout_s} s")
+        self.visited.append(self.driver.current_url)  # a click or a form may have led to another page
+        return found
 
-    def shot(self, name: str) -> Path:
+    def shot(self, name: str, *, readme: bool = False) -> Path:
+        """Save the page as ``<name>.png`` (with ``readme`` and ``UPDATE_README_SCREENSHOTS`` set, into
+        ``docs/screenshots/`` too)."""
         path = self.shots / f"{name}.png"
+        assert not path.exists(), f"a second screenshot named {name}"
         assert self.driver.save_screenshot(str(path)), name
-        if name in ("overview", "run") and os.environ.get("UPDATE_README_SCREENSHOTS"):
+        assert path.stat().st_size > 0, name
+        self.shot_at.add(self.driver.current_url)
+        if readme and os.environ.get("UPDATE_README_SCREENSHOTS"):
             README_SHOTS.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, README_SHOTS / path.name)
         return path
 
+    def unshot_pages(self) -> list[str]:
+        """The addresses shown without a screenshot taken there."""
+        return [url for url in dict.fromkeys(self.visited) if url not in self.shot_at]
+
     def log_in(self, key: str) -> None:
         self.open("/dashboard")
         self.wait(lambda: self.all("#login-form"), "login form")
+        self.shot("login-form")  # before the key is typed
         self.find("#key").send_keys(key)
         self.find("#login-submit").click()
         self.wait(lambda: self.all("#principal"), "page after login")
@@ -278,7 +302,7 @@ class Browser:
 
 
 @pytest.fixture
-def browser(site: Site, tmp_path: Path) -> Iterator[Browser]:
+def browser(site: Site, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Browser]:
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         reason = "Chromium is not installed (scripts/install-chromium.sh: apt-get install chromium chromium-driver)"
         if os.environ.get("CI"):
@@ -294,8 +318,9 @@ def browser(site: Site, tmp_path: Path) -> Iterator[Browser]:
     # A driver path of our own: Selenium Manager is never asked to find (or download) one.
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(30)
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
+    shots = artifacts_dir() / request.node.name  # kept after the run: the test's artifacts
+    shutil.rmtree(shots, ignore_errors=True)  # no shot left from an earlier run
+    shots.mkdir(parents=True)
     try:
         yield Browser(driver, site.base, shots)
     finally:
@@ -310,7 +335,7 @@ def test_a_user_sees_the_charts_and_a_runs_dag_updating_in_place(site: Site, bro
     assert "chart-empty" not in calls.get_attribute("class") and browser.all("#chart-calls rect.bar")
     assert browser.all("#chart-p95 polyline.series") and browser.all("#chart-cost rect.bar")
     assert int(browser.find("#total-calls").text.replace(",", "")) >= 6
-    browser.shot("overview")
+    browser.shot("overview", readme=True)
     before = int(browser.find("#total-calls").text.replace(",", ""))
     browser.mark_document()
     for index in range(2):
@@ -322,37 +347,51 @@ def test_a_user_sees_the_charts_and_a_runs_dag_updating_in_place(site: Site, bro
     assert {r.get_attribute("data-provider") for r in browser.all("#providers tbody tr")} == {"flaky", "steady"}
     browser.shot("providers")
     browser.open("/dashboard/runs")
+    assert browser.all(f'#runs tr[data-run="{run_id}"]')
+    browser.shot("runs")
     browser.find(f'tr[data-run="{run_id}"] a').click()
     browser.wait(lambda: browser.all("#dag"), "the run's DAG")
     nodes = {n.get_attribute("data-step"): n.get_attribute("data-status") for n in browser.all("#dag g.node")}
     assert nodes == {"draft": "completed", "review": "completed", "gate": "waiting", "publish": "pending"}
     assert len(browser.all("#dag path.edge")) == 3 and browser.all("#waiting-note") and not browser.all(".decision")
-    browser.shot("run")
+    browser.shot("run", readme=True)
     browser.open("/dashboard/incidents")
     assert browser.all('#active-incidents tr[data-status="open"]') and not browser.all("form.acknowledge")
     browser.shot("incidents")
     browser.open("/dashboard/patterns")
     assert browser.all('#patterns tr[data-pattern="code-review"]')
+    agents = {row.get_attribute("data-agent"): tuple(cell.text for cell in row.find_elements("css selector", "td")[1:3])
+              for row in browser.all("#agents tbody tr[data-agent]")}
+    assert agents == {"reviewer": ("1", "config"), "summarizer": ("2", "registered")}  # name, version, source
+    assert "Summarises runs and incidents" in browser.find('#agents tr[data-agent="summarizer"]').text  # version 2's
+    assert not browser.all("#no-agents") and not browser.all("#agents-note")
     browser.shot("patterns")
     browser.find("form.inline button").click()  # log out
     browser.wait(lambda: browser.all("#login-form"), "the login form after logging out")
     browser.shot("login")
     assert browser.driver.get_log("browser") == []  # no CSP violation, no failed request, no script error
+    assert browser.unshot_pages() == []
+    assert {p.name for p in browser.shots.iterdir()} == {f"{name}.png" for name in (
+        "login-form", "overview", "providers", "runs", "run", "incidents", "patterns", "login")}
 
 
 def test_an_admin_approves_a_run_and_acknowledges_an_incident(site: Site, browser: Browser) -> None:
     approved, rejected = waiting_run(site), waiting_run(site)
     browser.log_in(site.admin)
     assert browser.find("#role").text == "admin"
+    browser.shot("overview")
     browser.open(f"/dashboard/runs/{rejected}")
     browser.wait(lambda: browser.all(".decision"), "the approval form")
+    browser.shot("run-awaiting-decision")
     browser.mark_document()
     call(site, site.admin, "workflow_run", run_id=rejected, action="reject", comment="not now")
     browser.wait(lambda: browser.find("#run-status").text == "failed", "the run page updating to failed")
     assert browser.same_document() and not browser.all(".decision")
+    browser.shot("run-rejected")
 
     browser.open(f"/dashboard/runs/{approved}")
     browser.wait(lambda: browser.all(".decision"), "the approval form")
+    browser.shot("run-approval-form")
     field = '.decision[data-step="gate"] input[name="comment"]'
     browser.wait(lambda: browser.find(field).click() or True, "focus in the comment field")
     browser.find(field).send_keys("ship it")  # with focus inside the live region, updates wait until it leaves
@@ -365,6 +404,8 @@ def test_an_admin_approves_a_run_and_acknowledges_an_incident(site: Site, browse
 
     browser.open("/dashboard/incidents")
     row = browser.find('#active-incidents tr[data-status="open"]')
+    assert row.find_elements("css selector", "form.acknowledge")  # an admin's row carries the form
+    browser.shot("incidents")
     incident = row.get_attribute("data-incident")
     row.find_element("css selector", 'input[name="note"]').send_keys("looking into the 503s")
     row.find_element("css selector", "button").click()
@@ -376,3 +417,4 @@ def test_an_admin_approves_a_run_and_acknowledges_an_incident(site: Site, browse
                   if i["id"] == incident)
     assert stored["status"] == "acknowledged" and stored["acknowledged_by"] == f"key:{site.admin.split('_')[1]}"
     assert browser.driver.get_log("browser") == []
+    assert browser.unshot_pages() == []

@@ -1,18 +1,35 @@
-"""The dashboard's parts that need no server: sessions and CSRF tokens, the session secret's configuration,
-the DAG drawn from a workflow's Mermaid text, the SVG charts, form reading and the page templates."""
+"""The dashboard's parts that need no server process: sessions and CSRF tokens, the session secret's
+configuration, the DAG drawn from a workflow's Mermaid text, the SVG charts, form reading and the page templates;
+and, in process through httpx2's ASGI transport over real dependencies, ``/ready`` and the agents listing."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx2
 import pytest
 
+from server.app.assembly import open_dependencies
+from server.app.dashboard import dashboard_mounter
 from server.app.dashboard.charts import nice_ceiling, time_chart
 from server.app.dashboard.dag import FlowchartError, draw, parse_flowchart
 from server.app.dashboard.sessions import SessionSigner
 from server.app.dashboard.web import safe_next
+from server.app.transports import security_settings
 from server.config import load_config
+from server.dependencies import Dependencies
 from server.errors import ConfigError
+from server.store.errors import StorageError
+from server.store.memory import MemoryStore
+from server.store.memory_patterns import MemoryPatterns
+from server.workflows import memory_runtime
 from server.workflows.model import mermaid
 from server.workflows.validation import validate
+from tests.fakes import fake_config
 
 SECRET = "s" * 40
 
@@ -138,3 +155,92 @@ def test_charts_scale_to_a_round_ceiling_and_say_when_empty() -> None:
     ("/dashboard//evil.example", "/dashboard"), ("/mcp", "/dashboard"), ("/dashboard\\@evil", "/dashboard")])
 def test_after_login_only_dashboard_paths_are_followed(target: str | None, expected: str) -> None:
     assert safe_next(target) == expected
+
+
+# -- in process, over real dependencies: /ready and the agents listing ------------------------------------------
+
+
+class LaunchGate:
+    """A durable runtime that has not launched until ``launch`` is set (as DBOS still launching): then the
+    in-memory runtime opens."""
+
+    def __init__(self) -> None:
+        self.launch = anyio.Event()
+
+    def __call__(self, interpreter: Any) -> AbstractAsyncContextManager[Any]:
+        return self._running(interpreter)
+
+    @asynccontextmanager
+    async def _running(self, interpreter: Any) -> AsyncIterator[Any]:
+        await self.launch.wait()
+        async with memory_runtime()(interpreter) as runtime:
+            yield runtime
+
+
+class UnreachablePatterns(MemoryPatterns):
+    """The in-memory pattern store, until ``down`` is set: then a name read fails as an unreachable database's."""
+
+    down = False
+
+    async def pattern_names(self, prefix: str, limit: int) -> list[str]:
+        if self.down:
+            raise StorageError("cannot open", "the pattern names", write=False)
+        return await super().pattern_names(prefix, limit)
+
+
+@asynccontextmanager
+async def served(deps: Dependencies) -> AsyncIterator[httpx2.AsyncClient]:
+    """The HTTP app's dashboard and probes over ``deps`` (authentication off), as ``http_app`` mounts them."""
+
+    async def mcp(scope: Any, receive: Any, send: Any) -> None:  # what /mcp would be
+        raise AssertionError("a dashboard or probe request reached the MCP app")
+
+    app = dashboard_mounter(deps, None)(mcp, security_settings("127.0.0.1", 8000))
+    async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://127.0.0.1:8000") as http:
+        yield http
+
+
+@pytest.mark.anyio
+async def test_ready_answers_503_without_details_until_the_runtime_launches_and_while_the_store_is_down() -> None:
+    store, gate, patterns = MemoryStore(), LaunchGate(), UnreachablePatterns()
+    store.patterns = patterns
+    async with open_dependencies(fake_config(), store_factory=lambda: store, workflow_runtime=gate) as deps, \
+            served(deps) as http:
+        assert deps.workflows is not None  # the service is built: its runtime is launching, held at the gate
+        launching = await http.get("/ready")
+        assert (launching.status_code, launching.text) == (503, "not ready\n")
+        assert launching.headers["cache-control"] == "no-store"
+        assert (await http.get("/health")).status_code == 200  # alive all the same
+        gate.launch.set()
+        with anyio.fail_after(10):
+            await deps.lazy_workflows.warm()  # returns once the launch has settled
+        ready = await http.get("/ready")
+        assert (ready.status_code, ready.text) == (200, "ready\n")
+        patterns.down = True
+        down = await http.get("/ready")
+        assert (down.status_code, down.text) == (503, "not ready\n")  # no reason, no storage condition
+        patterns.down = False
+        assert (await http.get("/ready")).status_code == 200
+
+
+_AGENT_ROW = re.compile(r'<tr data-agent="([^"]+)" data-version="(\d+)"><td><code>[^<]*</code></td>'
+                        r'<td class="version">(\d+)</td><td>(\w+)</td>')
+
+
+@pytest.mark.anyio
+async def test_the_patterns_page_lists_each_agent_with_its_version_and_says_when_there_are_none() -> None:
+    config = fake_config(agents={"coder": {"description": "Writes and fixes code", "capabilities": ["code"]}})
+    async with open_dependencies(config, store_factory=MemoryStore) as deps, served(deps) as http:
+        registry = deps.agents.registry
+        await registry.register("notes", {"description": "Drafts release notes"})
+        await registry.register("notes", {"description": "Drafts and checks release notes", "providers": ["steady"]})
+        page = await http.get("/dashboard/patterns")
+    assert page.status_code == 200
+    rows = {name: (int(version), int(shown), source) for name, version, shown, source in _AGENT_ROW.findall(page.text)}
+    assert rows == {"coder": (1, 1, "config"), "notes": (2, 2, "registered")}
+    assert "Drafts and checks release notes" in page.text and "Drafts release notes<" not in page.text
+    assert 'id="no-agents"' not in page.text and "no agent registry" not in page.text
+    async with open_dependencies(fake_config(), store_factory=MemoryStore) as deps, served(deps) as http:
+        empty = await http.get("/dashboard/patterns")
+    assert empty.status_code == 200 and 'id="no-agents"' in empty.text and "data-agent=" not in empty.text
+    assert 'data-pattern="code-review"' in empty.text  # the patterns are listed all the same

@@ -5,7 +5,7 @@
 - runs: :class:`server.workflows.service.WorkflowService` ``list`` / ``status`` / ``diagram`` / ``decide``, with the
   caller (the principal), as ``tools/workflows.py`` calls them (a user sees their own runs, an admin all);
 - incidents: :class:`server.operations.incidents.IncidentService` ``active`` / ``recent`` / ``acknowledge``;
-- patterns: :class:`knowledge.PatternRegistry`.
+- patterns and agents: :class:`knowledge.PatternRegistry` and :class:`server.agents.AgentRegistry` (``deps.agents``).
 
 Bad input (an unknown window or status, a malformed id) raises :class:`BadRequest` before any service is called.
 """
@@ -176,11 +176,15 @@ async def acknowledge(deps: Dependencies, principal: Principal, incident_id: str
 
 
 async def patterns(deps: Dependencies) -> dict[str, Any]:
-    """Every pattern (current version) with its version numbers."""
+    """Every pattern (current version) with its version numbers, and every agent (current version), by name.
+
+    ``agents_available`` is ``False`` when the server has no agent service (then ``agents`` is empty).
+    """
     listed = []
     for pattern in await deps.patterns.all():
         listed.append({"pattern": pattern, "versions": await deps.patterns.versions(pattern.name)})
-    return {"patterns": listed}
+    agents = await deps.agents.registry.list() if deps.agents is not None else []
+    return {"patterns": listed, "agents": agents, "agents_available": deps.agents is not None}
 
 
 def _service(deps: Dependencies) -> WorkflowService:

@@ -8,7 +8,7 @@ Pages (full mode, HTTP and SSE transports), all under ``/dashboard``:
 ``GET  /dashboard/runs``       runs (status and workflow filters, paging): a user's own, an admin's all
 ``GET  /dashboard/runs/{id}``  a run: its DAG, steps with status and timings; approve / reject (admins)
 ``GET  /dashboard/incidents``  open and recent incidents; acknowledge (admins)
-``GET  /dashboard/patterns``   patterns and their versions; agents
+``GET  /dashboard/patterns``   patterns and agents with their versions (read only)
 ``…/live``                     the overview's and a run's live region, fetched every ``[dashboard] refresh_s``
 =============================  ======================================================================
 
