@@ -4,6 +4,8 @@
 | --- | --- |
 | ``agents://registry`` | every agent: name, version, description, capabilities, source, availability, URI (JSON) |
 | ``agents://registry/{name}`` | one agent's current version, whole, with its availability (JSON) |
+| ``agents://registry{?capability,min_version}`` | discovery: agents with every listed capability (comma-separated) |
+|  | and at least ``min_version``, listed as the index lists them (JSON) |
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mcp.server import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
 from server.dependencies import Dependencies
 
@@ -44,6 +46,19 @@ def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> None:
         listed = await agents.registry.list()
         return _json({"count": len(listed), "agents": [
             {**a.summary(), "available": agents.registry.available(a)} for a in listed]})
+
+    @mcp.resource(INDEX_URI + "{?capability,min_version}", name="agents_discovery", mime_type="application/json",
+                  description="Agents with every one of `capability` (comma-separated) and at least `min_version`, "
+                              "e.g. agents://registry?capability=code,review&min_version=2; listed as the index does.")
+    async def discover(capability: str = "", min_version: str = "") -> str:
+        agents = service()
+        wanted = [c.strip() for c in capability.split(",") if c.strip()]
+        if min_version and not (min_version.isdigit() and len(min_version) <= 9):
+            raise ResourceError(f"min_version is a version number (1, 2 …); got {min_version[:40]!r}")
+        least = int(min_version) if min_version else None
+        found = await agents.registry.discover(wanted, least)
+        return _json({"count": len(found), "capabilities": wanted, "min_version": least, "agents": [
+            {**a.summary(), "available": agents.registry.available(a)} for a in found]})
 
     @mcp.resource(INDEX_URI + "/{name}", name="agent", mime_type="application/json",
                   description="One agent (current version): description, system prompt, capabilities, preferred "

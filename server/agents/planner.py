@@ -15,8 +15,8 @@ plan at its ``max_tokens``, 1024 by default, plus its prompt, priced at the dear
 bound more than a forecast); ``agents`` and ``tools`` the plan may use (``server.tool``); ``deadline_s`` for the
 whole planning, repairs included. Whatever the constraints say, a plan has ``tool`` steps only when the caller's
 role could run them by hand (``admin``: inline definitions with tool steps need it), and only tools of configured
-downstream servers; for the same reason, a plan names agents with downstream tools only for an admin. Every planning call goes through the pool like any other (policy, recording; tool
-``plan_workflow``).
+downstream servers; for the same reason, a plan names agents with downstream tools only for an admin. Every
+planning call goes through the pool like any other (policy, recording; tool ``plan_workflow``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from mcp import Client
+from mcp import Client, MCPError
 
 from server.agents.planner import parse_reply
 from server.agents.registry import AgentRegistry, InvalidAgent, UnknownAgent
@@ -179,3 +179,25 @@ async def test_register_agent_stores_versions_that_the_agents_resources_list() -
     assert [(a["name"], a["source"], a["available"]) for a in index["agents"]] == [
         ("coder", "registered", False), ("ops", "config", True)]  # coder's only provider is not configured
     assert (one["version"], one["tools"], one["providers"]) == (1, ["github.*"], ["nowhere"])
+
+
+async def test_agents_are_discovered_over_mcp_by_capability_and_minimum_version() -> None:
+    config = fake_config(fake_entry("p1"), agents={
+        "reviewer": {"description": "Reviews", "capabilities": ["code", "review"]},
+        "coder": {"description": "Codes", "capabilities": ["code"]}})
+    async with Client(build_server(config, store_factory=MemoryStore, provider_factory=fleet_for(config))) as client:
+        for description in ("v1", "v2"):
+            await client.call_tool("register_agent", {"name": "tester",
+                                                      "agent": {"description": description, "capabilities": ["code"]}})
+
+        async def names(query: str) -> list[str]:
+            found = json.loads((await client.read_resource(f"agents://registry?{query}")).contents[0].text)
+            assert found["count"] == len(found["agents"])
+            return [a["name"] for a in found["agents"]]
+
+        assert await names("capability=code") == ["coder", "reviewer", "tester"]
+        assert await names("capability=code,review") == ["reviewer"]
+        assert await names("capability=code&min_version=2") == ["tester"]
+        assert await names("capability=design") == []
+        with pytest.raises(MCPError, match="min_version is a version number"):
+            await client.read_resource("agents://registry?min_version=two")
