@@ -1,9 +1,10 @@
 """A small downstream MCP server for workflow `tool` steps: `python tests/downstream_mcp.py [--http PORT]`.
 
 Tools: `echo` (returns its text), `add` (structured sum), `fail_times` (fails the first N calls per key, then
-answers), `sleep` (waits), `boom` (always an error result), `count` (how often a key was called), `headers`
-(the HTTP headers a call arrived with), `refuse_quoting_header` (a JSON-RPC error quoting a request header),
-`pid` (this process's id), `crash` (exits the process at once),
+answers), `sleep` (waits), `work` (scripted work; `work_log`, `work_calls` and `work_count` report its calls, each
+with its start time and `X-Caller` header), `boom` (always an error result), `count` (how often a key was called),
+`headers` (the HTTP headers a call arrived with), `refuse_quoting_header` (a JSON-RPC error quoting a request
+header), `pid` (this process's id), `crash` (exits the process at once),
 `say_env` (writes an environment variable's value to stderr, and answers an error quoting it).
 
 `DOWNSTREAM_STARTUP_DELAY_S` in the environment: wait that long before serving (a slow-starting server). At
@@ -56,13 +57,17 @@ async def sleep(seconds: float) -> str:  # bounded-wait, pacing: the tool below
 
 
 invocations: dict[str, list[float]] = {}
+callers: dict[str, list[str]] = {}
+"""Per (run, step), parallel to ``invocations``: the `X-Caller` header each `work` call arrived with."""
 
 
 @mcp.tool(description="Work for a while: the n-th call for (run, step) sleeps seconds[n] (the last one after "
-                      "that); returns 'step[text]'. Each call's start time is logged for `invocations`.")
-async def work(run: str, step: str, text: str = "", seconds: list[float] | None = None) -> str:
+                      "that); returns 'step[text]'. Each call's start time and `X-Caller` header are logged.")
+async def work(run: str, step: str, ctx: Context, text: str = "", seconds: list[float] | None = None) -> str:
+    request = getattr(ctx.request_context, "request", None)
     starts = invocations.setdefault(f"{run}/{step}", [])
     starts.append(time.time())
+    callers.setdefault(f"{run}/{step}", []).append(request.headers.get("x-caller", "") if request else "")
     durations = seconds or [0.0]
     await anyio.sleep(durations[min(len(starts) - 1, len(durations) - 1)])  # bounded-wait, pacing: the work's scripted duration
     return f"{step}[{text}]"
@@ -72,6 +77,13 @@ async def work(run: str, step: str, text: str = "", seconds: list[float] | None 
 def work_log(run: str) -> str:
     prefix = f"{run}/"
     return json.dumps({k[len(prefix):]: v for k, v in invocations.items() if k.startswith(prefix)})
+
+
+@mcp.tool(description="Every `work` call of a run, by step: [start time, X-Caller header] in call order.")
+def work_calls(run: str) -> str:
+    prefix = f"{run}/"
+    return json.dumps({k[len(prefix):]: list(zip(v, callers[k])) for k, v in invocations.items()
+                       if k.startswith(prefix)})
 
 
 @mcp.tool(description="How many `work` calls have started for runs whose id starts with `prefix`.")

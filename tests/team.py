@@ -16,6 +16,10 @@ from mcp import Client
 from tests.serving import free_port, server_env, wait_for_port
 
 
+CALLER = "{caller}"
+"""In a replica's config text: replaced, at each start, by :attr:`Replica.caller` (see :func:`replica_config`)."""
+
+
 class Replica:
     """``python -m server --transport http --database URL --replica-id ID`` on a free loopback port; restartable
     under the same id and port."""
@@ -28,10 +32,19 @@ class Replica:
         self.database_url = database_url
         self.port = free_port()
         self.config = folder / f"{replica_id}.toml"
-        self.config.write_text(config_text)
+        self.config_text = config_text
         self.log = folder / f"{replica_id}.log"
         self.process: subprocess.Popen | None = None
         self.kills = 0
+        self._write_config()
+
+    @property
+    def caller(self) -> str:
+        """Which process of this replica is (or was last) running: ``ID.N``, N the kills before its start."""
+        return f"{self.id}.{self.kills}"
+
+    def _write_config(self) -> None:
+        self.config.write_text(self.config_text.replace(CALLER, self.caller))
 
     @property
     def url(self) -> str:
@@ -43,6 +56,7 @@ class Replica:
                 "--log-level", "WARNING"] + (["--allowed-hosts", self.allowed_hosts] if self.allowed_hosts else [])
 
     def start(self, *, wait: bool = True) -> Replica:
+        self._write_config()
         with self.log.open("a") as log:
             self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                             stderr=log, env=server_env())
@@ -73,11 +87,15 @@ class Replica:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def replica_config(downstream_url: str | None = None, *, extra: str = "") -> str:
-    """A config for test replicas: quick takeover, a short wait for a held id, the downstream MCP server."""
+def replica_config(downstream_url: str | None = None, *, extra: str = "", named_calls: bool = False) -> str:
+    """A config for test replicas: quick takeover, a short wait for a held id, the downstream MCP server
+    (``named_calls``: every call to it carries an ``X-Caller`` header naming the replica's process,
+    :attr:`Replica.caller`, which :func:`work_calls` reports)."""
     text = "[workflows]\ntakeover_interval_s = 0.3\nreplica_wait_s = 1.0\n"
     if downstream_url:
         text += f'\n[mcp_servers.down]\nurl = "{downstream_url}"\n'
+        if named_calls:
+            text += f'headers = {{ "X-Caller" = "{CALLER}" }}\n'
     return text + extra
 
 
@@ -90,12 +108,23 @@ async def call(url: str, tool: str, timeout_s: float = 30, **arguments: Any) -> 
     return result.structured_content
 
 
-async def work_log(downstream_url: str, run: str) -> dict[str, list[float]]:
-    """When each `work` step of ``run`` started, per step (the downstream server's log)."""
+async def _work_report(downstream_url: str, tool: str, run: str) -> dict[str, list]:
     with anyio.fail_after(30):
         async with Client(downstream_url) as client:
-            result = await client.call_tool("work_log", {"run": run})
+            result = await client.call_tool(tool, {"run": run})
     return json.loads(result.content[0].text)
+
+
+async def work_log(downstream_url: str, run: str) -> dict[str, list[float]]:
+    """When each `work` step of ``run`` started, per step (the downstream server's log)."""
+    return await _work_report(downstream_url, "work_log", run)
+
+
+async def work_calls(downstream_url: str, run: str) -> dict[str, list[tuple[float, str]]]:
+    """Every `work` call of ``run``, per step: (start time, the calling :attr:`Replica.caller`) in call order (the
+    caller is empty unless the replica's config has ``named_calls``)."""
+    calls = await _work_report(downstream_url, "work_calls", run)
+    return {step: [(start, caller) for start, caller in executions] for step, executions in calls.items()}
 
 
 def work_steps(run: str, count: int, seconds: dict[int, list[float]] | list[float] | None = None, *,

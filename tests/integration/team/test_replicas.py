@@ -1,6 +1,7 @@
-"""Replicas on one PostgreSQL database, as real processes: a held replica id refuses a second process; a run of a
-replica that is SIGKILLed and stays down is resumed by a survivor from its last recorded step; the admin command
-does the same by hand."""
+"""Replicas on one PostgreSQL database, as real processes: a held replica id refuses a second process; a replica
+SIGKILLed and restarted under its id recovers its own run from its last recorded step; a run of a replica that is
+SIGKILLed and stays down is resumed by a survivor from its last recorded step; the admin command does the same by
+hand."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.serving import server_env
 from tests.services import until
-from tests.team import Replica, call, replica_config, work_log, work_steps
+from tests.team import Replica, call, replica_config, work_calls, work_log, work_steps
 
 
 async def started_step(downstream_url: str, run_id: str, step: str) -> list[float] | None:
@@ -24,6 +25,13 @@ async def in_status(url: str, run_id: str, wanted: str) -> dict | None:
     """The run's status report once its status is ``wanted``, else ``None``."""
     status = await call(url, "workflow_run", run_id=run_id)
     return status if status["status"] == wanted else None
+
+
+async def recorded_and_running(url: str, downstream_url: str, run_id: str, recorded: str, running: str) -> bool:
+    """Whether the run's step ``recorded`` has its result recorded and ``running`` has called the downstream tool."""
+    steps = {s["id"]: s["status"] for s in (await call(url, "workflow_run", run_id=run_id))["steps"]}
+    return (steps[recorded], steps[running]) == ("completed", "running") and bool(
+        await started_step(downstream_url, run_id, running))
 
 pytestmark = pytest.mark.anyio
 
@@ -40,6 +48,30 @@ async def test_a_second_process_with_a_held_replica_id_is_refused_at_start(tmp_p
         other.stop()
     finally:
         first.stop()
+
+
+async def test_a_replica_restarted_under_its_id_recovers_its_run_from_its_last_recorded_step(
+        tmp_path: Path, postgres_url: str, downstream_url: str) -> None:
+    run_id = f"restart-{tmp_path.name}"
+    # One replica, no survivor: only its own launch can recover the run. The id's lock outlives a kill briefly.
+    config = replica_config(downstream_url, named_calls=True).replace("replica_wait_s = 1.0", "replica_wait_s = 20.0")
+    a = Replica(tmp_path, postgres_url, "solo", config).start()
+    try:
+        # s1's first execution takes long: the replica is killed in the middle of it, with s0's result recorded.
+        await call(a.url, "run_workflow", workflow=work_steps(run_id, 3, {1: [60.0, 0.0]}), run_id=run_id, wait=False)
+        await until(lambda: recorded_and_running(a.url, downstream_url, run_id, "s0", "s1"), 60,
+                    "s0 recorded and s1 running", interval_s=0.2)
+        a.kill()
+        a.start()
+        status = await until(lambda: in_status(a.url, run_id, "completed"), 60, "the run completed after the restart",
+                             interval_s=0.2)
+        calls = await work_calls(downstream_url, run_id)
+        assert status["outputs"] == {"last": "s2[2]"}
+        # s0 ran once, before the kill; s1 once more, by the restarted process, which then ran s2.
+        assert {step: [caller for _, caller in executions] for step, executions in calls.items()} == {
+            "s0": ["solo.0"], "s1": ["solo.0", "solo.1"], "s2": ["solo.1"]}
+    finally:
+        a.stop()
 
 
 async def test_a_survivor_resumes_a_dead_replicas_run_from_its_last_recorded_step(
