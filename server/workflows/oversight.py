@@ -40,7 +40,9 @@ class Oversight:
     async def after_save(self, record: WorkflowRecord, definition: Definition, changed: bool, runtime: Any,
                          caller: Principal) -> None:
         """The schedules applied (also when unchanged: a save retried after a failed update heals it) and the
-        change audited."""
+        change audited (removing every schedule too)."""
+        removed = (changed and self.audit is not None and not definition.schedules
+                   and await _holds_schedules(runtime, record.name))
         await schedules.apply(runtime, definition)
         if changed and self.audit is not None:
             subject = f"workflow:{record.name}"
@@ -48,7 +50,7 @@ class Oversight:
                                     id=f"{subject}:v{record.version}", outputs=record.definition,
                                     detail={"version": record.version, "steps": len(definition.steps),
                                             "tags": list(definition.tags)})
-            if definition.schedules:
+            if definition.schedules or removed:
                 await self.audit.record("schedule.changed", actor=caller.id, subject=subject,
                                         id=f"{subject}:v{record.version}:schedules",
                                         detail={"schedules": [s.model_dump(mode="json") for s in definition.schedules]})
@@ -68,6 +70,13 @@ class Oversight:
         if self.audit is not None:
             await self.audit.record("approval.decided", actor=caller.id, subject=key, step=step,
                                     detail={"decision": decision, "comment": comment, "role": caller.role})
+
+
+async def _holds_schedules(runtime: Any, workflow: str) -> bool:
+    """Whether the (open) runtime keeps schedules of ``workflow``."""
+    if not getattr(runtime, "schedules_supported", False) or not getattr(runtime, "is_open", True):
+        return False
+    return workflow in await runtime.scheduled_workflows()
 
 
 def oversight_for(config: Any, audit: AuditLog | None) -> Oversight:

@@ -1,12 +1,14 @@
 """Schedules on DBOS's scheduled workflows, one server process (the session's DBOS on SQLite): a seconds-level cron
 starts one run per tick at the ticks the cron names, under the scheduler's principal; pausing and removing are
-saves of the definition, and DBOS's schedule follows. Two replicas on one PostgreSQL database:
+saves of the definition, and DBOS's schedule follows: no tick starts a run while paused, and
+ticks start runs again once resumed. Two replicas on one PostgreSQL database:
 ``tests/integration/team/test_schedules_replicas.py``."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from typing import Any
 
@@ -20,6 +22,9 @@ from server.store.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio
 EVERY_2_S = "*/2 * * * * *"
+PERIOD_S = 2.0
+TICK_SLACK_S = 0.5
+"""DBOS's jitter on a tick (at most a tenth of the 2 s wait) and the tick's run being recorded."""
 
 
 async def call(client: Client, tool: str, **arguments: Any) -> Any:
@@ -57,7 +62,7 @@ async def tick_runs(client: Client, name: str) -> list[dict[str, Any]]:
 async def test_a_seconds_cron_starts_one_run_per_tick_and_pauses_on_a_save(dbos_launched: None) -> None:
     from dbos import DBOS
 
-    from server.workflows.dbos_runtime import dbos_runtime
+    from server.workflows.dbos_runtime import SCHEDULER_POLLING_S, dbos_runtime
 
     name = f"cron-{uuid.uuid4().hex[:8]}"
     server = build_server(Config(), store_factory=MemoryStore, workflow_runtime=dbos_runtime(launch=False))
@@ -76,11 +81,25 @@ async def test_a_seconds_cron_starts_one_run_per_tick_and_pauses_on_a_save(dbos_
         assert record["owner"] == "system:scheduler"
 
         await call(client, "save_workflow", definition=scheduled(name, paused=True))
+        paused_at = time.time()
         assert (await DBOS.get_schedule_async(f"{name}.0"))["status"] == "PAUSED"
         shown = json.loads((await client.read_resource(f"workflows://definitions/{name}")).contents[0].text)
         assert shown["definition"]["schedules"] == [{"cron": EVERY_2_S, "inputs": {"who": "cron"}, "paused": True}]
+        # A tick already due when the pause was saved may still start until the scheduler's next poll; any later
+        # tick must not. Two cron periods past that (and a tick's jitter and start) no run of a later tick exists.
+        settled = paused_at + SCHEDULER_POLLING_S + TICK_SLACK_S
+        with anyio.fail_after(30):
+            while time.time() < settled + 2 * PERIOD_S + TICK_SLACK_S:
+                late = [t for t in (tick_of(r["run_id"]) for r in await tick_runs(client, name)) if t > settled]
+                assert late == [], (late, settled)  # a tick started a run while the schedule was paused
+                await anyio.sleep(0.2)  # bounded-wait: absence of ticks, 2 cron periods past the pause taking hold
+
         await call(client, "save_workflow", definition=scheduled(name))  # resumed
+        resumed_at = time.time()
         assert (await DBOS.get_schedule_async(f"{name}.0"))["status"] == "ACTIVE"
+        with anyio.fail_after(20):  # the scheduler sees the resume within a poll; the next tick is 2 s away at most
+            while not [r for r in await tick_runs(client, name) if tick_of(r["run_id"]) > resumed_at]:
+                await anyio.sleep(0.2)  # bounded-wait: the runs, read by request; fail_after bounds it
         await call(client, "save_workflow", definition={**scheduled(name), "schedules": []})
         assert await DBOS.get_schedule_async(f"{name}.0") is None
 

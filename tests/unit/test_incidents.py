@@ -301,3 +301,41 @@ async def test_incident_actions_are_audited_under_who_took_them() -> None:
     assert [(e.action, e.actor) for e in trail] == [("incident.open_circuit", "system:incidents"),
                                                    ("incident.acknowledged", "key:ops")]
     assert trail[0].detail["ok"] is True and trail[1].detail == {"by": "the on-call", "note": "looking"}
+
+
+async def test_a_cost_per_hour_trigger_starts_its_saved_workflow_under_the_triggers_principal() -> None:
+    from server.operations.audit import digest
+    from server.security import METRIC_TRIGGERS
+    from tests.fakes import fleet_for
+
+    clock, store = Clock(), MemoryStore()
+    cfg = config().model_copy(update={"triggers": Config.model_validate({"triggers": [
+        {"name": "spend", "metric": "cost_per_hour_usd", "threshold": 5.0, "workflow": "cost-triage",
+         "cooldown_s": 600}]}).triggers})
+    triage = {"name": "cost-triage", "steps": [
+        {"id": "note", "kind": "orchestrate",
+         "with": {"prompt": "spend {{ inputs.value }} over {{ inputs.threshold }}"}}],
+        "outputs": {"said": "{{ steps.note.output.text }}"}}
+    async with open_dependencies(cfg, store_factory=lambda: store, provider_factory=fleet_for(cfg),
+                                 clock=clock) as deps:
+        assert deps.workflows is not None and deps.incidents is not None
+        await deps.workflows.save(triage)
+        calls(store, clock, "a", 1, cost_usd=0.2)  # $0.20 in the 5-minute window: $2.40 an hour, under $5
+        await deps.incidents.evaluate()
+        assert await store.runs.list_runs() == []
+        calls(store, clock, "a", 1, cost_usd=0.3)  # $0.50: $6 an hour (one call is enough for a cost figure)
+        await deps.incidents.evaluate()
+        (run,) = await store.runs.list_runs()
+        assert (run.workflow, run.owner) == ("cost-triage", "system:triggers")
+        shown = f"trigger-spend-{int(clock.now // 600)}"
+        with anyio.fail_after(10):
+            done = await deps.workflows.wait(shown, 10, caller=METRIC_TRIGGERS)
+        assert done.status == "completed", done
+        assert done.outputs["said"].endswith("spend 6.0 over 5.0")  # the figures reached the run as its inputs
+        (started,) = [e for e in await store.audit.audit_of(run.run_id) if e.action == "run.started"]
+        assert started.actor == "system:triggers"
+        assert started.input_sha256 == digest({"trigger": "spend", "metric": "cost_per_hour_usd", "value": 6.0,
+                                               "threshold": 5.0, "provider": None, "at": clock.now})
+        clock.now += 60  # still over, but cooling down: no second run
+        await deps.incidents.evaluate()
+        assert len(await store.runs.list_runs()) == 1

@@ -1,5 +1,6 @@
-"""Metric triggers ([[triggers]]): debounce, cooldown, the provider filter and idempotent run ids; and what a
-schedule needs before it is saved (full mode, a cron expression, inputs its workflow accepts)."""
+"""Metric triggers ([[triggers]]): debounce, cooldown, the provider filter and idempotent run ids; what a
+schedule needs before it is saved (full mode, a cron expression, inputs its workflow accepts), and each change of
+a workflow's schedules audited under the admin who saved it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from typing import Any
 import pytest
 
 from server.config import Config
+from server.operations.audit import AuditLog
 from server.operations.triggers import MetricTriggers
+from server.security import Principal
 from server.store.memory import MemoryStore
 from server.workflows import StepServices, open_workflows
 from server.workflows.model import Definition, InvalidWorkflow
+from server.workflows.runtime import MemoryRuntime
 from server.workflows.schedules import FULL_MODE_ONLY, schedule_problems, tick_run_id
 
 pytestmark = pytest.mark.anyio
@@ -102,3 +106,48 @@ def test_a_tick_has_one_run_id() -> None:
 
     at = datetime(2026, 12, 2, 15, 0, 2, tzinfo=UTC)
     assert tick_run_id("nightly", 1, at) == f"tick-nightly-1-{int(at.timestamp())}"
+
+
+class SchedulingRuntime(MemoryRuntime):
+    """The in-memory runtime keeping schedules as a durable one does (what ``set_schedules`` was last given, per
+    workflow), with no scheduler firing them."""
+
+    schedules_supported = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.schedules: dict[str, list[dict[str, Any]]] = {}
+
+    def bind_schedules(self, on_tick: Any) -> None:
+        pass
+
+    async def set_schedules(self, workflow: str, schedules: Any) -> None:
+        self.schedules[workflow] = [dict(s) for s in schedules]
+        if not schedules:
+            del self.schedules[workflow]
+
+    async def scheduled_workflows(self) -> list[str]:
+        return sorted(self.schedules)
+
+
+async def test_each_schedule_change_is_audited_with_the_admin_and_the_workflow() -> None:
+    ops = Principal("key:0123456789ab", "admin")
+    store, runtime = MemoryStore(), SchedulingRuntime()
+    nightly = {"name": "nightly", "steps": [{"id": "a", "kind": "approval"}],
+               "schedules": [{"cron": "0 3 * * *", "inputs": {}}]}
+    paused = {**nightly, "schedules": [{"cron": "0 3 * * *", "inputs": {}, "paused": True}]}
+    async with open_workflows(StepServices(), store, runtime_factory=lambda body: runtime.running(body.execute),
+                              audit=AuditLog(store.audit)) as workflows:
+        await workflows.save(nightly, caller=ops)
+        assert runtime.schedules["nightly"][0]["paused"] is False
+        await workflows.save(paused, caller=ops)
+        await workflows.save(paused, caller=ops)  # the same definition: no new version, nothing audited
+        assert runtime.schedules["nightly"][0]["paused"] is True
+        await workflows.save({**nightly, "schedules": []}, caller=ops)  # removed: also a schedule change
+        assert runtime.schedules == {}
+    changes = [e for e in await store.audit.audit_of("workflow:nightly") if e.action == "schedule.changed"]
+    assert [(e.actor, e.subject, e.id) for e in changes] == [
+        (ops.id, "workflow:nightly", f"workflow:nightly:v{v}:schedules") for v in (1, 2, 3)]
+    assert [e.detail["schedules"] for e in changes] == [
+        [{"cron": "0 3 * * *", "inputs": {}, "paused": False}], [{"cron": "0 3 * * *", "inputs": {}, "paused": True}],
+        []]
