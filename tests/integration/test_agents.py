@@ -103,6 +103,19 @@ async def test_a_named_agent_answers_without_a_routing_call(upstream: Upstream) 
     assert "no agent 'nobody'; agents: coder, general" in unknown
 
 
+async def test_an_agents_preferred_models_choose_its_providers(upstream: Upstream) -> None:
+    agents = {"picky": {"description": "Wants the coder model", "models": ["coder-model"]},
+              "lost": {"description": "Wants a model nobody serves", "models": ["gone-model"]}}
+    async with Client(server(agents_config(upstream, agents=agents))) as client:
+        out = await call(client, "orchestrate", prompt="hello", agent="picky")
+        chosen = await call(client, "orchestrate", prompt="hello", agent="picky", providers=["general-llm"])
+        lost = await error(client, "orchestrate", prompt="hello", agent="lost")
+    assert out["provider"] == "coder-llm"  # not general-llm, which the pool's priorities put first
+    assert chosen["provider"] == "general-llm"  # the caller's choice comes first
+    assert "prefers model(s) gone-model, which no configured provider serves" in lost
+    assert [r.model for r in upstream.requests] == ["coder-model", "general-model"]
+
+
 async def test_a_cached_decision_makes_no_routing_call(upstream: Upstream) -> None:
     upstream.script("router-model", route_to("coder"))
     async with Client(server(agents_config(upstream))) as client:
