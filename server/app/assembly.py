@@ -67,15 +67,16 @@ INSTRUCTIONS: tuple[tuple[str, str], ...] = (
 """(tool, sentence) of the server's instructions: one sentence per tool it offers."""
 
 
-def open_store(location: str | Path | PostgresDatabase) -> Store:
-    """The full-mode store: SQLite at a path (imports sqlite-utils only now), or a shared PostgreSQL database."""
+def open_store(location: str | Path | PostgresDatabase, *, command: bool = False) -> Store:
+    """The full-mode store: SQLite at a path (imports sqlite-utils only now), or a shared PostgreSQL database.
+    ``command``: for a short CLI command beside a serving process (SQLite writes wait longer for its lock)."""
     if isinstance(location, PostgresDatabase):
         from server.store.postgres import PostgresStore
 
         return PostgresStore(location)
-    from server.store.sqlite import SQLiteStore
+    from server.store.sqlite import COMMAND_BUSY_TIMEOUT_S, SQLiteStore
 
-    return SQLiteStore(location)
+    return SQLiteStore(location, busy_timeout_s=COMMAND_BUSY_TIMEOUT_S if command else None)
 
 
 @asynccontextmanager

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, config: Config, db_path: Path | Any, out: Text
         return 2
 
     async def main() -> int:
-        store = open_store(db_path)
+        store = open_store(db_path, command=True)
         try:
             async for line in AuditLog(store.audit).export(since):
                 print(line, file=out)  # cli-output

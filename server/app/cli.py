@@ -217,7 +217,10 @@ def _patterns(args: argparse.Namespace, db_path: os.PathLike | str, simple: bool
     if simple:
         from server.app.simple import open_simple_store as open_store
     else:
-        from server.app.assembly import open_store
+        from server.app.assembly import open_store as open_full_store
+
+        def open_store(path: Path | str) -> Any:
+            return open_full_store(path, command=True)
 
     async def run() -> int:
         store = open_store(db_path)

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace, db_path: Path | str) -> int:
     from server.store import StorageError
 
     async def main() -> int:
-        store = open_store(db_path)
+        store = open_store(db_path, command=True)
         try:
             if args.action == "create":
                 days = args.expires_in_days

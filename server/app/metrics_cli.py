@@ -55,7 +55,7 @@ def print_metrics(config: Config, db_path: PathLike | str, window: str, group_by
     out = out or sys.stdout
 
     async def run() -> OperationsSummary:
-        store = open_store(db_path)
+        store = open_store(db_path, command=True)
         try:
             active = await active_incidents(store.incidents)
             return await operations_summary(store.calls, config.alerts, window=window, group_by=group_by,  # type: ignore[arg-type]

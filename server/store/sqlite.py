@@ -18,19 +18,26 @@ from server.store.sqlite_db import SQLiteDatabase
 from server.store.sqlite_patterns import SQLitePatterns
 from server.store.sqlite_state import SQLiteAgents, SQLiteIncidents, SQLiteKeys, SQLiteRuns, SQLiteWorkflows
 
+COMMAND_BUSY_TIMEOUT_S = 30.0
+"""How long a short command's write (``keys create``, ``patterns import`` …) waits for the serving process's write
+lock. Under steady load the server takes the lock again within milliseconds of releasing it, and SQLite's busy
+handler, which polls, can miss every gap for seconds: the command waits longer than the server's own 5 s."""
+
 
 class SQLiteStore:
     """:class:`~server.store.Store` on SQLite.
 
     Args:
         path: database file (created with its parent folder), or ``":memory:"``.
+        busy_timeout_s: how long a write waits for another process's write lock before it fails as ``locked``
+            (default 5 s; short commands beside a server pass :data:`COMMAND_BUSY_TIMEOUT_S`).
 
     Raises:
         StoreUnavailable: the database cannot be opened or migrated (names the path and the reason).
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.database = SQLiteDatabase(path)
+    def __init__(self, path: str | Path, *, busy_timeout_s: float | None = None) -> None:
+        self.database = SQLiteDatabase(path, **({} if busy_timeout_s is None else {"busy_timeout_s": busy_timeout_s}))
         self.calls = SQLiteCalls(self.database)
         self.guardrails = SQLiteGuardrails(self.database)
         self.conversations = SQLiteConversations(self.database)

@@ -48,7 +48,10 @@ _STOP = object()
 _CLOSE_TIMEOUT_S = 30.0
 _LINGER_S = 0.005
 _LINGER_BELOW = 500
-_BUSY_TIMEOUT_MS = 5000
+_BUSY_TIMEOUT_S = 5.0
+"""How long a write waits for another connection's write lock before it fails as ``locked`` (SQLite's
+``busy_timeout``): the serving process's default; short commands beside a busy server wait longer
+(:data:`server.store.sqlite.COMMAND_BUSY_TIMEOUT_S`)."""
 _FAILURES = (sqlite3.Error, *STORAGE_FAILURES)
 
 
@@ -87,9 +90,11 @@ class SQLiteDatabase:
     failures: tuple[type[BaseException], ...] = _FAILURES
     """What counts as the storage failing (a :class:`StorageError` for the caller); anything else is a bug."""
 
-    def __init__(self, path: str | Path, *, linger_s: float = _LINGER_S) -> None:
+    def __init__(self, path: str | Path, *, linger_s: float = _LINGER_S,
+                 busy_timeout_s: float = _BUSY_TIMEOUT_S) -> None:
         self.path = str(path)
         self._linger_s = linger_s
+        self._busy_timeout_ms = round(busy_timeout_s * 1000)
         self.dropped = 0
         """Queued writes that could not be stored (each logged)."""
         self._read_only_said = False
@@ -111,7 +116,7 @@ class SQLiteDatabase:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite_utils.Database(self.path)
-            db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            db.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
             db.enable_wal()
         else:
             db = sqlite_utils.Database(memory=True)

@@ -157,3 +157,24 @@ async def test_a_write_awaited_behind_queued_records_does_not_wait_for_their_lin
                                        "a count") == 2  # a read ends the wait too, after the queued record
     finally:
         await anyio.to_thread.run_sync(database.close)
+
+
+async def test_a_short_command_waits_longer_for_the_servers_write_lock(tmp_path: Path) -> None:
+    from server.app.assembly import open_store
+    from server.store.sqlite import COMMAND_BUSY_TIMEOUT_S
+
+    path = tmp_path / "s.db"
+    holder = sqlite3.connect(path, isolation_level=None)  # stands for the serving process, mid-write
+    server, command = SQLiteStore(path, busy_timeout_s=0.05), open_store(path, command=True)
+    try:
+        waits = [await s.database.call(lambda db: db.execute("PRAGMA busy_timeout").fetchone()[0], "the timeout")
+                 for s in (server, command)]
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StorageError, match="locked"):
+            await server.keys.revoke_api_key("k", 1.0)  # a write: it gives up after its 50 ms
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+        await server.aclose()
+        await command.aclose()
+    assert waits == [50, COMMAND_BUSY_TIMEOUT_S * 1000]
