@@ -1,7 +1,7 @@
 """Replicas on one PostgreSQL database, as real processes: a held replica id refuses a second process; a replica
 SIGKILLed and restarted under its id recovers its own run from its last recorded step; a run of a replica that is
 SIGKILLed and stays down is resumed by a survivor from its last recorded step; the admin command does the same by
-hand."""
+hand; a run enqueued on a live replica at capacity is executed by another."""
 
 from __future__ import annotations
 
@@ -159,3 +159,26 @@ async def test_a_run_started_on_one_replica_is_listed_approved_and_cancelled_on_
     finally:
         a.stop()
         b.stop()
+
+
+async def test_runs_enqueued_on_one_live_replica_are_executed_by_another_with_capacity(
+        tmp_path: Path, postgres_url: str, downstream_url: str) -> None:
+    # Each replica runs one queued run at a time: of two runs started on A at once, B (alive, idle) takes one.
+    config = replica_config(downstream_url, named_calls=True).replace("[workflows]\n",
+                                                                      "[workflows]\nqueue_concurrency = 1\n")
+    a = Replica(tmp_path, postgres_url, "qa", config).start()
+    b = Replica(tmp_path, postgres_url, "qb", config).start()
+    runs = [f"queued-{n}-{tmp_path.name}" for n in range(2)]
+    try:
+        for run_id in runs:
+            await call(a.url, "run_workflow", workflow=work_steps(run_id, 1, [3.0]), run_id=run_id, wait=False)
+        for run_id in runs:
+            await until(lambda run_id=run_id: in_status(a.url, run_id, "completed"), 60, f"{run_id} completed",
+                        interval_s=0.2)
+        calls = [(await work_calls(downstream_url, run_id))["s0"] for run_id in runs]
+        callers = sorted(caller for executions in calls for _, caller in executions)
+        assert a.alive() and b.alive()
+    finally:
+        a.stop()
+        b.stop()
+    assert callers == ["qa.0", "qb.0"]  # one each, and each step once

@@ -3,6 +3,7 @@ workflow runtime in memory): what one does, the other sees and hears."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -118,8 +119,13 @@ async def test_one_threshold_crossing_opens_exactly_one_incident(upstream: Upstr
                     group.start_soon(tick)
             await anyio.sleep(1.0)  # bounded-wait, pacing: the next interval slot (slots are wall-clock seconds)
         incidents = await deps_b.incidents.recent()
+        await deps_b.incidents.acknowledge(incidents[0].id, by="ops on b", note="looking")
+        seen_on_a = await deps_a.incidents.active()
     assert [(i.metric, i.provider) for i in incidents] == [("error_rate", "primary")]
     assert len({i.id for i in opened}) == 1
+    # acknowledged on one replica, seen so on the other
+    assert [(i.id, i.status, i.acknowledged_by, i.note) for i in seen_on_a] == [
+        (incidents[0].id, "acknowledged", "ops on b", "looking")]
 
 
 async def test_replicas_seal_the_sdks_request_state_with_one_shared_key(postgres_url: str) -> None:
@@ -134,3 +140,22 @@ async def test_replicas_seal_the_sdks_request_state_with_one_shared_key(postgres
     assert key_a == key_b and len(key_a) == 32
     token = RequestStateSecurity(keys=[key_a]).codec.seal(b"state minted on replica A")
     assert RequestStateSecurity(keys=[key_b]).codec.unseal(token) == b"state minted on replica A"
+
+
+async def test_a_key_revoked_on_one_replica_is_refused_on_the_other_once_its_cache_expires(
+        upstream: Upstream, postgres_url: str) -> None:
+    from server.security.keys import create_key
+    from server.security.verifiers import ApiKeyVerifier
+
+    config = team_config(upstream)
+    now = [time.time()]
+    async with replica(config, postgres_url) as (_, deps_a), replica(config, postgres_url) as (_, deps_b):
+        created = await create_key(deps_a.store.keys, "alice", "user")
+        on_b = ApiKeyVerifier(deps_b.store.keys, cache_s=2.0, clock=lambda: now[0])  # [auth] key_cache_s
+        before = await on_b.verify_token(created.key)
+        assert await deps_a.store.keys.revoke_api_key(created.record.id, now[0])
+        cached = await on_b.verify_token(created.key)  # within key_cache_s: B still trusts what it verified
+        now[0] += 2.5
+        after = await on_b.verify_token(created.key)
+    assert before is not None and before.claims["principal"].id == f"key:{created.record.id}"
+    assert cached is not None and after is None
