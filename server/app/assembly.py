@@ -76,7 +76,7 @@ def open_store(location: str | Path | PostgresDatabase, *, command: bool = False
         return PostgresStore(location)
     from server.store.sqlite import COMMAND_BUSY_TIMEOUT_S, SQLiteStore
 
-    return SQLiteStore(location, busy_timeout_s=COMMAND_BUSY_TIMEOUT_S if command else None)
+    return SQLiteStore(location, busy_timeout_s=COMMAND_BUSY_TIMEOUT_S) if command else SQLiteStore(location)
 
 
 @asynccontextmanager

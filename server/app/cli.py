@@ -217,10 +217,9 @@ def _patterns(args: argparse.Namespace, db_path: os.PathLike | str, simple: bool
     if simple:
         from server.app.simple import open_simple_store as open_store
     else:
-        from server.app.assembly import open_store as open_full_store
+        from server.app import assembly
 
-        def open_store(path: Path | str) -> Any:
-            return open_full_store(path, command=True)
+        open_store = functools.partial(assembly.open_store, command=True)
 
     async def run() -> int:
         store = open_store(db_path)

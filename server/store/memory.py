@@ -16,7 +16,16 @@ from typing import Any
 from server.store.errors import StorageError
 from server.store.memory_calls import MAX_RAW_CALLS, MemoryCalls, MemoryGuardrails
 from server.store.memory_patterns import MemoryPatterns
-from server.store.records import AgentRecord, AgentSource, ApiKeyRecord, AuditEntry, RunState, WorkflowRecord, WorkflowRun
+from server.store.records import (
+    AgentRecord,
+    AgentSource,
+    ApiKeyRecord,
+    AuditEntry,
+    RunState,
+    WorkflowRecord,
+    WorkflowRun,
+    next_agent_version,
+)
 
 MAX_CONVERSATIONS = 10_000  # kept in memory (simple mode); the SQLite store keeps every one
 MAX_CACHE_ENTRIES = 10_000
@@ -106,10 +115,9 @@ class MemoryAgents:
     async def put_agent(self, name: str, spec: dict[str, Any], ts: float, *,
                         source: AgentSource = "registered") -> tuple[AgentRecord, bool]:
         kept = self.versions.setdefault(name, [])
-        if kept and (kept[-1].spec, kept[-1].source) == (spec, source):
+        record = next_agent_version(kept[-1] if kept else None, name, json.loads(json.dumps(spec)), ts, source)
+        if record is None:
             return kept[-1], False
-        record = AgentRecord(name, len(kept) + 1, json.loads(json.dumps(spec)), kept[0].created_at if kept else ts, ts,
-                             source)
         kept.append(record)
         return record, True
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from server.store import AgentRecord, AgentSource, PatternRecord, WorkflowRecord
+from server.store.records import next_agent_version
 
 _COLUMNS = ("name", "version", "description", "template", "variables", "metadata", "apply_to", "tags",
             "source", "created_at", "updated_at")
@@ -164,15 +165,16 @@ def put_agent(connection: Any, name: str, spec: dict[str, Any], ts: float,
     with connection.transaction():
         connection.execute(_LOCK, [f"agent:{name}"])
         row = connection.execute(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE name = %s", [name]).fetchone()
-        if row is not None and (row[2], row[5]) == (text, source):
-            return _agent(row), False
-        version, created = (row[1] + 1, row[3]) if row else (1, ts)
-        values = [name, version, text, created, ts, source]
+        current = _agent(row) if row is not None else None
+        record = next_agent_version(current, name, json.loads(text), ts, source)
+        if record is None:
+            return current, False
+        values = [name, record.version, text, record.created_at, ts, source]
         connection.execute(f"INSERT INTO agent_versions ({_AGENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s)", values)
         connection.execute(f"INSERT INTO agents ({_AGENT_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) "
                            "DO UPDATE SET version = excluded.version, spec = excluded.spec, "
                            "updated_at = excluded.updated_at, source = excluded.source", values)
-    return AgentRecord(name, version, json.loads(text), created, ts, source), True
+    return record, True
 
 
 def agents(connection: Any, name: str | None = None, version: int | None = None) -> list[AgentRecord]:

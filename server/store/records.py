@@ -203,6 +203,17 @@ class AgentRecord:
     source: AgentSource = "registered"
 
 
+def next_agent_version(current: AgentRecord | None, name: str, spec: dict[str, Any], ts: float,
+                       source: AgentSource) -> AgentRecord | None:
+    """The version to store after ``current`` (``None``: the agent is new), or ``None`` when ``current`` already
+    holds ``spec`` from ``source`` (every :class:`~server.store.AgentStore` stores nothing then)."""
+    if current is not None and (current.spec, current.source) == (spec, source):
+        return None
+    if current is None:
+        return AgentRecord(name, 1, spec, ts, ts, source)
+    return AgentRecord(name, current.version + 1, spec, current.created_at, ts, source)
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     """One API key as stored: never the key itself, only its SHA-256 (see :mod:`server.security.keys`).

@@ -14,7 +14,7 @@ from pathlib import Path
 from server.store.sqlite_audit import SQLiteAudit
 from server.store.sqlite_calls import SQLiteCalls, SQLiteGuardrails
 from server.store.sqlite_conversations import SQLiteCache, SQLiteConversations
-from server.store.sqlite_db import SQLiteDatabase
+from server.store.sqlite_db import BUSY_TIMEOUT_S, SQLiteDatabase
 from server.store.sqlite_patterns import SQLitePatterns
 from server.store.sqlite_state import SQLiteAgents, SQLiteIncidents, SQLiteKeys, SQLiteRuns, SQLiteWorkflows
 
@@ -36,8 +36,8 @@ class SQLiteStore:
         StoreUnavailable: the database cannot be opened or migrated (names the path and the reason).
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float | None = None) -> None:
-        self.database = SQLiteDatabase(path, **({} if busy_timeout_s is None else {"busy_timeout_s": busy_timeout_s}))
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        self.database = SQLiteDatabase(path, busy_timeout_s=busy_timeout_s)
         self.calls = SQLiteCalls(self.database)
         self.guardrails = SQLiteGuardrails(self.database)
         self.conversations = SQLiteConversations(self.database)

@@ -48,7 +48,7 @@ _STOP = object()
 _CLOSE_TIMEOUT_S = 30.0
 _LINGER_S = 0.005
 _LINGER_BELOW = 500
-_BUSY_TIMEOUT_S = 5.0
+BUSY_TIMEOUT_S = 5.0
 """How long a write waits for another connection's write lock before it fails as ``locked`` (SQLite's
 ``busy_timeout``): the serving process's default; short commands beside a busy server wait longer
 (:data:`server.store.sqlite.COMMAND_BUSY_TIMEOUT_S`)."""
@@ -91,7 +91,7 @@ class SQLiteDatabase:
     """What counts as the storage failing (a :class:`StorageError` for the caller); anything else is a bug."""
 
     def __init__(self, path: str | Path, *, linger_s: float = _LINGER_S,
-                 busy_timeout_s: float = _BUSY_TIMEOUT_S) -> None:
+                 busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = str(path)
         self._linger_s = linger_s
         self._busy_timeout_ms = round(busy_timeout_s * 1000)

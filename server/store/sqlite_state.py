@@ -11,7 +11,16 @@ from typing import Any
 import sqlite_utils
 
 from server.store import sqlite_ops as ops_sql
-from server.store.records import FINISHED, AgentRecord, AgentSource, ApiKeyRecord, RunState, WorkflowRecord, WorkflowRun
+from server.store.records import (
+    FINISHED,
+    AgentRecord,
+    AgentSource,
+    ApiKeyRecord,
+    RunState,
+    WorkflowRecord,
+    WorkflowRun,
+    next_agent_version,
+)
 from server.store.sqlite_db import SQLiteDatabase
 
 
@@ -73,15 +82,16 @@ class SQLiteAgents:
         def put(db: sqlite_utils.Database) -> tuple[AgentRecord, bool]:
             with db.atomic():
                 row = db.execute(f"{_SELECT_AGENT} agents WHERE name = ?", [name]).fetchone()
-                if row is not None and (row[2], row[5]) == (text, source):
-                    return _agent(row), False
-                version, created = (row[1] + 1, row[3]) if row else (1, ts)
-                values = [name, version, text, created, ts, source]
+                current = _agent(row) if row is not None else None
+                record = next_agent_version(current, name, json.loads(text), ts, source)
+                if record is None:
+                    return current, False
+                values = [name, record.version, text, record.created_at, ts, source]
                 db.execute(f"INSERT INTO agent_versions ({_AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", values)
                 db.execute(f"INSERT INTO agents ({_AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
                            "ON CONFLICT(name) DO UPDATE SET version = excluded.version, spec = excluded.spec, "
                            "updated_at = excluded.updated_at, source = excluded.source", values)
-            return AgentRecord(name, version, json.loads(text), created, ts, source), True
+            return record, True
 
         return await self._db.call(put, f"agent {name!r}", write=True)
 
