@@ -26,7 +26,8 @@ throughput then measures the machine's sharing as much as the server.
 Clients are real MCP clients (handshake era, as hosts use today), spread over ``--workers`` processes; each
 calls in a loop, one call at a time. Printed per server: calls, throughput, p50/p99 latency, errors, server and
 upstream CPU per call; our throughput as a fraction of the floor's (goal >= 0.7) and our CPU per call above the
-floor's (goal <= 1.0 ms); our server's RSS after its first warm-up and after the run (goal: within 10%).
+floor's (goal <= 1.0 ms); our server's RSS after its first warm-up and after the run (goal: within 10%), with
+its anonymous and file-backed parts.
 """
 
 from __future__ import annotations
@@ -75,11 +76,17 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> dict[str, float]:
+    """The process's resident memory in MB: ``VmRSS`` (the figure with the goal), and its anonymous (heap) and
+    file-backed parts (``RssAnon``, ``RssFile``: pages of mapped files, such as the SQLite database that the
+    store reads memory-mapped, which grow with the file and which the kernel can drop)."""
+    fields = {"VmRSS:": "total", "RssAnon:": "anon", "RssFile:": "file"}
+    found = {name: float("nan") for name in fields.values()}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+        key = line.split(maxsplit=1)[0] if line else ""
+        if key in fields:
+            found[fields[key]] = int(line.split()[1]) / 1024
+    return found
 
 
 # -- processes ---------------------------------------------------------------------------------------------------
@@ -278,7 +285,8 @@ def run(args: argparse.Namespace) -> None:
             proc.wait(20)
 
 
-def report(args: argparse.Namespace, rows: dict[str, dict], warm_rss: float, after_rss: float) -> None:
+def report(args: argparse.Namespace, rows: dict[str, dict], warm_rss: dict[str, float],
+           after_rss: dict[str, float]) -> None:
     print(f"\n{args.clients} clients, {args.windows} windows of {args.duration:g} s per server (each after "
           f"{args.warmup:g} s warm-up, order rotating), {args.workers} client processes, zero-latency upstream; "
           f"load average after: {load_average()}")
@@ -300,9 +308,10 @@ def report(args: argparse.Namespace, rows: dict[str, dict], warm_rss: float, aft
     print(f"our server CPU per call above the floor's: {above:.2f} ms (goal <= 1.0 ms; primary on a shared machine)")
     print(f"our server CPU per call above the raw-request floor's (our own layers): "
           f"{ours_row['server_cpu_ms'] - raw_row['server_cpu_ms']:.2f} ms")
-    growth = (after_rss - warm_rss) / warm_rss * 100
-    print(f"server RSS after warm-up {warm_rss:.1f} MB, after the run {after_rss:.1f} MB ({growth:+.1f}%; "
-          "goal within 10%)")
+    growth = (after_rss["total"] - warm_rss["total"]) / warm_rss["total"] * 100
+    print(f"server RSS after warm-up {warm_rss['total']:.1f} MB, after the run {after_rss['total']:.1f} MB "
+          f"({growth:+.1f}%; goal within 10%); of which anonymous {warm_rss['anon']:.1f} -> {after_rss['anon']:.1f} "
+          f"MB, file-backed {warm_rss['file']:.1f} -> {after_rss['file']:.1f} MB")
     write_figures(args.json, [
         Figure("http_load", "throughput, ours / direct-SDK floor", ours_row["throughput"], direct_row["throughput"],
                "calls/s", ">=", 0.7, on_ratio=True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from mcp.server.mcpserver import Context
@@ -137,9 +138,47 @@ async def save_workflow(
     return saved
 
 
+_LISTED_AT_MOST = 10
+"""Steps (waiting, failed) and runs a text rendering names one by one; the structured content has them all."""
+_OUTPUTS_CHARS = 2_000
+
+
+def render_run(result: RunStatus | WorkflowRunResult) -> str:
+    """The text content of a run's status, or of a page of runs: a few lines whatever the run's size (a run of a
+    thousand steps is serialised once, as the structured content, not a second time as its text)."""
+    if isinstance(result, WorkflowRunResult) and result.run_id is None:
+        runs = result.runs or []
+        lines = [f"{len(runs)} run(s)" + (f"; more from offset {result.next_offset}" if result.next_offset else "")]
+        lines += [f"- {_headline(run)}" for run in runs]
+        return "\n".join(lines)
+    lines = [_headline(result)]
+    steps = result.steps or []
+    for label, status in (("waiting for a decision", "waiting"), ("failed", "failed")):
+        named = [step for step in steps if step.status == status]
+        if named:
+            shown = ", ".join(step.id + (f" ({step.error_class or step.error})" if status == "failed" and
+                                         (step.error_class or step.error) else "") for step in named[:_LISTED_AT_MOST])
+            more = f" and {len(named) - _LISTED_AT_MOST} more" if len(named) > _LISTED_AT_MOST else ""
+            lines.append(f"{label}: {shown}{more}")
+    if result.error:
+        lines.append(f"error: {result.error}")
+    if result.outputs:
+        outputs = json.dumps(result.outputs, ensure_ascii=False, separators=(",", ":"), default=str)
+        cut = len(outputs) > _OUTPUTS_CHARS
+        lines.append(f"outputs: {outputs[:_OUTPUTS_CHARS]}" + ("… (the whole result is the structured content)"
+                                                               if cut else ""))
+    return "\n".join(lines)
+
+
+def _headline(run: RunStatus | WorkflowRunResult) -> str:
+    progress = run.progress
+    told = "" if progress is None else f"; {progress.message or f'{progress.done}/{progress.total} steps done'}"
+    return f"run {run.run_id} ({run.workflow}): {run.status}{told}"
+
+
 def run_tool() -> Tool:
     """The ``run_workflow`` tool."""
-    return make_tool(run_workflow, name="run_workflow", description=RUN_DESCRIPTION,
+    return make_tool(run_workflow, name="run_workflow", description=RUN_DESCRIPTION, render=render_run,
                      annotations=ToolAnnotations(title="Run a workflow", read_only_hint=False,
                                                  destructive_hint=False, idempotent_hint=False,
                                                  open_world_hint=True),
@@ -149,7 +188,7 @@ def run_tool() -> Tool:
 
 def run_action_tool() -> Tool:
     """The ``workflow_run`` tool."""
-    return make_tool(workflow_run, name="workflow_run", description=RUN_ACTION_DESCRIPTION,
+    return make_tool(workflow_run, name="workflow_run", description=RUN_ACTION_DESCRIPTION, render=render_run,
                      annotations=ToolAnnotations(title="Follow, cancel or approve a workflow run",
                                                  read_only_hint=False, destructive_hint=True,
                                                  idempotent_hint=False, open_world_hint=False))

@@ -38,11 +38,14 @@ class Oversight:
             self.governance.check_save(definition, library)
 
     async def after_save(self, record: WorkflowRecord, definition: Definition, changed: bool, runtime: Any,
-                         caller: Principal) -> None:
+                         caller: Principal, previous: WorkflowRecord | None = None) -> None:
         """The schedules applied (also when unchanged: a save retried after a failed update heals it) and the
-        change audited (removing every schedule too)."""
+        change audited: a new version is ``workflow.saved``; ``schedule.changed`` too when its schedules differ
+        from ``previous``'s (the version it replaced), removing every schedule included."""
+        before = list((previous.definition if previous is not None else {}).get("schedules") or [])
+        rescheduled = bool(definition.schedules) and list(record.definition.get("schedules") or []) != before
         removed = (changed and self.audit is not None and not definition.schedules
-                   and await _holds_schedules(runtime, record.name))
+                   and (bool(before) or await _holds_schedules(runtime, record.name)))
         await schedules.apply(runtime, definition)
         if changed and self.audit is not None:
             subject = f"workflow:{record.name}"
@@ -50,7 +53,7 @@ class Oversight:
                                     id=f"{subject}:v{record.version}", outputs=record.definition,
                                     detail={"version": record.version, "steps": len(definition.steps),
                                             "tags": list(definition.tags)})
-            if definition.schedules or removed:
+            if rescheduled or removed:
                 await self.audit.record("schedule.changed", actor=caller.id, subject=subject,
                                         id=f"{subject}:v{record.version}:schedules",
                                         detail={"schedules": [s.model_dump(mode="json") for s in definition.schedules]})

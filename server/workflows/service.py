@@ -134,8 +134,9 @@ class WorkflowService:
         """
         definition = await self._off_loop(parse_definition, source)
         await self._off_loop(self.oversight.before_save, definition, await self._library(definition), self.runtime)
+        previous = await self.store.get_workflow(definition.name)
         record, changed = await self.store.put_workflow(definition.name, definition.dump(), self._clock())
-        await self.oversight.after_save(record, definition, changed, self.runtime, caller or LOCAL)
+        await self.oversight.after_save(record, definition, changed, self.runtime, caller or LOCAL, previous)
         return SavedWorkflow(name=record.name, version=record.version, changed=changed,
                              steps=len(definition.steps), uri=definition_uri(record.name), mermaid=mermaid(definition))
 
@@ -377,8 +378,7 @@ class WorkflowService:
     async def list(self, status: str | None, limit: int, offset: int,
                    caller: Principal | None = None) -> list[RunStatus]:
         """Recent runs, newest first, from the run records (a query by owner and status, paged); ``waiting``
-        means running runs with an approval open here; another principal's runs are left out, except for
-        admins."""
+        means running runs with an approval open here; another principal's runs are left out, but for admins."""
         caller = caller or LOCAL
         if status == "waiting":
             runs = await self.runs.list_runs(owner=caller.owner_filter, status=["running"], limit=1000)

@@ -216,3 +216,33 @@ async def test_monitor_operations_summarises_24_hours_of_5_providers_in_4_kb_by_
     assert {g["key"]: g["calls"] for g in day.structured_content["groups"]} == {n: 24 * 60 for n in names}
     points = series.structured_content["groups"][0]["series"]
     assert points and all(p["calls"] > 0 for p in points)  # the time series, only when asked, without empty buckets
+
+
+async def test_a_runs_text_is_a_few_lines_however_many_steps_and_the_structure_has_them_all() -> None:
+    import anyio
+
+    approvals = {"name": "gate", "steps": [{"id": f"ok{i}", "kind": "approval"} for i in range(40)]}
+    chatty = {"name": "chatty", "steps": [{"id": f"s{i}", "kind": "orchestrate", "with": {"prompt": "x" * 300}}
+                                          for i in range(30)],
+              "outputs": {f"o{i}": f"{{{{ steps.s{i}.output.text }}}}" for i in range(30)}}
+    async with Client(server("alpha")) as client:
+        done = await client.call_tool("run_workflow", {"workflow": chatty, "wait_s": 30})
+        assert done.structured_content["status"] == "completed", done.content
+        lines = done.content[0].text.splitlines()
+        run_id = done.structured_content["run_id"]
+        assert lines[0] == f"run {run_id} (chatty): completed; 30/30 steps done"
+        assert len(lines) == 2 and lines[1].startswith("outputs: {") and lines[1].endswith("structured content)")
+        assert len(done.structured_content["steps"]) == 30 and len(done.structured_content["outputs"]) == 30
+        started = await client.call_tool("run_workflow", {"workflow": approvals, "wait": False})
+        gate = started.structured_content["run_id"]
+        with anyio.fail_after(10):
+            while (status := await client.call_tool("workflow_run", {"run_id": gate})).structured_content[
+                    "status"] != "waiting":
+                await anyio.sleep(0.01)  # bounded-wait: the run's status, read by request; fail_after bounds it
+        text = status.content[0].text
+        assert text.splitlines()[0].startswith(f"run {gate} (gate): waiting; ")
+        assert "waiting for a decision: ok0, ok1," in text and text.rstrip().endswith("and 30 more")
+        assert len(text) < len(json.dumps(status.structured_content)) / 10
+        page = await client.call_tool("workflow_run", {"limit": 1})
+        first, line = page.content[0].text.splitlines()
+        assert first == "1 run(s); more from offset 1" and line.startswith(f"- run {gate} (gate): waiting; ")

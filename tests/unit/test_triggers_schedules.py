@@ -142,12 +142,15 @@ async def test_each_schedule_change_is_audited_with_the_admin_and_the_workflow()
         assert runtime.schedules["nightly"][0]["paused"] is False
         await workflows.save(paused, caller=ops)
         await workflows.save(paused, caller=ops)  # the same definition: no new version, nothing audited
+        await workflows.save({**paused, "steps": [{"id": "b", "kind": "approval"}]}, caller=ops)  # steps only
         assert runtime.schedules["nightly"][0]["paused"] is True
         await workflows.save({**nightly, "schedules": []}, caller=ops)  # removed: also a schedule change
         assert runtime.schedules == {}
     changes = [e for e in await store.audit.audit_of("workflow:nightly") if e.action == "schedule.changed"]
     assert [(e.actor, e.subject, e.id) for e in changes] == [
-        (ops.id, "workflow:nightly", f"workflow:nightly:v{v}:schedules") for v in (1, 2, 3)]
+        (ops.id, "workflow:nightly", f"workflow:nightly:v{v}:schedules") for v in (1, 2, 4)]
+    saved = [e.id for e in await store.audit.audit_of("workflow:nightly") if e.action == "workflow.saved"]
+    assert saved == [f"workflow:nightly:v{v}" for v in (1, 2, 3, 4)]  # v3 changed its steps, not its schedules
     assert [e.detail["schedules"] for e in changes] == [
         [{"cron": "0 3 * * *", "inputs": {}, "paused": False}], [{"cron": "0 3 * * *", "inputs": {}, "paused": True}],
         []]
