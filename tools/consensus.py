@@ -11,7 +11,7 @@ from mcp_types import CreateMessageResult, ToolAnnotations
 from pydantic import Field
 
 from server.consensus.host import HostAnswer
-from server.consensus.service import ConsensusRequest, ConsensusResult, Method
+from server.consensus.report import ConsensusRequest, ConsensusResult, Method
 from server.security import caller
 from server.workflows.consensus_runs import start_consensus_run
 from tools._arguments import Guard

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -14,11 +14,14 @@ from pydantic import Field, JsonValue
 from server.models import DeferredModel
 from server.security import caller
 from server.workflows.approval_prompts import wait_asking
-from server.workflows.service import RUN_ID_PATTERN, SavedWorkflow, ToolStepsForbidden, WorkflowService
-from server.workflows.status import RunProgress, RunStatus, StepReport
+from server.workflows.model import ToolStepsForbidden
+from server.workflows.results import RUN_ID_PATTERN, RunProgress, RunStatus, SavedWorkflow, StepReport
 from tools._arguments import Guard
 from tools._context import AS_TASK, core_errors, dependencies, make_tool, require_role
 from tools._elicitation import approver_asker
+
+if TYPE_CHECKING:  # the service (and the workflow engine under it) loads with the first workflow call
+    from server.workflows.service import WorkflowService
 
 RUN_DESCRIPTION = """Run a durable workflow: a DAG of steps (orchestrate, consensus, pattern, tool, workflow,
 approval, agent, team). `workflow`: a saved name or a definition like {"name":"b","steps":[{"id":"a","kind":

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, JsonValue
 
-from server.agents.planner import Planner, constraints_from
 from server.models import DeferredModel
 from server.security import Principal
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the planner (and the workflow validator under it) loads with the first plan
+    from server.agents.planner import Planner
     from server.workflows import WorkflowService
 
 
@@ -42,6 +42,8 @@ async def plan_workflow(planner: Planner, workflows: WorkflowService | None, goa
         InvalidRequest: a bad goal or constraints.
         WorkflowError: saving or starting failed (the plan is then not returned: ask again with the same goal).
     """
+    from server.agents.planner import constraints_from
+
     plan = await planner.plan(goal, constraints_from(constraints, agents), principal, name=save_as)
     result = PlanResult(definition=plan.definition, mermaid=plan.mermaid, rationale=plan.rationale,
                         attempts=plan.attempts, estimated_cost_usd=plan.estimated_cost_usd,

@@ -28,7 +28,6 @@ from typing import Any, TypeVar
 
 import anyio
 
-from server.models import DeferredModel
 from server.security import LOCAL, Principal
 from server.security.limits import CeilingExceeded, check_workflow_ceilings
 from server.store import RunStore, StorageError, WorkflowRecord, WorkflowRun, WorkflowStore
@@ -39,6 +38,7 @@ from server.workflows.library import sub_workflows
 from server.workflows.model import (ApprovalRefused, Definition, InvalidWorkflow, RunConflict, RunNotFound,
                                     ToolStepsForbidden, WorkflowNotFound, mermaid)
 from server.workflows.oversight import Oversight
+from server.workflows.results import SavedWorkflow
 from server.workflows.runtime import RunRecord, WorkflowRuntime
 from server.workflows.status import (
     FINISHED,
@@ -57,7 +57,6 @@ from server.workflows.validation import parse_definition, validate, warm
 
 __all__ = ["ApprovalRefused", "RunConflict", "RunNotFound", "RunProgress", "RunStatus", "SavedWorkflow",
            "StepReport", "ToolStepsForbidden", "WorkflowNotFound", "WorkflowService", "definition_uri", "run_uri"]
-RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 VALIDATION_DEADLINE_S = 10.0
 VALIDATION_THREADS = 2
 WAIT_AFTER_ACTION_S = 5.0
@@ -68,15 +67,6 @@ NOT_STARTED = ("recorded, not started yet: if this lasts, the server stopped bef
 Progress = Callable[[float, float, str], Awaitable[None]]
 _UNDECIDED = ("pending", "running", "waiting")  # the step has not taken the decision in yet
 T = TypeVar("T")
-
-
-class SavedWorkflow(DeferredModel):
-    name: str
-    version: int
-    changed: bool
-    steps: int
-    uri: str
-    mermaid: str
 
 
 class WorkflowService:

@@ -7,54 +7,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from pydantic import Field
-
-from server.models import DeferredModel
 from server.workflows.interpreter import RunFailed, parse_arguments, step_name
 from server.workflows.model import mermaid, topological_order
 from server.workflows.outcome import ApprovalOpened, StepOutcome
+from server.workflows.results import RunProgress, RunStatus, StepReport
 from server.workflows.runtime import RunRecord
 from server.workflows.tracker import RunTracker
 
 FINISHED = ("completed", "failed", "cancelled")
 MAX_NESTING = 8
-
-
-class StepReport(DeferredModel):
-    """One step of a run. Times: Unix seconds and milliseconds."""
-
-    id: str = Field(description="the step's DAG id (parent.child inside sub-workflows)")
-    kind: str
-    status: str = Field(description="pending, running, waiting, completed, failed, skipped or not_run")
-    attempts: int = 0
-    started_at: float | None = None
-    ended_at: float | None = None
-    duration_ms: float | None = None
-    output: Any = None
-    error: str | None = None
-    error_class: str | None = None
-    reason: str | None = Field(default=None, description="why a step was skipped")
-
-
-class RunProgress(DeferredModel):
-    done: int = Field(description="steps finished (completed, failed or skipped)")
-    total: int
-    message: str = ""
-
-
-class RunStatus(DeferredModel):
-    """A run: status, outputs, every step, progress."""
-
-    run_id: str
-    workflow: str
-    status: str = Field(description="pending, running, waiting (an approval), completed, failed or cancelled")
-    outputs: dict[str, Any] | None = None
-    error: str | None = None
-    steps: list[StepReport]
-    progress: RunProgress
-    created_at: float | None = None
-    updated_at: float | None = None
-    runtime: str = ""
 
 
 class PlannedStep(NamedTuple):

@@ -29,7 +29,7 @@ WINDOWS = ("1h", "24h", "7d")
 RUN_STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
 RUNS_PER_PAGE = 25
 WORKFLOW_SCAN = 500  # runs read to filter by workflow name (the service filters by status only)
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")  # server.workflows.service.RUN_ID_PATTERN
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")  # server.workflows.results.RUN_ID_PATTERN
 _INCIDENT_ID = re.compile(r"^inc-[0-9a-f]{12}$")
 _FINISHED = ("completed", "failed", "cancelled")
 
