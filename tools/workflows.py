@@ -144,6 +144,7 @@ async def save_workflow(
 _LISTED_AT_MOST = 10
 """Steps (waiting, failed) and runs a text rendering names one by one; the structured content has them all."""
 _OUTPUTS_CHARS = 2_000
+"""How long an error or outputs line of a text rendering may be."""
 
 
 def render_run(result: RunStatus | WorkflowRunResult) -> str:
@@ -164,13 +165,17 @@ def render_run(result: RunStatus | WorkflowRunResult) -> str:
             more = f" and {len(named) - _LISTED_AT_MOST} more" if len(named) > _LISTED_AT_MOST else ""
             lines.append(f"{label}: {shown}{more}")
     if result.error:
-        lines.append(f"error: {result.error}")
+        lines.append(_cut(f"error: {result.error}"))
     if result.outputs:
-        outputs = json.dumps(result.outputs, ensure_ascii=False, separators=(",", ":"), default=str)
-        cut = len(outputs) > _OUTPUTS_CHARS
-        lines.append(f"outputs: {outputs[:_OUTPUTS_CHARS]}" + ("… (the whole result is the structured content)"
-                                                               if cut else ""))
+        lines.append(_cut("outputs: " + json.dumps(result.outputs, ensure_ascii=False, separators=(",", ":"),
+                                                   default=str)))
     return "\n".join(lines)
+
+
+def _cut(line: str) -> str:
+    if len(line) <= _OUTPUTS_CHARS:
+        return line
+    return line[:_OUTPUTS_CHARS] + "… (the whole result is the structured content)"
 
 
 def _headline(run: RunStatus | WorkflowRunResult) -> str:

@@ -232,6 +232,7 @@ async def test_a_runs_text_is_a_few_lines_however_many_steps_and_the_structure_h
         run_id = done.structured_content["run_id"]
         assert lines[0] == f"run {run_id} (chatty): completed; 30/30 steps done"
         assert len(lines) == 2 and lines[1].startswith("outputs: {") and lines[1].endswith("structured content)")
+        assert len(lines[1]) < 2_100  # 30 answers of 300 characters and more, cut at 2,000
         assert len(done.structured_content["steps"]) == 30 and len(done.structured_content["outputs"]) == 30
         started = await client.call_tool("run_workflow", {"workflow": approvals, "wait": False})
         gate = started.structured_content["run_id"]
