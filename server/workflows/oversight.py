@@ -43,9 +43,10 @@ class Oversight:
         change audited: a new version is ``workflow.saved``; ``schedule.changed`` too when its schedules differ
         from ``previous``'s (the version it replaced), removing every schedule included."""
         before = list((previous.definition if previous is not None else {}).get("schedules") or [])
-        rescheduled = bool(definition.schedules) and list(record.definition.get("schedules") or []) != before
-        removed = (changed and self.audit is not None and not definition.schedules
-                   and (bool(before) or await _holds_schedules(runtime, record.name)))
+        after = list(record.definition.get("schedules") or [])
+        # Asked before applying (that removes them): a save with no schedules also heals a runtime still holding some.
+        rescheduled = changed and self.audit is not None and (
+            after != before or (not after and await _holds_schedules(runtime, record.name)))
         await schedules.apply(runtime, definition)
         if changed and self.audit is not None:
             subject = f"workflow:{record.name}"
@@ -53,7 +54,7 @@ class Oversight:
                                     id=f"{subject}:v{record.version}", outputs=record.definition,
                                     detail={"version": record.version, "steps": len(definition.steps),
                                             "tags": list(definition.tags)})
-            if rescheduled or removed:
+            if rescheduled:
                 await self.audit.record("schedule.changed", actor=caller.id, subject=subject,
                                         id=f"{subject}:v{record.version}:schedules",
                                         detail={"schedules": [s.model_dump(mode="json") for s in definition.schedules]})

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from server.app.dashboard.charts import Chart, time_chart
 from server.app.dashboard.dag import FlowchartError, draw
 from server.app.dashboard.formatting import ms, percent, usd
+from server.workflows.results import RUN_ID_PATTERN
 
 if TYPE_CHECKING:
     from server.dependencies import Dependencies
@@ -29,7 +30,7 @@ WINDOWS = ("1h", "24h", "7d")
 RUN_STATUSES = ("pending", "running", "waiting", "completed", "failed", "cancelled")
 RUNS_PER_PAGE = 25
 WORKFLOW_SCAN = 500  # runs read to filter by workflow name (the service filters by status only)
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")  # server.workflows.results.RUN_ID_PATTERN
+_RUN_ID = re.compile(RUN_ID_PATTERN)
 _INCIDENT_ID = re.compile(r"^inc-[0-9a-f]{12}$")
 _FINISHED = ("completed", "failed", "cancelled")
 
