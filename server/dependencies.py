@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from server.pool.pool import ProviderPool
     from server.store import Store
     from server.workflows import WorkflowService
-    from server.app.warmup import WarmUp
+    from server.app.warmup import Readiness, WarmUp
     from server.workflows.lazy import LazyWorkflows
 
 
@@ -50,6 +50,9 @@ class Dependencies:
     """The agents (:mod:`server.agents`): ``orchestrate(agent=…)``, ``register_agent``, ``plan_workflow``."""
     audit: AuditLog | None = None
     """The audit trail (:mod:`server.operations.audit`)."""
+    readiness: Readiness | None = None
+    """The stored state (patterns, agents, spend), loaded after the first request or at the first need
+    (:class:`server.app.warmup.Readiness`); ``None``: loaded before serving."""
 
     @property
     def consensus(self) -> ConsensusService:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from server.operations.telemetry import SPAN_TOOL, span
 from tools._arguments import unknown_arguments, validation_message
-from tools._errors import guarded
+from tools._errors import core_errors, guarded
 from tools._schema import input_schema, output_schema
 
 _call_started: ContextVar[float | None] = ContextVar("tool_call_started", default=None)
@@ -64,6 +64,7 @@ class SurfaceTool(Tool):
             if problem is not None:
                 raise ToolError(f"{self.name}: {problem}")
             try:
+                await _stored_state(context)
                 result = await self._traced_run(arguments, context)
             except ToolError as exc:
                 if isinstance(exc.__cause__, ValidationError):  # the arguments, not the tool, failed
@@ -96,8 +97,21 @@ class SurfaceTool(Tool):
 
 
 def _telemetry(context: Any) -> Any:
+    return _dependency(context, "telemetry")
+
+
+async def _stored_state(context: Any) -> None:
+    """Wait for the server's stored state (:class:`server.app.warmup.Readiness`) before the first call that
+    needs it; ``overhead_ms`` counts the wait (time the server spent)."""
+    readiness = _dependency(context, "readiness")
+    if readiness is not None and not readiness.ready:
+        with core_errors():
+            await readiness.wait()
+
+
+def _dependency(context: Any, name: str) -> Any:
     try:
-        return getattr(context.request_context.lifespan_context, "telemetry", None)
+        return getattr(context.request_context.lifespan_context, name, None)
     except (AttributeError, ValueError):  # no request context (a call made outside a session)
         return None
 

@@ -22,7 +22,7 @@ from mcp_types import Completion, CompletionArgument, CompletionContext, PromptR
 from knowledge import Pattern, PatternRegistry
 from knowledge.library import builtin_patterns
 from server.app.sdk_seams import advertise_list_changed, connection_of, serve_resource_subscriptions
-from server.app.warmup import WarmUp, provider_steps
+from server.app.warmup import Readiness, WarmUp, provider_steps
 from server.config import Config, PostgresDatabase
 from server.errors import ConfigError
 from server.operations.audit import AuditedGuardrails, AuditLog
@@ -30,6 +30,7 @@ from server.operations.incidents import IncidentService, WorkflowRunner
 from server.pool.policy import Policy
 from server.pool.pool import ProviderPool
 from server.pool.providers import Provider, build_provider
+from server.app.middleware import refuse_tools, warm_start
 from server.app.protocol_logging import ProtocolLog
 from server.app.run_tasks import RunTasks
 from server.app.tasks import TaskBackend, TasksExtension
@@ -67,16 +68,19 @@ INSTRUCTIONS: tuple[tuple[str, str], ...] = (
 """(tool, sentence) of the server's instructions: one sentence per tool it offers."""
 
 
-def open_store(location: str | Path | PostgresDatabase, *, command: bool = False) -> Store:
-    """The full-mode store: SQLite at a path (imports sqlite-utils only now), or a shared PostgreSQL database.
-    ``command``: for a short CLI command beside a serving process (SQLite writes wait longer for its lock)."""
+def open_store(location: str | Path | PostgresDatabase, *, command: bool = False,
+               import_library: Callable[[], object] | None = None) -> Store:
+    """The full-mode store: SQLite at a path (sqlite-utils imported at its first use, by ``import_library`` if
+    given), or a shared PostgreSQL database. ``command``: for a short CLI command beside a serving process
+    (SQLite writes wait longer for its lock)."""
     if isinstance(location, PostgresDatabase):
         from server.store.postgres import PostgresStore
 
         return PostgresStore(location)
-    from server.store.sqlite import COMMAND_BUSY_TIMEOUT_S, SQLiteStore
+    from server.store.sqlite import BUSY_TIMEOUT_S, COMMAND_BUSY_TIMEOUT_S, SQLiteStore
 
-    return SQLiteStore(location, busy_timeout_s=COMMAND_BUSY_TIMEOUT_S) if command else SQLiteStore(location)
+    return SQLiteStore(location, busy_timeout_s=COMMAND_BUSY_TIMEOUT_S if command else BUSY_TIMEOUT_S,
+                       import_library=import_library)
 
 
 @asynccontextmanager
@@ -117,15 +121,19 @@ async def open_dependencies(
         # Providers that [guardrails].allowed_models does not permit leave the pool there (naming one is refused).
         pool = ProviderPool([(p, provider_factory(p)) for p in config.providers], store.calls, config=config,
                             policy=policy, clock=clock, shared_spend=shared)
-        await pool.load_spend()
         patterns = PatternRegistry(store.patterns, clock=clock)
-        await patterns.load_library(builtin_patterns())
         agents = _agents(config, store, pool, patterns, clock)
-        await agents.registry.load()  # [agents.NAME]: a new version of each that changed since the last start
     except BaseException:
         await store.aclose()
         raise
     import anyio
+
+    async def load_stored_state() -> None:  # the first use of the store: sets it up (server.app.warmup)
+        await pool.load_spend()
+        await patterns.load_library(builtin_patterns())
+        await agents.registry.load()  # [agents.NAME]: a new version of each that changed since the last start
+
+    readiness = Readiness([load_stored_state])
 
     @functools.cache
     def consensus() -> ConsensusService:
@@ -146,16 +154,16 @@ async def open_dependencies(
         incidents = IncidentService(store.incidents, store.calls, pool, config, clock=clock, run_workflow=run_workflow,
                                     claim=store.claim_interval if shared else None,  # once per interval, all replicas
                                     audit=audit, triggers=_triggers(config, workflows))
-        steps = provider_steps([member.provider for member in pool.members])
+        steps = [("stored state", readiness.wait), *provider_steps([member.provider for member in pool.members])]
         if workflow_runtime is not None:  # a durable runtime: launched (recovering runs) once the SDKs are in
             steps.append(("workflow runtime", workflows.warm))
         warm_up = WarmUp(steps)
-        async with _running(workflows.serve), _running(incidents.run), _running(warm_up.run), \
-                _running(audit.upkeep), \
+        async with _running(readiness.run), _running(workflows.serve), _running(incidents.run), \
+                _running(warm_up.run), _running(audit.upkeep), \
                 (_running(downstream.serve) if downstream else contextlib.nullcontext()):  # sessions closed on exit
             yield Dependencies(config=config, store=store, pool=pool, lazy_consensus=consensus, patterns=patterns,
                                clock=clock, lazy_workflows=workflows, incidents=incidents, telemetry=telemetry,
-                               simple=simple, warm_up=warm_up, audit=audit, agents=agents)
+                               simple=simple, warm_up=warm_up, audit=audit, agents=agents, readiness=readiness)
     finally:
         with anyio.CancelScope(shield=True):
             await audit.flush()
@@ -336,7 +344,7 @@ def build_server(
         SERVER_NAME, instructions=instructions(names), lifespan=lifespan, version=server_version(),
         tools=list(offered), subscriptions=bus,
         middleware=[redact_tool_errors(config.secrets),  # secret hygiene on every error a client sees
-                    refuse_tools(refused), warm_after_first_request],
+                    refuse_tools(refused), warm_start],
         request_state_security=None if request_state_keys is None else RequestStateSecurity(
             keys=list(request_state_keys)),
         extensions=[TasksExtension([RunTasks(), *task_backends])],
@@ -358,16 +366,21 @@ def build_server(
 
 async def _start_following(deps: Dependencies, surfaces: Sequence[_PatternSurface]) -> Callable[[Pattern], None]:
     """Fill the pattern prompts and resources from the library and keep them in step with each change the
-    registry stores. Returns the listener (to remove when the dependencies go)."""
-    patterns = await deps.patterns.all()
-    for surface in surfaces:
-        surface.replace_all(patterns)
+    registry stores, once the stored state is loaded (:attr:`Dependencies.readiness`; at once without one).
+    Returns the listener (to remove when the dependencies go)."""
 
     def follow(pattern: Pattern) -> None:
         for surface in surfaces:
             surface.upsert(pattern)
 
-    deps.patterns.add_listener(follow)
+    async def fill() -> None:
+        patterns = await deps.patterns.all()
+        for surface in surfaces:
+            surface.replace_all(patterns)
+        deps.patterns.remove_listener(follow)  # once, however often a failed loading is retried
+        deps.patterns.add_listener(follow)
+
+    await (fill() if deps.readiness is None else deps.readiness.then(fill))
     return follow
 
 
@@ -443,40 +456,6 @@ class _PatternSurface(Protocol):
     def replace_all(self, patterns: Sequence[Pattern]) -> None: ...
 
     def upsert(self, pattern: Pattern) -> None: ...
-
-
-def refuse_tools(messages: Mapping[str, str]) -> Callable[..., Any]:
-    """A server middleware: a ``tools/call`` of a tool in ``messages`` (one this server does not offer) answers
-    its message instead of the SDK's bare "Unknown tool" (the SDK's own error result, its text replaced)."""
-
-    async def middleware(ctx: Any, call_next: Callable[[Any], Any]) -> Any:
-        result = await call_next(ctx)
-        if ctx.method != "tools/call" or not isinstance(result, dict) or not result.get("isError"):
-            return result
-        name = (ctx.params or {}).get("name")
-        if isinstance(name, str) and name in messages:
-            result["content"] = [{"type": "text", "text": messages[name]}]
-        return result
-
-    return middleware
-
-
-HANDSHAKE_METHODS = ("initialize", "server/discover")
-"""The handshake era's opening request, and the 2026-07-28 revision's discovery: the warm start waits past them."""
-
-
-async def warm_after_first_request(ctx: Any, call_next: Callable[[Any], Any]) -> Any:
-    """A server middleware: once the first request after the handshake is answered, the warm start begins
-    (:mod:`server.app.warmup`), so nothing competes with the handshake and the first ``tools/list``; a tool
-    call in flight holds its next step back (:meth:`~server.app.warmup.WarmUp.call`)."""
-    warm_up = getattr(getattr(ctx, "lifespan_context", None), "warm_up", None)
-    if warm_up is None:
-        return await call_next(ctx)
-    with warm_up.call() if ctx.method == "tools/call" else contextlib.nullcontext():
-        result = await call_next(ctx)
-    if ctx.method not in HANDSHAKE_METHODS and ctx.request_id is not None:
-        warm_up.begin()
-    return result
 
 
 def instructions(tool_names: Collection[str]) -> str:

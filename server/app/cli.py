@@ -253,14 +253,11 @@ def _patterns(args: argparse.Namespace, db_path: os.PathLike | str, simple: bool
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
-    from server.app.process_settings import import_without, paused_for_start_up, quiet_served_deprecations
+    from server.app.process_settings import paused_for_start_up, quiet_served_deprecations
 
     quiet_served_deprecations()
     with paused_for_start_up() as serving:  # see server.app.process_settings for what this buys
-        simple = _simple_mode(args)
-        if not simple:
-            import_without("server.store.sqlite")  # sqlite-utils without the numpy it would import
-        return _build_and_serve(args, config, simple, serving)
+        return _build_and_serve(args, config, _simple_mode(args), serving)
 
 
 def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, serving: Callable[[], None]) -> int:
@@ -301,7 +298,11 @@ def _build_and_serve(args: argparse.Namespace, config: Config, simple: bool, ser
 
         providers = functools.partial(build_wire_provider, policy=AddressPolicy.from_settings(config.network))
     else:
-        build, open_state = build_server, open_store
+        from server.app.process_settings import import_without
+
+        # sqlite-utils without the numpy it would import, at the store's first use (on the store's thread)
+        build = build_server
+        open_state = functools.partial(open_store, import_library=functools.partial(import_without, "sqlite_utils"))
         providers = functools.partial(build_provider, policy=AddressPolicy.from_settings(config.network))
 
     # Simple mode: runs in memory (the in-memory workflow runtime) and no tracing.

@@ -17,7 +17,9 @@ process, which only the program that owns it may make. Each stays because it pay
 - numpy. sqlite-utils try-imports numpy and pandas at module load, only to convert their values on insert, which
   this project never passes; numpy is installed (matplotlib needs it for charts). Importing the store with them
   blocked: 100-125 ms less CPU to the first answer (44-74 ms of wall time), 57 ms sooner to ``tools/list``.
-  Later imports of numpy (a chart) work as usual.
+  The store's thread imports sqlite-utils so at the store's first use (after ``tools/list``; the entry point
+  passes :func:`import_without` to it). Later imports of numpy (a chart) work as usual: every request that
+  draws one reads the store first, so none runs while sqlite-utils is imported.
 """
 
 from __future__ import annotations

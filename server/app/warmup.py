@@ -11,8 +11,11 @@ an HTTP server nobody has called yet), to build, one after another:
 2. the workflow service and its durable runtime, when one is configured (DBOS: imported on a worker thread,
    then launched, recovering interrupted runs).
 
-The store is opened before serving (resources and prompts list the stored patterns). A call that arrives while
-this runs waits only for what it needs: its provider's ``prepare()`` waits for the same client build (the
+Before those, the server's stored state (:class:`Readiness`): the store set up (sqlite-utils, migrations), the
+shipped pattern library and the configured agents stored, today's spend read, the pattern prompts and resources
+filled. A request that needs it before then (a tool call, a resource, a prompt) starts it at once and waits for
+it; a tool call counts that wait in its ``overhead_ms``. A call that arrives while the rest runs waits only for
+what it needs: its provider's ``prepare()`` waits for the same client build (the
 provider's own lock), and a workflow call for the runtime it needs; the call's ``overhead_ms`` counts that
 wait (it is time the server spent, not time a provider took). While a call runs, the warm start begins no new
 step (for at most :data:`YIELD_AT_MOST_S`): the builds are CPU-bound under one interpreter lock, so another
@@ -103,3 +106,73 @@ def provider_steps(providers: Sequence[object]) -> list[tuple[str, Callable[[], 
         if prepare is not None:
             steps.append((f"provider {getattr(provider, 'name', '?')}", prepare))
     return steps
+
+
+Step = Callable[[], Awaitable[object]]
+
+
+class Readiness:
+    """The server's stored state, loaded once, off the path of the handshake and ``tools/list`` (see the module
+    docstring): ``steps`` run in order, when :meth:`begin` is called, when a request first :meth:`wait` s for
+    them, or ``begin_after_s`` after :meth:`run` started. Steps must be idempotent: after a failure (a full
+    disk, say), the next :meth:`wait` runs them all again.
+    """
+
+    def __init__(self, steps: Sequence[Step] = (), *, begin_after_s: float = BEGIN_AFTER_S) -> None:
+        self._steps = list(steps)
+        self._begin = anyio.Event()
+        self._begin_after_s = begin_after_s
+        self._lock = anyio.Lock()
+        self.ready = False
+        """Every step has run (a plain flag: the hot path of every call reads it)."""
+
+    def begin(self) -> None:
+        """Load now, in :meth:`run` (idempotent)."""
+        self._begin.set()
+
+    async def then(self, step: Step) -> None:
+        """Add ``step`` to the loading; run it now if the state is loaded already."""
+        async with self._lock:
+            self._steps.append(step)
+            if self.ready:
+                await step()
+
+    async def run(self) -> None:
+        """Load once begun (or ``begin_after_s`` after this starts); a failure is logged, and left to the next
+        :meth:`wait` to retry."""
+        with anyio.move_on_after(self._begin_after_s):
+            await self._begin.wait()
+        try:
+            await self._load()
+        except Exception as exc:  # noqa: BLE001 - every request that needs the state gets it from wait()
+            logger.error("loading the stored state failed (%s: %s); each request that needs it tries again",
+                         type(exc).__name__, exc)
+
+    async def wait(self) -> None:
+        """Return once the state is loaded, loading it now (again, after a failure) if need be.
+
+        Raises:
+            server.errors.OrchestrationError: a step's own (a :class:`~server.store.StorageError` naming the
+                condition).
+        """
+        if not self.ready:
+            self.begin()
+            await self._load()
+
+    async def settle(self) -> None:
+        """:meth:`wait`, a failure logged instead of raised: for a request whose own reads of the store report
+        it (the dashboard's pages, a webhook)."""
+        try:
+            await self.wait()
+        except Exception as exc:  # noqa: BLE001 - the request's own store access reports it
+            logger.warning("the stored state is not loaded (%s: %s)", type(exc).__name__, exc)
+
+    async def _load(self) -> None:
+        async with self._lock:
+            if self.ready:
+                return
+            started = time.perf_counter()
+            for step in list(self._steps):
+                await step()
+            self.ready = True
+            logger.info("stored state loaded in %.0f ms", (time.perf_counter() - started) * 1000)

@@ -170,6 +170,9 @@ def hooks_mounter(deps: Any, verifier: Any | None, inner: Callable[[Any, Any], A
 
         async def route(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+                readiness = getattr(deps, "readiness", None)
+                if readiness is not None and not readiness.ready:  # a hook's workflow may use stored patterns
+                    await readiness.settle()
                 await hooks(scope, receive, send)
                 return
             await rest(scope, receive, send)

@@ -94,10 +94,18 @@ class PostgresWorker(SQLiteDatabase):
         self.failures = (psycopg.Error, *STORAGE_FAILURES)
         super().__init__(str(database))  # the name in messages: the URL without its password
 
-    def _open(self) -> Any:
-        handle = _Handle(self.location)
+    def _connect(self) -> _Handle:
+        handle = _Handle(self.location)  # migrated at once: replicas start fast enough, and fail at start
         migrate(handle)
         return handle
+
+    def _set_up(self, conn: _Handle) -> _Handle:
+        return conn
+
+    @staticmethod
+    def _transaction(db: Any) -> Any:
+        """A transaction (PostgreSQL takes row and advisory locks as they are needed, and waits for them)."""
+        return db.atomic()
 
     @staticmethod
     def _insert_calls(db: Any, records: list[CallRecord]) -> None:

@@ -9,6 +9,7 @@ beside that process.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from server.store.sqlite_audit import SQLiteAudit
@@ -31,13 +32,16 @@ class SQLiteStore:
         path: database file (created with its parent folder), or ``":memory:"``.
         busy_timeout_s: how long a write waits for another process's write lock before it fails as ``locked``
             (default 5 s; short commands beside a server pass :data:`COMMAND_BUSY_TIMEOUT_S`).
+        import_library: imports sqlite-utils before the store's first use (see :class:`SQLiteDatabase`).
 
     Raises:
-        StoreUnavailable: the database cannot be opened or migrated (names the path and the reason).
+        StoreUnavailable: the database cannot be opened (names the path and the reason); one that cannot be
+            migrated fails its first uses the same way (see :class:`SQLiteDatabase`).
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
-        self.database = SQLiteDatabase(path, busy_timeout_s=busy_timeout_s)
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = BUSY_TIMEOUT_S,
+                 import_library: Callable[[], object] | None = None) -> None:
+        self.database = SQLiteDatabase(path, busy_timeout_s=busy_timeout_s, import_library=import_library)
         self.calls = SQLiteCalls(self.database)
         self.guardrails = SQLiteGuardrails(self.database)
         self.conversations = SQLiteConversations(self.database)

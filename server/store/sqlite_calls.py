@@ -5,12 +5,14 @@ per-minute and per-hour aggregates (:mod:`server.store.sqlite_ops`)."""
 from __future__ import annotations
 
 from dataclasses import asdict
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from server.store import sqlite_ops as ops_sql
 from server.store.records import GROUP_COLUMNS, AggregateRow, CallRecord, CallRow, GroupBy, GroupTotals, GuardrailDecision
 from server.store.sqlite_db import SQLiteDatabase
+
+if TYPE_CHECKING:  # imported when the store is first used (server.store.sqlite_db), not at start-up
+    import sqlite_utils
 
 
 class SQLiteCalls:

@@ -4,11 +4,12 @@ and :class:`~server.store.ResponseCache` (table ``response_cache``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from server.store.sqlite_db import SQLiteDatabase
+
+if TYPE_CHECKING:  # imported when the store is first used (server.store.sqlite_db), not at start-up
+    import sqlite_utils
 
 
 class SQLiteConversations:

@@ -28,22 +28,24 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from server.store import sqlite_ops as ops_sql
 from server.store.errors import STORAGE_FAILURES, StorageError, StoreUnavailable, condition_of
 from server.store.migrations import migrate
 from server.store.records import CallRecord
 
+if TYPE_CHECKING:
+    import sqlite_utils
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-Work = Callable[[sqlite_utils.Database], Any]
+Work = Callable[["sqlite_utils.Database"], Any]
 _STOP = object()
 _CLOSE_TIMEOUT_S = 30.0
 _LINGER_S = 0.005
@@ -78,23 +80,32 @@ _Batched = CallRecord | _Write
 class SQLiteDatabase:
     """A SQLite file (or ``":memory:"``) served by its own thread.
 
+    The thread opens the file at once (so an unusable path fails here), and sets the rest up (sqlite-utils, the
+    pragmas, the migrations) when the store is first used: a server answers its handshake and ``tools/list``
+    without them, and its warm start uses the store first (:mod:`server.app.warmup`).
+
     Args:
         path: the database file, created with its folder if missing.
         linger_s: how long a batch of queued call records only waits for more before it is committed (seconds);
             a write someone awaits, or a read, ends the wait at once.
+        import_library: imports sqlite-utils on the store's thread, before its first use (the entry point
+            passes its own, see :func:`server.app.process_settings.import_without`); default: a plain import.
 
     Raises:
-        StoreUnavailable: the database cannot be opened or migrated (names the path and the reason).
+        StoreUnavailable: the database cannot be opened (names the path and the reason). One that cannot be
+            migrated fails each operation the same way, until one succeeds (room again on a full disk).
     """
 
     failures: tuple[type[BaseException], ...] = _FAILURES
     """What counts as the storage failing (a :class:`StorageError` for the caller); anything else is a bug."""
 
     def __init__(self, path: str | Path, *, linger_s: float = _LINGER_S,
-                 busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+                 busy_timeout_s: float = BUSY_TIMEOUT_S,
+                 import_library: Callable[[], object] | None = None) -> None:
         self.path = str(path)
         self._linger_s = linger_s
         self._busy_timeout_ms = round(busy_timeout_s * 1000)
+        self._import_library = import_library or _import_sqlite_utils
         self.dropped = 0
         """Queued writes that could not be stored (each logged)."""
         self._read_only_said = False
@@ -112,14 +123,27 @@ class SQLiteDatabase:
 
     # -- the owning thread ------------------------------------------------------------------------------
 
-    def _open(self) -> sqlite_utils.Database:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite_utils.Database(self.path)
-            db.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-            db.enable_wal()
-        else:
-            db = sqlite_utils.Database(memory=True)
+    def _connect(self) -> sqlite3.Connection:
+        """The connection, in WAL mode: what shows an unusable path (a directory, a file that is not a database,
+        a read-only file system) without sqlite-utils."""
+        if self.path == ":memory:":
+            return sqlite3.connect(":memory:")
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # as sqlite-utils' enable_wal()
+                conn.execute("PRAGMA journal_mode=wal")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _set_up(self, conn: sqlite3.Connection) -> sqlite_utils.Database:
+        self._import_library()
+        import sqlite_utils
+
+        db = sqlite_utils.Database(conn)
         self._durable(db, True)
         # Reads (pattern search, lookups) touch pages all over a library of thousands of patterns: a 32 MB
         # page cache and memory-mapped reads keep them off the read() syscall path.
@@ -128,21 +152,39 @@ class SQLiteDatabase:
         migrate(db)
         return db
 
+    @staticmethod
+    def _transaction(db: sqlite_utils.Database) -> AbstractContextManager[None]:
+        """A write transaction (see :func:`_immediate`)."""
+        return _immediate(db)
+
     def _run(self, opened: Future[None]) -> None:
         try:
-            db = self._open()
+            conn = self._connect()
         except BaseException as exc:
             opened.set_exception(exc)
             return
         opened.set_result(None)
         try:
-            self._serve(db)
+            self._serve(conn)
         finally:
-            db.close()
+            conn.close()
 
-    def _serve(self, db: sqlite_utils.Database) -> None:
-        while True:
+    def _serve(self, conn: Any) -> None:
+        db = None
+        while db is None:  # set up at the first operation; one that fails is refused, the next tries again
             item = self._queue.get()
+            if item is _STOP:
+                return
+            try:
+                db = self._set_up(conn)
+            except Exception as exc:  # noqa: BLE001 - never kills the thread; the waiter gets the reason
+                self._synchronous = ""
+                self._refuse(item, StoreUnavailable(self.path, _explained(self.path, self._named(exc))))
+        self._work(db, item)
+
+    def _work(self, db: sqlite_utils.Database, item: Any) -> None:
+        """Serve ``item`` and every operation after it, in order, until :data:`_STOP`."""
+        while True:
             batch: list[_Batched] = []
             awaited = False
             linger_until: float | None = None
@@ -174,6 +216,7 @@ class SQLiteDatabase:
                 except queue.Empty:
                     break
             self._commit(db, batch)
+            item = self._queue.get()
 
     def _commit(self, db: sqlite_utils.Database, batch: list[_Batched]) -> None:
         """Store the batch (a write whose caller gave up waiting before it ran is not made)."""
@@ -204,7 +247,7 @@ class SQLiteDatabase:
         outcomes: list[tuple[_Write, bool, Any]] = []
         self._durable(db, any(write.future is not None for write in writes))
         try:
-            with db.atomic():
+            with self._transaction(db):
                 if records:
                     self._insert_calls(db, records)
                 for write in writes:
@@ -233,6 +276,15 @@ class SQLiteDatabase:
     def _insert_calls(db: Any, records: list[CallRecord]) -> None:
         """Insert raw call records and count them into their aggregates (inside the batch's transaction)."""
         ops_sql.insert_calls(db, records)
+
+    def _refuse(self, item: _Batched | _Call, exc: StoreUnavailable) -> None:
+        """``item`` not served, the database not set up: its waiter gets ``exc``; a queued write is dropped."""
+        logger.error("database %s: %s", self.path, exc)
+        future = None if isinstance(item, CallRecord) else item.future
+        if future is None:
+            self.dropped += 1
+        elif future.set_running_or_notify_cancel():
+            future.set_exception(exc)
 
     def _fail(self, item: _Batched, exc: BaseException) -> None:
         what = "a call record" if isinstance(item, CallRecord) else item.what
@@ -274,7 +326,12 @@ class SQLiteDatabase:
         if call.write:
             self._durable(db, True)
         try:
-            call.future.set_result(call.fn(db))
+            if call.write:
+                with self._transaction(db):  # the call's own db.atomic() is a savepoint in it
+                    result = call.fn(db)
+            else:
+                result = call.fn(db)
+            call.future.set_result(result)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             if db.conn.in_transaction:
                 db.rollback()  # a call must never leave a transaction open for the next batch
@@ -345,6 +402,29 @@ class SQLiteDatabase:
 
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self.close)
+
+
+@contextmanager
+def _immediate(db: sqlite_utils.Database) -> Iterator[None]:
+    """A write transaction that takes SQLite's write lock as it begins, waiting up to the busy timeout for it:
+    a deferred one (sqlite-utils' ``atomic()``) that read first fails at its first write, without waiting, when
+    another connection (a short command beside the server) wrote meanwhile (``SQLITE_BUSY``;
+    https://www.sqlite.org/lang_transaction.html#deferred_immediate_and_exclusive_transactions)."""
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.rollback()  # a no-op when the error already ended the transaction
+        raise
+    try:
+        db.conn.execute("COMMIT")
+    except BaseException:
+        db.rollback()
+        raise
+
+
+def _import_sqlite_utils() -> None:
+    import sqlite_utils  # noqa: F401 - what the store's thread needs before its first use
 
 
 def _explained(path: str, exc: BaseException) -> BaseException:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from server.operations.histogram import decode, encode
 from server.store import Aggregate, AggregateRow, CallRecord, CallRow
 from server.store.minutes import PERIODS_S, aggregate, coarsen, group_position
+
+if TYPE_CHECKING:  # imported when the store is first used (server.store.sqlite_db), not at start-up
+    import sqlite_utils
 
 _TABLES = {60: "call_minutes", 3600: "call_hours"}
 _KEY_COLUMNS = ("start", "provider", "model", "tool", "ab_bucket", "workflow")

@@ -11,12 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from server.store.records import PatternRecord
 from server.store.sqlite_db import SQLiteDatabase
+
+if TYPE_CHECKING:  # imported when the store is first used (server.store.sqlite_db), not at start-up
+    import sqlite_utils
 
 # bm25 column weights, in the FTS column order (name, description, tags_text, template): a hit in the name
 # says far more about what a pattern is for than one somewhere in a long template.

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, fields
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from server.store import sqlite_ops as ops_sql
 from server.store.records import (
@@ -22,6 +20,9 @@ from server.store.records import (
     next_agent_version,
 )
 from server.store.sqlite_db import SQLiteDatabase
+
+if TYPE_CHECKING:  # imported when the store is first used (server.store.sqlite_db), not at start-up
+    import sqlite_utils
 
 
 class SQLiteWorkflows:

@@ -3,6 +3,7 @@ failures. (What every store must do is in ``test_store_contract.py``.)"""
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import threading
 from pathlib import Path
@@ -178,3 +179,22 @@ async def test_a_short_command_waits_longer_for_the_servers_write_lock(tmp_path:
         await server.aclose()
         await command.aclose()
     assert waits == [50, COMMAND_BUSY_TIMEOUT_S * 1000]
+
+
+async def test_a_failed_set_up_refuses_that_operation_naming_the_reason_and_the_next_one_sets_up(
+        tmp_path: Path) -> None:
+    attempts: list[int] = []
+
+    def import_library() -> None:  # the set-up's first step, failing once (as a full disk would fail a migration)
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    store = SQLiteStore(tmp_path / "s.db", import_library=import_library)
+    try:
+        assert attempts == []  # opened, not set up: nothing used it yet
+        with pytest.raises(StoreUnavailable, match=r"s\.db: No space left on device \(disk full\)$"):
+            await store.patterns.get_pattern("x")
+        assert await store.patterns.get_pattern("x") is None and attempts == [1, 1]
+    finally:
+        await store.aclose()

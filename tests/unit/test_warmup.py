@@ -1,10 +1,15 @@
 """The warm start (server.app.warmup): it waits to be begun, builds each step once, survives a failing step, and
-a call that arrives while it runs waits only for what it needs and reports that wait in ``overhead_ms``."""
+a call that arrives while it runs waits only for what it needs and reports that wait in ``overhead_ms``. The
+stored state (the store set up, the shipped patterns stored) is loaded after the handshake, and a call made
+before then loads it and counts the wait."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -12,10 +17,12 @@ import pytest
 from mcp import Client
 
 from server.app.assembly import build_server
-from server.app.warmup import WarmUp, provider_steps
+from server.app.warmup import Readiness, WarmUp, provider_steps
 from server.config import Config
 from server.pool.providers import Completion, CompletionRequest, Usage
+from server.store import StorageError
 from server.store.memory import MemoryStore
+from server.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio
 SET_UP_S = 0.3
@@ -161,3 +168,83 @@ async def test_a_tool_call_in_flight_holds_the_warm_start_back_until_it_ends() -
         with anyio.fail_after(10):
             await slow.setting_up.wait()  # the call ended: the warm start sets the other provider up
     assert not answers[0].is_error
+
+
+async def test_the_store_is_set_up_after_the_handshake_and_a_call_made_before_waits_counting_it(
+        tmp_path: Path) -> None:
+    loading = SET_UP_S
+
+    class SlowPatterns(MemoryStore):
+        """A store whose first pattern write (the shipped library, stored at the first use) takes SET_UP_S."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            put = self.patterns.put_pattern
+
+            async def slow_put(*args: Any, **kwargs: Any) -> Any:
+                nonlocal loading
+                if loading:
+                    await anyio.to_thread.run_sync(time.sleep, loading)
+                    loading = 0
+                return await put(*args, **kwargs)
+
+            self.patterns.put_pattern = slow_put  # type: ignore[method-assign]
+
+    config = Config.model_validate({"providers": [
+        {"name": "quick", "kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}]})
+    mcp = build_server(config, store_factory=SlowPatterns, provider_factory=GatedOrSlow)
+    GatedOrSlow.release = anyio.Event()
+    GatedOrSlow.release.set()
+    async with Client(mcp) as client:
+        assert loading  # connected: nothing stored yet
+        result = await client.call_tool("orchestrate", {"prompt": "hi"})
+        assert not loading and not result.is_error  # the call loaded the stored state first…
+        assert result.structured_content["overhead_ms"] >= SET_UP_S * 1000 / 3  # …and counted that wait
+        assert (await client.get_prompt("summarize", {"text": "x"})).messages  # a shipped pattern's prompt
+
+
+async def test_a_sqlite_store_is_opened_at_start_and_set_up_at_its_first_use(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    config = Config.model_validate({"providers": [
+        {"name": "quick", "kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}]})
+    mcp = build_server(config, store_factory=lambda: SQLiteStore(path), provider_factory=GatedOrSlow)
+    GatedOrSlow.release = anyio.Event()
+    GatedOrSlow.release.set()
+
+    def tables() -> set[str]:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    async with Client(mcp) as client:
+        assert path.exists() and tables() == set()  # opened (an unusable path fails the start), not migrated
+        assert len((await client.list_tools()).tools) > 1
+        assert not (await client.call_tool("orchestrate", {"prompt": "hi"})).is_error
+        assert {"calls", "patterns", "conversations"} <= tables()
+
+
+async def test_readiness_loads_once_and_a_failed_loading_is_tried_again_by_the_next_wait() -> None:
+    runs: list[str] = []
+
+    async def load() -> None:
+        runs.append("load")
+        if len(runs) == 1:
+            raise StorageError("disk full", "the pattern library", write=True)
+
+    readiness = Readiness([load], begin_after_s=math.inf)
+    async with anyio.create_task_group() as group:
+        group.start_soon(readiness.run)
+        await anyio.wait_all_tasks_blocked()
+        assert runs == [] and not readiness.ready  # nothing before begin() or a wait
+        readiness.begin()
+        await anyio.wait_all_tasks_blocked()
+    assert runs == ["load"] and not readiness.ready  # failed: logged, not ready
+    await readiness.wait()  # tried again
+    await readiness.wait()
+    assert runs == ["load", "load"] and readiness.ready
+    late: list[str] = []
+
+    async def later() -> None:
+        late.append("filled")
+
+    await readiness.then(later)  # added once loaded: runs at once
+    assert late == ["filled"]

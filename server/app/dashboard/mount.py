@@ -53,7 +53,7 @@ def dashboard_mounter(deps: Dependencies, verifier: Any | None) -> Mounter:
                 logger.warning("dashboard sessions are signed with a key made for this process: they end when it "
                                "stops and another replica refuses them; set %s (32+ characters, the same on every "
                                "replica)", settings.session_secret_env)
-            pages = BuiltAtFirstRequest(lambda: _pages(deps, verifier))
+            pages = BuiltAtFirstRequest(lambda: _pages(deps, verifier), deps)
         return Beside(mcp_app, HostOriginGuard(pages, security), probes)
 
     return mount
@@ -66,13 +66,17 @@ def _pages(deps: Dependencies, verifier: Any | None) -> ASGIApp:
 
 
 class BuiltAtFirstRequest:
-    """An ASGI app made by ``build`` at its first request (so a start imports no template engine)."""
+    """An ASGI app made by ``build`` at its first request (so a start imports no template engine), served once
+    the server's stored state is loaded (:attr:`Dependencies.readiness`: the pages list patterns and agents)."""
 
-    def __init__(self, build: Callable[[], ASGIApp]) -> None:
+    def __init__(self, build: Callable[[], ASGIApp], deps: Dependencies) -> None:
         self._build = build
+        self._deps = deps
         self._app: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._deps.readiness is not None and not self._deps.readiness.ready:
+            await self._deps.readiness.settle()
         if self._app is None:
             self._app = self._build()
         await self._app(scope, receive, send)

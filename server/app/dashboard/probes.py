@@ -2,7 +2,7 @@
 
 Both are unauthenticated and say nothing but ``ok`` / ``ready`` / ``not ready`` (no versions, no reasons):
 a probe needs the status code, and a stranger learns nothing. ``/ready`` answers 200 once the store answers
-a one-row read within :data:`READY_TIMEOUT_S` and the durable workflow runtime (DBOS), when one is
+a one-row read within :data:`READY_TIMEOUT_S` (its stored state loaded first) and the durable workflow runtime (DBOS), when one is
 configured, has launched; 503 otherwise. Starlette only, so simple mode serves them too.
 """
 
@@ -45,6 +45,8 @@ async def is_ready(deps: Dependencies) -> bool:
         return False
     try:
         with anyio.fail_after(READY_TIMEOUT_S):
+            if deps.readiness is not None:
+                await deps.readiness.wait()
             await deps.patterns.names(limit=1)
     except Exception as exc:  # noqa: BLE001 - any failure means not ready; the class alone is logged
         logger.warning("readiness check: the store did not answer (%s)", type(exc).__name__)
