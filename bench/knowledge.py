@@ -169,12 +169,14 @@ async def measure(patterns: int, calls: int, folder: Path) -> list[Figure]:
     print(f"storing {patterns:,} patterns …", flush=True)
     started = time.perf_counter()
     async with open_dependencies(config, store_factory=lambda: open_store(path)) as deps:
+        await deps.readiness.wait()  # the stored state, as a server loads it after its first request
         specs, topics = generate(patterns)
         for spec in specs:
             await deps.patterns.register(spec)
     stored_s = time.perf_counter() - started
 
     async with open_dependencies(config, store_factory=lambda: open_store(path)) as deps:
+        await deps.readiness.wait()
         rng = random.Random(7)
         names = [p.name for p in await deps.patterns.all()]
         started = time.perf_counter()

@@ -182,6 +182,7 @@ async def measure_ours(calls: int, base_url: str, upstream_url: str, tmp: Path) 
             baseline, base_key = (direct_pair, "direct pair") if "fallback" in name else (direct, "direct")
             if name.startswith("o "):
                 deps = await stack.enter_async_context(open_dependencies(cfg, store_factory=store))
+                await deps.readiness.wait()  # loaded before the timed rounds, as after a server's first request
                 call = (lambda pool=deps.pool, name=name: in_process(pool, name))
             else:
                 client = await stack.enter_async_context(Client(build_server(cfg, store_factory=store)))

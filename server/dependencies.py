@@ -52,7 +52,7 @@ class Dependencies:
     """The audit trail (:mod:`server.operations.audit`)."""
     readiness: Readiness | None = None
     """The stored state (patterns, agents, spend), loaded after the first request or at the first need
-    (:class:`server.app.warmup.Readiness`); ``None``: loaded before serving."""
+    (:class:`server.app.warmup.Readiness`); ``None``: nothing to wait for."""
 
     @property
     def consensus(self) -> ConsensusService:

@@ -147,6 +147,7 @@ async def open_dependencies(
                                     downstream, audit, agents)
         if run_workflow is None:
             async def run_workflow(name: str, inputs: Mapping[str, Any]) -> str:
+                await readiness.wait()  # the spend its budgets count from, the patterns its steps may use
                 # Under a named system principal: its steps' model calls are screened and recorded as its.
                 run_id, _ = await workflows.service().start(name, inputs, caller=INCIDENT_RESPONSE)
                 return run_id
@@ -156,7 +157,11 @@ async def open_dependencies(
                                     audit=audit, triggers=_triggers(config, workflows))
         steps = [("stored state", readiness.wait), *provider_steps([member.provider for member in pool.members])]
         if workflow_runtime is not None:  # a durable runtime: launched (recovering runs) once the SDKs are in
-            steps.append(("workflow runtime", workflows.warm))
+            async def launch_runtime() -> None:
+                await readiness.wait()  # recovered runs and schedules spend against the stored spend
+                await workflows.warm()
+
+            steps.append(("workflow runtime", launch_runtime))
         warm_up = WarmUp(steps)
         async with _running(readiness.run), _running(workflows.serve), _running(incidents.run), \
                 _running(warm_up.run), _running(audit.upkeep), \

@@ -26,6 +26,7 @@ handshake, through the second provider, waited for both imports).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -109,70 +110,93 @@ def provider_steps(providers: Sequence[object]) -> list[tuple[str, Callable[[], 
 
 
 Step = Callable[[], Awaitable[object]]
+RETRY_AFTER_S = 1.0
+"""After a failed loading, requests within this many seconds get its failure instead of trying again (a broken
+disk is not hammered by every request, authenticated or not)."""
 
 
 class Readiness:
     """The server's stored state, loaded once, off the path of the handshake and ``tools/list`` (see the module
-    docstring): ``steps`` run in order, when :meth:`begin` is called, when a request first :meth:`wait` s for
-    them, or ``begin_after_s`` after :meth:`run` started. Steps must be idempotent: after a failure (a full
-    disk, say), the next :meth:`wait` runs them all again.
+    docstring): ``steps`` run in order, in :meth:`run`'s task (a waiter that gives up does not stop them), once
+    :meth:`begin` is called, a request :meth:`wait` s, or ``begin_after_s`` has passed. Steps must be
+    idempotent: after a failure (a full disk, say) the next :meth:`wait` has them all run again.
     """
 
-    def __init__(self, steps: Sequence[Step] = (), *, begin_after_s: float = BEGIN_AFTER_S) -> None:
+    def __init__(self, steps: Sequence[Step] = (), *, begin_after_s: float = BEGIN_AFTER_S,
+                 retry_after_s: float = RETRY_AFTER_S) -> None:
         self._steps = list(steps)
-        self._begin = anyio.Event()
         self._begin_after_s = begin_after_s
-        self._lock = anyio.Lock()
+        self._retry_after_s = retry_after_s
+        self._requested = anyio.Event()
+        self._attempted = anyio.Event()  # set when the current attempt ends (then replaced)
+        self._failure: BaseException | None = None
+        self._failed_at = -math.inf
         self.ready = False
-        """Every step has run (a plain flag: the hot path of every call reads it)."""
+        """Every step has run, the last attempt succeeded (a plain flag: the hot path of every call reads it)."""
 
     def begin(self) -> None:
         """Load now, in :meth:`run` (idempotent)."""
-        self._begin.set()
+        self._requested.set()
 
     async def then(self, step: Step) -> None:
-        """Add ``step`` to the loading; run it now if the state is loaded already."""
-        async with self._lock:
-            self._steps.append(step)
-            if self.ready:
+        """Add ``step`` to the loading (it runs in the attempt under way, if any); run it now if the state is
+        loaded already: its failure is raised, and the whole loading runs again at the next :meth:`wait`."""
+        self._steps.append(step)
+        if self.ready:
+            try:
                 await step()
+            except Exception:
+                self.ready = False
+                raise
 
     async def run(self) -> None:
-        """Load once begun (or ``begin_after_s`` after this starts); a failure is logged, and left to the next
-        :meth:`wait` to retry."""
+        """Until cancelled: an attempt at loading once begun (or ``begin_after_s`` after this starts), and
+        another each time a :meth:`wait` asks after a failure; each failure logged."""
         with anyio.move_on_after(self._begin_after_s):
-            await self._begin.wait()
-        try:
-            await self._load()
-        except Exception as exc:  # noqa: BLE001 - every request that needs the state gets it from wait()
-            logger.error("loading the stored state failed (%s: %s); each request that needs it tries again",
-                         type(exc).__name__, exc)
+            await self._requested.wait()
+        while True:
+            self._requested = anyio.Event()
+            try:
+                await self._load()
+                self._failure = None
+            except Exception as exc:  # noqa: BLE001 - every request that needs the state gets it from wait()
+                self._failure, self._failed_at = exc, time.monotonic()
+                logger.error("loading the stored state failed (%s: %s); a request that needs it tries again",
+                             type(exc).__name__, exc)
+            attempted, self._attempted = self._attempted, anyio.Event()
+            attempted.set()
+            await self._requested.wait()
 
     async def wait(self) -> None:
-        """Return once the state is loaded, loading it now (again, after a failure) if need be.
+        """Return once the state is loaded, asking for an attempt (another, after a failure) if need be.
 
         Raises:
-            server.errors.OrchestrationError: a step's own (a :class:`~server.store.StorageError` naming the
-                condition).
+            server.store.StorageError: the last attempt's storage failure (naming the condition); or whatever
+                else it raised (a bug: the caller reports an internal error).
         """
-        if not self.ready:
-            self.begin()
-            await self._load()
+        if self.ready:
+            return
+        if self._failure is not None and time.monotonic() - self._failed_at < self._retry_after_s:
+            raise self._failure.with_traceback(None)
+        attempted = self._attempted
+        self._requested.set()
+        await attempted.wait()
+        if not self.ready and self._failure is not None:
+            raise self._failure.with_traceback(None)
 
     async def settle(self) -> None:
         """:meth:`wait`, a failure logged instead of raised: for a request whose own reads of the store report
-        it (the dashboard's pages, a webhook)."""
+        it (the dashboard's pages)."""
         try:
             await self.wait()
         except Exception as exc:  # noqa: BLE001 - the request's own store access reports it
             logger.warning("the stored state is not loaded (%s: %s)", type(exc).__name__, exc)
 
     async def _load(self) -> None:
-        async with self._lock:
-            if self.ready:
-                return
-            started = time.perf_counter()
-            for step in list(self._steps):
-                await step()
-            self.ready = True
-            logger.info("stored state loaded in %.0f ms", (time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        index = 0
+        while index < len(self._steps):  # by index: a step added by then() meanwhile runs in this attempt
+            await self._steps[index]()
+            index += 1
+        self.ready = True
+        logger.info("stored state loaded in %.0f ms", (time.perf_counter() - started) * 1000)

@@ -158,6 +158,13 @@ async def _read(receive: Receive, headers: Mapping[str, str], limit: int) -> byt
     return b"".join(chunks)
 
 
+async def _not_ready(scope: Scope, receive: Receive, send: Send) -> None:
+    from starlette.responses import PlainTextResponse
+
+    await PlainTextResponse("not ready: the server could not load its stored state; try again\n",
+                            status_code=503)(scope, receive, send)
+
+
 def hooks_mounter(deps: Any, verifier: Any | None, inner: Callable[[Any, Any], Any] | None = None
                   ) -> Callable[[Any, Any], Any]:
     """A mounter for :func:`server.app.transports.http_app`: ``/hooks/…`` to :class:`Webhooks` behind the Host and
@@ -171,8 +178,12 @@ def hooks_mounter(deps: Any, verifier: Any | None, inner: Callable[[Any, Any], A
         async def route(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http" and scope["path"].startswith(PREFIX):
                 readiness = getattr(deps, "readiness", None)
-                if readiness is not None and not readiness.ready:  # a hook's workflow may use stored patterns
-                    await readiness.settle()
+                if readiness is not None and not readiness.ready:  # a hook's run spends, and may use patterns
+                    try:
+                        await readiness.wait()
+                    except Exception:  # noqa: BLE001 - logged by the loading; the sender may retry
+                        await _not_ready(scope, receive, send)
+                        return
                 await hooks(scope, receive, send)
                 return
             await rest(scope, receive, send)

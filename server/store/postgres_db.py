@@ -10,6 +10,7 @@ and reconnects when the connection was lost (the database restarted).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,8 +105,13 @@ class PostgresWorker(SQLiteDatabase):
 
     @staticmethod
     def _transaction(db: Any) -> Any:
-        """A transaction (PostgreSQL takes row and advisory locks as they are needed, and waits for them)."""
+        """A batch's transaction (PostgreSQL takes row and advisory locks as they are needed, and waits)."""
         return db.atomic()
+
+    @staticmethod
+    def _call_transaction(db: Any) -> Any:
+        """Nothing around a call that writes: its ``connection.transaction()`` is the transaction."""
+        return contextlib.nullcontext()
 
     @staticmethod
     def _insert_calls(db: Any, records: list[CallRecord]) -> None:

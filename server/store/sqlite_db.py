@@ -9,7 +9,8 @@ opens the database (WAL mode), migrates it and serves every operation from a que
   savepoint, so a write that fails rolls back alone and the others commit. If the transaction as a whole fails
   (say, at COMMIT), every write in it is retried on its own: one bad row never takes another caller's with it.
 - **calls** (:meth:`SQLiteDatabase.call`) run alone, after every write queued before them is committed, so a
-  read sees those; a call that writes opens its own transaction (``db.atomic()``).
+  read sees those; a call that writes runs in a transaction of its own (``BEGIN IMMEDIATE``, so it waits for
+  another connection's write lock up front), in which its ``db.atomic()`` is a savepoint.
 - an acknowledged write (awaited, or a call that writes) is on the disk when it returns (``synchronous=FULL``);
   a batch of queued writes only reaches the operating system (``NORMAL``: it survives the process, not a power
   cut).
@@ -92,8 +93,10 @@ class SQLiteDatabase:
             passes its own, see :func:`server.app.process_settings.import_without`); default: a plain import.
 
     Raises:
-        StoreUnavailable: the database cannot be opened (names the path and the reason). One that cannot be
-            migrated fails each operation the same way, until one succeeds (room again on a full disk).
+        StoreUnavailable: the database cannot be opened (names the path and the reason). If the set-up then
+            fails (a full disk during a migration), the operations queued meanwhile fail with a
+            :class:`StorageError` naming the condition (the operator's log names the path), and the next one
+            queued tries again.
     """
 
     failures: tuple[type[BaseException], ...] = _FAILURES
@@ -154,7 +157,12 @@ class SQLiteDatabase:
 
     @staticmethod
     def _transaction(db: sqlite_utils.Database) -> AbstractContextManager[None]:
-        """A write transaction (see :func:`_immediate`)."""
+        """A batch's write transaction (see :func:`_immediate`)."""
+        return _immediate(db)
+
+    @staticmethod
+    def _call_transaction(db: sqlite_utils.Database) -> AbstractContextManager[None]:
+        """The write transaction around a call that writes (see :func:`_immediate`)."""
         return _immediate(db)
 
     def _run(self, opened: Future[None]) -> None:
@@ -171,16 +179,36 @@ class SQLiteDatabase:
 
     def _serve(self, conn: Any) -> None:
         db = None
-        while db is None:  # set up at the first operation; one that fails is refused, the next tries again
+        while db is None:  # set up at the first operation; if that fails, the next one queued after tries again
             item = self._queue.get()
             if item is _STOP:
                 return
             try:
                 db = self._set_up(conn)
-            except Exception as exc:  # noqa: BLE001 - never kills the thread; the waiter gets the reason
+            except Exception as exc:  # noqa: BLE001 - never kills the thread; each waiter gets the condition
                 self._synchronous = ""
-                self._refuse(item, StoreUnavailable(self.path, _explained(self.path, self._named(exc))))
+                if self._refuse_queued(item, exc):
+                    return
         self._work(db, item)
+
+    def _refuse_queued(self, item: Any, exc: BaseException) -> bool:
+        """The set-up failed: ``item`` and every operation queued behind it are refused (the next one queued
+        later tries the set-up again). Returns whether :data:`_STOP` was among them."""
+        exc = self._named(exc)
+        logger.error("database %s: %s", self.path, StoreUnavailable(self.path, _explained(self.path, exc)),
+                     exc_info=None if isinstance(exc, self.failures) else exc)  # a bug: its traceback too
+        while item is not _STOP:
+            future = None if isinstance(item, CallRecord) else item.future
+            if future is None:
+                self.dropped += 1
+            elif future.set_running_or_notify_cancel():
+                future.set_exception(_translated(exc, item.what, write=not isinstance(item, _Call) or item.write,
+                                                 failures=self.failures))
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+        return True
 
     def _work(self, db: sqlite_utils.Database, item: Any) -> None:
         """Serve ``item`` and every operation after it, in order, until :data:`_STOP`."""
@@ -235,7 +263,7 @@ class SQLiteDatabase:
         writes) commits with ``FULL``; a batch of queued records only with ``NORMAL``: they are fire-and-forget."""
         mode = "FULL" if durable else "NORMAL"
         # SQLite refuses the change inside a transaction ("Safety level may not be changed inside a
-        # transaction"): one left open by a call is committed in the mode set before it.
+        # transaction"); none is open here (a call's is committed or rolled back before anything else runs).
         if mode != self._synchronous and not db.conn.in_transaction:
             db.execute(f"PRAGMA synchronous={mode}")
             self._synchronous = mode
@@ -276,15 +304,6 @@ class SQLiteDatabase:
     def _insert_calls(db: Any, records: list[CallRecord]) -> None:
         """Insert raw call records and count them into their aggregates (inside the batch's transaction)."""
         ops_sql.insert_calls(db, records)
-
-    def _refuse(self, item: _Batched | _Call, exc: StoreUnavailable) -> None:
-        """``item`` not served, the database not set up: its waiter gets ``exc``; a queued write is dropped."""
-        logger.error("database %s: %s", self.path, exc)
-        future = None if isinstance(item, CallRecord) else item.future
-        if future is None:
-            self.dropped += 1
-        elif future.set_running_or_notify_cancel():
-            future.set_exception(exc)
 
     def _fail(self, item: _Batched, exc: BaseException) -> None:
         what = "a call record" if isinstance(item, CallRecord) else item.what
@@ -327,10 +346,13 @@ class SQLiteDatabase:
             self._durable(db, True)
         try:
             if call.write:
-                with self._transaction(db):  # the call's own db.atomic() is a savepoint in it
+                with self._call_transaction(db):  # the call's own db.atomic() is a savepoint in it
                     result = call.fn(db)
             else:
                 result = call.fn(db)
+                if db.conn.in_transaction:  # a read that wrote: not kept, or every later batch would fail
+                    db.rollback()
+                    logger.error("database %s: %s opened a transaction as a read; rolled back", self.path, call.what)
             call.future.set_result(result)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             if db.conn.in_transaction:
@@ -345,8 +367,9 @@ class SQLiteDatabase:
             raise StorageError("closed", what, write=write)
 
     async def call(self, fn: Callable[[sqlite_utils.Database], T], what: str, *, write: bool = False) -> T:
-        """Run ``fn(db)`` on the owning thread, after every write queued before it; a ``fn`` that writes
-        wraps its work in ``db.atomic()`` (committed when this returns).
+        """Run ``fn(db)`` on the owning thread, after every write queued before it. With ``write``, in a
+        transaction of its own, committed when this returns (``fn`` must not commit it itself: no
+        ``with db.conn`` or ``commit()``; its ``db.atomic()`` blocks are savepoints).
 
         Raises:
             StorageError: the database failed (``what`` names what was read or stored).

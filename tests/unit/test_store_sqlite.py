@@ -181,20 +181,38 @@ async def test_a_short_command_waits_longer_for_the_servers_write_lock(tmp_path:
     assert waits == [50, COMMAND_BUSY_TIMEOUT_S * 1000]
 
 
-async def test_a_failed_set_up_refuses_that_operation_naming_the_reason_and_the_next_one_sets_up(
+async def test_a_failed_set_up_refuses_what_is_queued_naming_the_condition_and_a_later_operation_sets_up(
         tmp_path: Path) -> None:
     attempts: list[int] = []
+    both_queued = threading.Event()
 
     def import_library() -> None:  # the set-up's first step, failing once (as a full disk would fail a migration)
         attempts.append(1)
         if len(attempts) == 1:
+            both_queued.wait(10)
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    store = SQLiteStore(tmp_path / "s.db", import_library=import_library)
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path, import_library=import_library)
     try:
         assert attempts == []  # opened, not set up: nothing used it yet
-        with pytest.raises(StoreUnavailable, match=r"s\.db: No space left on device \(disk full\)$"):
-            await store.patterns.get_pattern("x")
-        assert await store.patterns.get_pattern("x") is None and attempts == [1, 1]
+        async with anyio.create_task_group() as group:
+            failures: list[BaseException] = []
+
+            async def read(name: str) -> None:
+                try:
+                    await store.patterns.get_pattern(name)
+                except StorageError as exc:
+                    failures.append(exc)
+
+            group.start_soon(read, "a")
+            group.start_soon(read, "b")
+            await anyio.wait_all_tasks_blocked()
+            both_queued.set()
+        assert attempts == [1] and len(failures) == 2  # one set-up attempt for both
+        for failure in failures:
+            assert not isinstance(failure, StoreUnavailable) and failure.condition == "disk full"
+            assert str(path) not in str(failure) and str(tmp_path) not in str(failure)  # a client sees no path
+        assert await store.patterns.get_pattern("x") is None and attempts == [1, 1]  # tried again, and set up
     finally:
         await store.aclose()

@@ -222,7 +222,7 @@ async def test_a_sqlite_store_is_opened_at_start_and_set_up_at_its_first_use(tmp
         assert {"calls", "patterns", "conversations"} <= tables()
 
 
-async def test_readiness_loads_once_and_a_failed_loading_is_tried_again_by_the_next_wait() -> None:
+async def test_readiness_loads_in_its_own_task_and_a_failed_loading_is_tried_again_by_a_later_wait() -> None:
     runs: list[str] = []
 
     async def load() -> None:
@@ -230,21 +230,66 @@ async def test_readiness_loads_once_and_a_failed_loading_is_tried_again_by_the_n
         if len(runs) == 1:
             raise StorageError("disk full", "the pattern library", write=True)
 
-    readiness = Readiness([load], begin_after_s=math.inf)
+    readiness = Readiness([load], begin_after_s=math.inf, retry_after_s=0)
     async with anyio.create_task_group() as group:
         group.start_soon(readiness.run)
         await anyio.wait_all_tasks_blocked()
         assert runs == [] and not readiness.ready  # nothing before begin() or a wait
-        readiness.begin()
+        with pytest.raises(StorageError, match=r"\(disk full\)"):
+            await readiness.wait()  # the first attempt, failing
+        await readiness.wait()  # asked again: another attempt
+        await readiness.wait()  # loaded: nothing more runs
+        assert runs == ["load", "load"] and readiness.ready
+        late: list[str] = []
+
+        async def later() -> None:
+            late.append("filled")
+
+        await readiness.then(later)  # added once loaded: runs at once
+        assert late == ["filled"]
+        group.cancel_scope.cancel()
+
+
+async def test_a_waiter_that_gives_up_does_not_stop_the_loading_and_failures_are_not_retried_at_once() -> None:
+    gate = anyio.Event()
+    runs: list[str] = []
+
+    async def slow() -> None:
+        runs.append("start")
+        await gate.wait()
+        runs.append("done")
+
+    readiness = Readiness([slow], begin_after_s=math.inf)
+    async with anyio.create_task_group() as group:
+        group.start_soon(readiness.run)
+        scope = anyio.CancelScope()
+
+        async def impatient() -> None:
+            with scope:
+                await readiness.wait()
+
+        group.start_soon(impatient)
         await anyio.wait_all_tasks_blocked()
-    assert runs == ["load"] and not readiness.ready  # failed: logged, not ready
-    await readiness.wait()  # tried again
-    await readiness.wait()
-    assert runs == ["load", "load"] and readiness.ready
-    late: list[str] = []
+        assert runs == ["start"]
+        scope.cancel()  # the first waiter gives up (a client cancelled its call)…
+        await anyio.wait_all_tasks_blocked()
+        gate.set()
+        await readiness.wait()  # …and the loading it started went on, once
+        assert runs == ["start", "done"] and readiness.ready
+        group.cancel_scope.cancel()
 
-    async def later() -> None:
-        late.append("filled")
+    attempts: list[int] = []
 
-    await readiness.then(later)  # added once loaded: runs at once
-    assert late == ["filled"]
+    async def locked() -> None:
+        attempts.append(1)
+        raise StorageError("locked", "the agents", write=True)
+
+    failing = Readiness([locked], begin_after_s=math.inf, retry_after_s=math.inf)
+    async with anyio.create_task_group() as group:
+        group.start_soon(failing.run)
+        for _ in range(3):
+            with pytest.raises(StorageError, match=r"\(locked\)"):
+                await failing.wait()
+        await anyio.wait_all_tasks_blocked()
+        assert attempts == [1]  # within retry_after_s: the same failure, no new attempt
+        group.cancel_scope.cancel()
