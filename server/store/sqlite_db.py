@@ -197,18 +197,21 @@ class SQLiteDatabase:
         exc = self._named(exc)
         logger.error("database %s: %s", self.path, StoreUnavailable(self.path, _explained(self.path, exc)),
                      exc_info=None if isinstance(exc, self.failures) else exc)  # a bug: its traceback too
-        while item is not _STOP:
-            future = None if isinstance(item, CallRecord) else item.future
+        queued = [item]
+        while queued[-1] is not _STOP:  # taken before any is answered: what an answer prompts comes after
+            try:
+                queued.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        stopped = queued[-1] is _STOP
+        for waiting in queued[:-1] if stopped else queued:
+            future = None if isinstance(waiting, CallRecord) else waiting.future
             if future is None:
                 self.dropped += 1
             elif future.set_running_or_notify_cancel():
-                future.set_exception(_translated(exc, item.what, write=not isinstance(item, _Call) or item.write,
-                                                 failures=self.failures))
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return False
-        return True
+                write = not isinstance(waiting, _Call) or waiting.write
+                future.set_exception(_translated(exc, waiting.what, write=write, failures=self.failures))
+        return stopped
 
     def _work(self, db: sqlite_utils.Database, item: Any) -> None:
         """Serve ``item`` and every operation after it, in order, until :data:`_STOP`."""
