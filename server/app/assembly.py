@@ -24,6 +24,7 @@ from knowledge.library import builtin_patterns
 from server.app.sdk_seams import advertise_list_changed, connection_of, serve_resource_subscriptions
 from server.app.warmup import Readiness, WarmUp, provider_steps
 from server.config import Config, PostgresDatabase
+from server.store.location import parse_database
 from server.errors import ConfigError
 from server.operations.audit import AuditedGuardrails, AuditLog
 from server.operations.incidents import IncidentService, WorkflowRunner
@@ -72,7 +73,14 @@ def open_store(location: str | Path | PostgresDatabase, *, command: bool = False
                import_library: Callable[[], object] | None = None) -> Store:
     """The full-mode store: SQLite at a path (sqlite-utils imported at its first use, by ``import_library`` if
     given), or a shared PostgreSQL database. ``command``: for a short CLI command beside a serving process
-    (SQLite writes wait longer for its lock)."""
+    (SQLite writes wait longer for its lock). A string is read as :func:`server.store.location.parse_database`
+    reads it, so a URL never becomes a SQLite file named after it.
+
+    Raises:
+        ValueError: a string URL of a scheme other than PostgreSQL's.
+    """
+    if isinstance(location, str):
+        location = parse_database(location)
     if isinstance(location, PostgresDatabase):
         from server.store.postgres import PostgresStore
 

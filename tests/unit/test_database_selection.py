@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from server.app.assembly import open_store
 from server.app.cli import main
 from server.config import PostgresDatabase, database_path, load_config
 from server.errors import ConfigError
@@ -76,3 +77,17 @@ def test_simple_mode_refuses_a_postgres_database() -> None:
 def test_a_bad_replica_id_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--database", URL, "--replica-id", "bad id!"]) == 2
     assert "--replica-id: a replica id is 1-63 letters" in capsys.readouterr().err
+
+
+def test_open_store_reads_a_url_string_as_a_database_never_as_a_sqlite_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A development state of the store once opened SQLite at a test's PostgreSQL URL, and left files under
+    # ./postgresql:/ that were committed by mistake.
+    monkeypatch.chdir(tmp_path)
+    opened: list[PostgresDatabase] = []
+    monkeypatch.setattr("server.store.postgres.PostgresStore", lambda database: opened.append(database) or "pg")
+    assert open_store(URL) == "pg"
+    assert opened == [PostgresDatabase(URL)]
+    with pytest.raises(ValueError, match="unsupported database URL scheme 'mysql'"):
+        open_store("mysql://u:p@h/d")
+    assert list(tmp_path.iterdir()) == []
