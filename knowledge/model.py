@@ -6,8 +6,6 @@ description, declared variables, free JSON metadata (``domain``, ``tags``, ``cop
 others are *templates* (exported as Copilot prompt files).
 """
 
-from __future__ import annotations
-
 import json
 import re
 from datetime import UTC, datetime
@@ -49,7 +47,7 @@ class Variable(BaseModel):
         default=None, max_length=100, description="Known good values, offered as completions (not enforced).")
 
     @model_validator(mode="after")
-    def _required_follows_default(self) -> Variable:
+    def _required_follows_default(self) -> "Variable":
         if self.required is None:
             object.__setattr__(self, "required", self.default is None)
         elif self.required and self.default is not None:
@@ -109,7 +107,7 @@ class PatternSpec(BaseModel):
         return metadata
 
     @model_validator(mode="after")
-    def _variables_match_placeholders(self) -> PatternSpec:
+    def _variables_match_placeholders(self) -> "PatternSpec":
         used = parse(self.template).variables
         if self.variables is None:
             object.__setattr__(self, "variables", tuple(Variable(name=v) for v in used))
@@ -162,7 +160,7 @@ class Pattern(PatternSpec):
         return f"{URI_PREFIX}{self.name}/versions/{self.version}"
 
     @classmethod
-    def from_record(cls, record: PatternRecord) -> Pattern:
+    def from_record(cls, record: PatternRecord) -> "Pattern":
         """Rebuild from the store (trusted: validated when stored)."""
         return cls.model_construct(
             name=record.name, description=record.description, template=record.template,
@@ -171,13 +169,13 @@ class Pattern(PatternSpec):
             metadata=record.metadata, apply_to=record.apply_to, version=record.version, source=record.source,
             created_at=_iso(record.created_at), updated_at=_iso(record.updated_at))
 
-    def spec(self) -> PatternSpec:
+    def spec(self) -> "PatternSpec":
         """The registrable part (for export and comparisons)."""
         return PatternSpec.model_construct(name=self.name, description=self.description, template=self.template,
                                            variables=self.variables, metadata=self.metadata, apply_to=self.apply_to)
 
 
-def validate_spec(data: dict[str, Any]) -> PatternSpec:
+def validate_spec(data: dict[str, Any]) -> "PatternSpec":
     """A :class:`PatternSpec` from plain data, with one readable error.
 
     Raises:

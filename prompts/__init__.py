@@ -6,8 +6,6 @@ Prompts are objects on the ``MCPServer``; :class:`PatternPrompts` keeps them in 
 replica changed the pattern. Argument completion offers a variable's ``choices`` and its default.
 """
 
-from __future__ import annotations
-
 import json
 import re
 from collections.abc import Callable, Iterable

@@ -1,8 +1,6 @@
 """MCP resources: the provider pool's health and the knowledge pattern library (workflows and operations
 summaries join as they land)."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from typing import Any
 

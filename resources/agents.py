@@ -8,8 +8,6 @@
 |  | and at least ``min_version``, listed as the index lists them (JSON) |
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,7 +30,7 @@ def _json(data: Any) -> str:
 def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> None:
     """Register the agent resources on ``mcp``."""
 
-    def service() -> AgentService:
+    def service() -> "AgentService":
         agents = dependencies().agents
         if agents is None:
             raise ResourceNotFoundError("agents are not available in this server")

@@ -5,8 +5,6 @@
 | ``audit://runs/{run_id}`` | a workflow run's lineage: who started it, each step's inputs and output hashes, the model that answered, guardrail decisions, approvals, and a Mermaid diagram (JSON) |
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Callable
 

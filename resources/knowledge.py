@@ -13,8 +13,6 @@ the library by :class:`PatternResources` (the SDK offers no way to remove a list
 pattern is gone, which only a new lifespan on another store can cause, answers "not found").
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Callable, Iterable
 from typing import Any

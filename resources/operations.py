@@ -2,8 +2,6 @@
 it) and ``operations://incidents`` (recent incidents, newest first). Subscribers hear ``resources/updated`` for
 both whenever an incident opens, is acknowledged or resolves."""
 
-from __future__ import annotations
-
 import json
 from collections.abc import Callable
 

@@ -8,8 +8,6 @@ published on the bus to them, so a tool's ``ctx.notify_resource_updated`` and th
 connections apart (both through the SDK seams of :mod:`server.app.sdk_seams`).
 """
 
-from __future__ import annotations
-
 import json
 import logging
 from collections.abc import Callable

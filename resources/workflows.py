@@ -7,8 +7,6 @@
 | ``workflows://runs/{run_id}`` | a run's status, outputs and steps (JSON; the same as ``workflow_run``) |
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -31,7 +29,7 @@ def _json(data: Any) -> str:
 def register(mcp: MCPServer, dependencies: Callable[[], Dependencies]) -> None:
     """Register the workflow resources on ``mcp``."""
 
-    def service() -> WorkflowService:
+    def service() -> "WorkflowService":
         workflows = dependencies().workflows
         if workflows is None:
             raise ResourceNotFoundError("workflows are not available in this server")

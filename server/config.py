@@ -6,8 +6,6 @@ environment as a mapping, resolves every provider's API key through :func:`resol
 frozen :class:`Config` that the entry point passes down.
 """
 
-from __future__ import annotations
-
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -189,7 +187,7 @@ class ResponseAction(_Strict):
     workflow: str | None = Field(default=None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
-    def _workflow_named(self) -> ResponseAction:
+    def _workflow_named(self) -> "ResponseAction":
         if self.action == "run_workflow" and not self.workflow:
             raise ValueError("run_workflow needs `workflow` (a saved workflow's name)")
         return self
@@ -243,7 +241,7 @@ class McpServerConfig(_Strict):
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
 
     @model_validator(mode="after")
-    def _one_transport(self) -> McpServerConfig:
+    def _one_transport(self) -> "McpServerConfig":
         if (self.command is None) == (self.url is None):
             raise ValueError("give either `command` (stdio) or `url` (HTTP)")
         return self
@@ -328,7 +326,7 @@ class Config(_Strict):
         return providers
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> Config:
+    def _cross_checks(self) -> "Config":
         names = {p.name for p in self.providers}
         for index, provider in enumerate(self.providers):
             if not provider.capabilities:

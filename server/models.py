@@ -5,8 +5,6 @@ result models of the tools that is ~45 ms of every start (``bench/startup.py``),
 ``tools/list`` although no result model is used until the first call.
 """
 
-from __future__ import annotations
-
 from pydantic import BaseModel, ConfigDict
 
 

@@ -1,7 +1,5 @@
 """The MCP tools: thin functions that validate, call one core service and map core errors to ``ToolError``."""
 
-from __future__ import annotations
-
 import importlib
 from collections.abc import Iterable
 

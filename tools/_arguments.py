@@ -9,8 +9,6 @@ must be able to correct its call, so the message says what to do, e.g.
 What is allowed comes from the tool's published input schema, so the message and the schema never disagree.
 """
 
-from __future__ import annotations
-
 import difflib
 import json
 import math

@@ -1,8 +1,6 @@
 """Reaching the server's dependencies from a tool call, and mapping core errors to ``ToolError``
 (:mod:`tools._errors`)."""
 
-from __future__ import annotations
-
 from contextvars import ContextVar
 
 from mcp.server.mcpserver import Context

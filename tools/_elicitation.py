@@ -7,8 +7,6 @@ on a connection that carries server requests. Anyone else's approval steps wait,
 ``workflow_run`` approve/reject.
 """
 
-from __future__ import annotations
-
 import logging
 from typing import Literal
 

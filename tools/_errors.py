@@ -3,8 +3,6 @@ domain error) as a tool error with its message, written for the caller; anything
 ``internal error (ref <id>)``, with the traceback logged under the same ref for whoever runs the server.
 """
 
-from __future__ import annotations
-
 import functools
 import logging
 import uuid

@@ -16,8 +16,6 @@ A client that did not declare ``sampling`` is refused with -32021 (``MISSING_REQ
 both eras, before anything is sent.
 """
 
-from __future__ import annotations
-
 import time
 
 from mcp import MCPError

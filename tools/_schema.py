@@ -22,11 +22,13 @@ Free-form values (``JsonValue``: a pattern's variable values, workflow inputs an
 stay ``{}``, the JSON Schema for "any JSON value"; the tool descriptions say so.
 """
 
-from __future__ import annotations
-
 from collections import Counter
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Collection, Iterator
+from typing import Any, get_args
+
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 _DEFS = "#/$defs/"
 _NULL = {"type": "null"}
@@ -55,6 +57,45 @@ def output_schema(schema: dict[str, Any], detail: Collection[str] = ()) -> dict[
     if used:
         body["$defs"] = {name: definitions[name] for name in definitions if name in used}
     return body
+
+
+def result_schema(model: type[BaseModel], detail: Collection[str] = ()) -> dict[str, Any]:
+    """:func:`output_schema` of ``model``'s JSON Schema, generated without what it would outline: pydantic writes
+    the models that the ``detail`` fields reach in full, and any other nested model as ``{"type": "object"}``.
+    Generating every result's complete schema only to outline it took about 40% of building the tools at
+    start-up (issue 17); the result is the same (``tests/unit/test_schema.py`` compares the two).
+
+    Raises:
+        ValueError: a type pydantic cannot write a JSON Schema for (it would warn; a result must be JSON).
+    """
+    kept = {model, *_models_in(model.model_fields[name].annotation for name in detail)}
+
+    class Outlined(_StrictJsonSchema):
+        def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
+            return super().model_schema(schema) if schema["cls"] in kept else {"type": "object"}
+
+    return output_schema(model.model_json_schema(schema_generator=Outlined), detail)
+
+
+class _StrictJsonSchema(GenerateJsonSchema):
+    def emit_warning(self, kind: Any, detail: str) -> None:
+        raise ValueError(f"JSON schema warning: {kind} - {detail}")
+
+
+def _models_in(annotations: Iterator[Any]) -> set[type[BaseModel]]:
+    """Every pydantic model the annotations name, and those their fields name, through ``list[…]``, ``X | None``,
+    ``Annotated[…]`` and the like."""
+    found: set[type[BaseModel]] = set()
+    pending = list(annotations)
+    while pending:
+        annotation = pending.pop()
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation not in found:
+                found.add(annotation)
+                pending.extend(field.annotation for field in annotation.model_fields.values())
+        else:
+            pending.extend(get_args(annotation))
+    return found
 
 
 def _compact(schema: dict[str, Any], *, output: bool) -> dict[str, Any]:

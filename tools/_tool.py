@@ -6,22 +6,21 @@ publishes are the compact forms of :mod:`tools._schema` (``Tool.parameters`` and
 are public fields the SDK reads live).
 """
 
-from __future__ import annotations
-
 import time
 from collections.abc import Callable, Collection, Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from server.operations.telemetry import SPAN_TOOL, span
 from tools._arguments import unknown_arguments, validation_message
 from tools._errors import core_errors, guarded
-from tools._schema import input_schema, output_schema
+from tools._schema import input_schema, result_schema
 
 _call_started: ContextVar[float | None] = ContextVar("tool_call_started", default=None)
 
@@ -45,6 +44,8 @@ class SurfaceTool(Tool):
 
     render: Callable[[Any], str] | None = Field(default=None, exclude=True)
     """The text content for a result (the structured content carries the whole result); default: its JSON."""
+    detail: tuple[str, ...] = Field(default=(), exclude=True)
+    """The result's fields whose nested records the output schema spells out (see :func:`make_tool`)."""
     redirects: dict[str, str] = Field(default_factory=dict, exclude=True)
     """Unknown argument name -> what its refusal says instead of the closest valid name (the tool that takes it)."""
 
@@ -129,11 +130,32 @@ def make_tool(fn: Callable[..., Any], *, name: str, description: str, annotation
         redirects: unknown argument names that belong to another tool -> the refusal that names it.
     """
     description = " ".join(description.split())  # one paragraph: line breaks are only source formatting
-    tool = SurfaceTool.from_function(fn, name=name, description=description, annotations=annotations)
+    # The SDK derives no output schema here (structured_output=False): it would write the whole nested schema
+    # that result_schema outlines; the metadata built below is the SDK's hand-built kind, validated alike.
+    tool = SurfaceTool.from_function(fn, name=name, description=description, annotations=annotations,
+                                     structured_output=False)
     tool.fn = guarded(tool.fn, tool.is_async)  # a domain error with its message, a bug as internal error (ref …)
     tool.render = render
+    tool.detail = tuple(detail)
     tool.redirects = dict(redirects or {})
     tool.parameters = input_schema(tool.parameters)
-    if tool.fn_metadata.output_schema is not None:
-        tool.fn_metadata.output_schema = output_schema(tool.fn_metadata.output_schema, detail)
+    result = result_model(fn)
+    tool.fn_metadata = FuncMetadata(arg_model=tool.fn_metadata.arg_model, output_model=result,
+                                    output_schema=result_schema(result, detail))
     return tool
+
+
+def result_model(fn: Callable[..., Any]) -> type[BaseModel]:
+    """The model a tool function's result is: its return annotation, a pydantic model, or the model annotated
+    on a ``CallToolResult`` it builds itself (``Annotated[CallToolResult, Model]``, the SDK's form).
+
+    Raises:
+        TypeError: any other return annotation (every tool of this server returns structured content).
+    """
+    returned = get_type_hints(fn, include_extras=True).get("return")
+    if get_origin(returned) is Annotated and get_args(returned)[0] is CallToolResult:
+        returned = get_args(returned)[1]
+    if not (isinstance(returned, type) and issubclass(returned, BaseModel)):
+        raise TypeError(f"{fn.__name__} returns {returned!r}: a tool returns a pydantic model, or "
+                        "Annotated[CallToolResult, Model]")
+    return returned

@@ -1,7 +1,5 @@
 """The ``register_agent`` and ``plan_workflow`` tools."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated
 
 from mcp.server.mcpserver import Context
@@ -37,7 +35,7 @@ class AgentSaved(DeferredModel):
     uri: str
 
 
-def _agents(ctx: Context) -> AgentService:
+def _agents(ctx: Context) -> "AgentService":
     service = dependencies(ctx).agents
     if service is None:
         raise ToolError("agents are not available in this server")

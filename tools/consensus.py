@@ -1,7 +1,5 @@
 """The ``consensus`` tool."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 from mcp.server.mcpserver import Context, Resolve, Sample

@@ -1,7 +1,5 @@
 """The ``monitor_operations`` and ``acknowledge_incident`` tools."""
 
-from __future__ import annotations
-
 import base64
 from typing import Annotated, Literal
 

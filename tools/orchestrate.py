@@ -1,7 +1,5 @@
 """The ``orchestrate`` tool."""
 
-from __future__ import annotations
-
 import json
 from typing import Annotated, Literal
 

@@ -1,7 +1,5 @@
 """The ``register_pattern`` and ``search_patterns`` tools."""
 
-from __future__ import annotations
-
 import logging
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """The ``list_providers`` tool."""
 
-from __future__ import annotations
-
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.tools import Tool
 from mcp_types import ToolAnnotations

@@ -1,7 +1,5 @@
 """The ``run_workflow``, ``workflow_run`` and ``save_workflow`` tools."""
 
-from __future__ import annotations
-
 import json
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -56,13 +54,13 @@ class WorkflowRunResult(DeferredModel):
     next_offset: int | None = None
 
     @classmethod
-    def of(cls, status: RunStatus) -> WorkflowRunResult:
+    def of(cls, status: RunStatus) -> "WorkflowRunResult":
         """``status``'s fields as they are: already validated, so a run of a thousand steps is not dumped and
         validated again on the event loop."""
         return cls.model_construct(**{name: getattr(status, name) for name in RunStatus.model_fields})
 
 
-def _service(ctx: Context) -> WorkflowService:
+def _service(ctx: Context) -> "WorkflowService":
     service = dependencies(ctx).workflows
     if service is None:
         raise ToolError("workflows are not available in this server")

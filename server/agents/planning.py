@@ -1,8 +1,6 @@
 """The ``plan_workflow`` service: plan (:mod:`server.agents.planner`), then optionally save the plan as a workflow
 and start a run of it, as ``save_workflow`` and ``run_workflow`` would."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +29,7 @@ class PlanResult(DeferredModel):
     status: str | None = None
 
 
-async def plan_workflow(planner: Planner, workflows: WorkflowService | None, goal: str, principal: Principal, *,
+async def plan_workflow(planner: "Planner", workflows: "WorkflowService | None", goal: str, principal: Principal, *,
                         constraints: Mapping[str, Any] | None = None, agents: Sequence[str] | None = None,
                         save_as: str | None = None, run: bool = False) -> PlanResult:
     """Plan a workflow for ``goal``; with ``save_as``, save it under that name (its next version); with ``run``,

@@ -15,8 +15,6 @@
     providers = ["openai-mini"]          # the routing model (default: the pool's routing)
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator

@@ -24,8 +24,6 @@ task *is* the workflow run (task id = run id), so it survives restarts and is vi
 is scoped like the run (its owner, and admins).
 """
 
-from __future__ import annotations
-
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime

@@ -2,8 +2,6 @@
 :class:`ResponseReport` per answer) and the errors a call can end with. Shared by the service, the tool, the
 workflow step and the task that runs a consensus durably."""
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal

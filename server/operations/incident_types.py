@@ -1,7 +1,5 @@
 """The incident record, shared by the summary (:mod:`server.operations.summary`) and the engine (:mod:`server.operations.incidents`)."""
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field

@@ -15,8 +15,6 @@ the window (at most 60 buckets; only those with calls are listed), the threshold
 provider health.
 """
 
-from __future__ import annotations
-
 import math
 import re
 import time
@@ -183,7 +181,7 @@ class _Acc:
         self.cost_usd += row.cost_usd
         merge(self.histogram, row.histogram)  # type: ignore[arg-type]
 
-    def absorb(self, other: _Acc) -> None:
+    def absorb(self, other: "_Acc") -> None:
         self.calls += other.calls
         self.errors += other.errors
         self.input_tokens += other.input_tokens

@@ -2,8 +2,6 @@
 A/B buckets, progress, and the figures the result reports. The caller's principal comes down from the tool (or
 the workflow run); the pool's policy layer screens the call under it."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 import time

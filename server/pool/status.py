@@ -1,7 +1,5 @@
 """The provider pool's health as clients see it (``list_providers``, ``providers://pool``), without secrets."""
 
-from __future__ import annotations
-
 import time
 from collections.abc import Callable
 

@@ -39,8 +39,6 @@ deny_addresses = ["10.0.0.0/8"]            # refused as well (wins over allow_ad
 ```
 """
 
-from __future__ import annotations
-
 import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator

@@ -22,8 +22,6 @@ Every algorithm here is linear in the definition's size (steps plus dependency e
 checked on the raw data before any of it runs (:func:`server.workflows.validation.validate`).
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Callable, Sequence
 from functools import cached_property
@@ -109,12 +107,12 @@ class Condition(_Strict):
     op: Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in", "contains", "exists", "not_exists",
                 "truthy", "falsy"] | None = None
     value: JsonValue = None
-    all: list[Condition] | None = Field(default=None, max_length=100)
-    any: list[Condition] | None = Field(default=None, max_length=100)
-    not_: Condition | None = Field(default=None, alias="not")
+    all: "list[Condition] | None" = Field(default=None, max_length=100)
+    any: "list[Condition] | None" = Field(default=None, max_length=100)
+    not_: "Condition | None" = Field(default=None, alias="not")
 
     @model_validator(mode="after")
-    def _one_form(self) -> Condition:
+    def _one_form(self) -> "Condition":
         forms = [name for name, v in (("path", self.path), ("all", self.all), ("any", self.any),
                                       ("not", self.not_)) if v is not None]
         if len(forms) != 1:
@@ -173,7 +171,7 @@ class Step(_Strict):
     kind: str
     depends_on: tuple[str, ...] = Field(default=(), max_length=MAX_DEPENDENCIES)
     with_: dict[str, JsonValue] = Field(default_factory=dict, alias="with")
-    when: Condition | None = None
+    when: "Condition | None" = None
     retry: RetryPolicy = RetryPolicy()
     timeout_s: float | None = Field(default=None, gt=0, le=30 * 86_400)
     on_error: Literal["fail", "skip", "continue"] = "fail"

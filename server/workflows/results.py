@@ -6,8 +6,6 @@ tool surface, which publishes these models' schemas in ``tools/list``, loads wit
 interpreter and the service are imported when the first workflow call (or the warm start) needs them.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from pydantic import Field

@@ -7,8 +7,6 @@ Governance rules are checked when a workflow is saved and again when a run start
 rule that names neither applies to every workflow.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
@@ -70,7 +68,7 @@ class AttendedSteps(_Rule):
     tools: tuple[Annotated[str, Field(pattern=TOOL_NAME)], ...] = ()
 
     @model_validator(mode="after")
-    def _something_listed(self) -> AttendedSteps:
+    def _something_listed(self) -> "AttendedSteps":
         if not self.step_kinds and not self.tools:
             raise ValueError("attended_steps needs `step_kinds` or `tools`")
         return self
@@ -103,7 +101,7 @@ class HookSettings(_Strict):
     max_body_bytes: int = Field(default=256 * 1024, ge=2, le=16 * 1024 * 1024)
 
     @model_validator(mode="after")
-    def _secret_named(self) -> HookSettings:
+    def _secret_named(self) -> "HookSettings":
         if self.auth == "hmac" and not self.secret_env and self.secret is None:
             raise ValueError("auth = \"hmac\" needs `secret_env` (the variable holding the hook's secret)")
         return self

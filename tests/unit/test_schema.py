@@ -6,10 +6,13 @@ from typing import Annotated
 
 import jsonschema
 import pytest
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata
 from pydantic import BaseModel, Field, TypeAdapter
 
 from server.pool.orchestration import OrchestrateResult
-from tools._schema import input_schema, output_schema
+from tools import all_tools
+from tools._schema import input_schema, output_schema, result_schema
+from tools._tool import result_model
 
 GOOD = {"text": "t", "provider": "p", "model": "m", "usage": {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
         "attempts": [{"provider": "p", "model": "m", "status": "ok", "error_class": None, "error": None,
@@ -95,3 +98,38 @@ def test_a_recursive_model_keeps_its_definition() -> None:
     validator = jsonschema.Draft202012Validator(compact)
     assert validator.is_valid({"value": 1, "next": {"value": 2}})
     assert not validator.is_valid({"value": 1, "next": {"value": "two"}})
+
+
+def test_each_tool_publishes_the_outline_of_the_schema_the_sdk_would_derive() -> None:
+    # result_schema skips generating the nested records it outlines; what it publishes must not change for it
+    for tool in all_tools():
+        full = FuncMetadata(arg_model=tool.fn_metadata.arg_model,
+                            output_model=tool.fn_metadata.output_model).output_schema  # the SDK's derivation
+        assert full is not None
+        assert tool.fn_metadata.output_schema == output_schema(full, tool.detail), tool.name
+
+
+def test_a_detail_field_spells_out_every_model_it_reaches_and_nothing_else() -> None:
+    class Leaf(BaseModel):
+        size: int
+
+    class Branch(BaseModel):
+        leaves: list[Leaf]
+
+    class Tree(BaseModel):
+        branch: Branch | None = None
+        other: Branch
+
+    spelled = result_schema(Tree, detail=("branch",))
+    assert spelled == output_schema(Tree.model_json_schema(), detail=("branch",))
+    validator = jsonschema.Draft202012Validator(spelled)
+    assert not validator.is_valid({"branch": {"leaves": [{"size": "big"}]}, "other": {}})
+    assert validator.is_valid({"branch": {"leaves": [{"size": 1}]}, "other": {"anything": 1}})
+
+
+def test_a_tool_must_return_a_model() -> None:
+    async def loose() -> dict:
+        return {}
+
+    with pytest.raises(TypeError, match="loose returns .*a tool returns a pydantic model"):
+        result_model(loose)
