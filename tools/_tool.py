@@ -2,8 +2,8 @@
 errors, compact schemas, a readable text rendering of its result, and a span per call.
 
 :class:`SurfaceTool` subclasses the SDK's public ``Tool`` and overrides its public ``run``; the schemas it
-publishes are the compact forms of :mod:`tools._schema` (``Tool.parameters`` and ``FuncMetadata.output_schema``
-are public fields the SDK reads live).
+publishes are the compact forms of :mod:`tools._schema` (``Tool.parameters``, a public field the SDK reads live,
+and the output schema of a ``FuncMetadata`` built in the SDK's documented hand-built form).
 """
 
 import time
