@@ -166,6 +166,9 @@ class Readiness:
             attempted, self._attempted = self._attempted, anyio.Event()
             attempted.set()
             await self._requested.wait()
+            while self.ready:  # asked while it loaded, or since: nothing to load again until a later step fails
+                self._requested = anyio.Event()
+                await self._requested.wait()
 
     async def wait(self) -> None:
         """Return once the state is loaded, asking for an attempt (another, after a failure) if need be.

@@ -250,6 +250,28 @@ async def test_readiness_loads_in_its_own_task_and_a_failed_loading_is_tried_aga
         group.cancel_scope.cancel()
 
 
+async def test_requests_made_while_the_state_loads_load_it_once() -> None:
+    # Seen from the Inspector: a tool call and the resource reads that arrived during the loading loaded it twice
+    gate = anyio.Event()
+    runs: list[str] = []
+
+    async def slow() -> None:
+        runs.append("load")
+        await gate.wait()
+
+    readiness = Readiness([slow], begin_after_s=math.inf)
+    async with anyio.create_task_group() as group:
+        group.start_soon(readiness.run)
+        for _ in range(3):
+            group.start_soon(readiness.wait)
+        await anyio.wait_all_tasks_blocked()
+        gate.set()
+        await readiness.wait()
+        await anyio.wait_all_tasks_blocked()
+        assert runs == ["load"] and readiness.ready
+        group.cancel_scope.cancel()
+
+
 async def test_a_waiter_that_gives_up_does_not_stop_the_loading_and_failures_are_not_retried_at_once() -> None:
     gate = anyio.Event()
     runs: list[str] = []
