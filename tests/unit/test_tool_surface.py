@@ -236,10 +236,13 @@ async def test_a_runs_text_is_a_few_lines_however_many_steps_and_the_structure_h
         assert len(done.structured_content["steps"]) == 30 and len(done.structured_content["outputs"]) == 30
         started = await client.call_tool("run_workflow", {"workflow": approvals, "wait": False})
         gate = started.structured_content["run_id"]
+        def all_waiting(result: Any) -> bool:  # the run waits once its first approval does; the rest follow
+            content = result.structured_content
+            return content["status"] == "waiting" and all(step["status"] == "waiting" for step in content["steps"])
+
         with anyio.fail_after(10):
-            while (status := await client.call_tool("workflow_run", {"run_id": gate})).structured_content[
-                    "status"] != "waiting":
-                await anyio.sleep(0.01)  # bounded-wait: the run's status, read by request; fail_after bounds it
+            while not all_waiting(status := await client.call_tool("workflow_run", {"run_id": gate})):
+                await anyio.sleep(0.01)  # bounded-wait: the run's steps, read by request; fail_after bounds it
         text = status.content[0].text
         assert text.splitlines()[0].startswith(f"run {gate} (gate): waiting; ")
         assert "waiting for a decision: ok0, ok1," in text and text.rstrip().endswith("and 30 more")
