@@ -26,8 +26,9 @@ from collections import Counter
 from collections.abc import Collection, Iterator
 from typing import Any, get_args
 
+from mcp.server.mcpserver.utilities.func_metadata import StrictJsonSchema
 from pydantic import BaseModel
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
 _DEFS = "#/$defs/"
@@ -70,16 +71,11 @@ def result_schema(model: type[BaseModel], detail: Collection[str] = ()) -> dict[
     """
     kept = {model, *_models_in(model.model_fields[name].annotation for name in detail)}
 
-    class Outlined(_StrictJsonSchema):
+    class Outlined(StrictJsonSchema):  # the SDK's generator: a warning raises (a result must be JSON)
         def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
             return super().model_schema(schema) if schema["cls"] in kept else {"type": "object"}
 
     return output_schema(model.model_json_schema(schema_generator=Outlined), detail)
-
-
-class _StrictJsonSchema(GenerateJsonSchema):
-    def emit_warning(self, kind: Any, detail: str) -> None:
-        raise ValueError(f"JSON schema warning: {kind} - {detail}")
 
 
 def _models_in(annotations: Iterator[Any]) -> set[type[BaseModel]]:

@@ -23,8 +23,7 @@ from knowledge import Pattern, PatternRegistry
 from knowledge.library import builtin_patterns
 from server.app.sdk_seams import advertise_list_changed, connection_of, serve_resource_subscriptions
 from server.app.warmup import Readiness, WarmUp, provider_steps
-from server.config import Config, PostgresDatabase
-from server.store.location import parse_database
+from server.config import Config, PostgresDatabase, parse_database
 from server.errors import ConfigError
 from server.operations.audit import AuditedGuardrails, AuditLog
 from server.operations.incidents import IncidentService, WorkflowRunner
